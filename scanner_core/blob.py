@@ -1,0 +1,136 @@
+"""Blob Storage: uploads with bounded retries, streamed from disk.
+
+The SDK's own retry policy is switched off (``retry_total=0``) so that the
+attempts and their backoff are exactly the ones described here (tenacity): 5
+attempts, exponential backoff. Errors are re-raised as ``StorageError`` with a
+redacted message, and never chained: urllib3 quotes the request URL, SAS
+token included, in its exception text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import ContainerClient, ContentSettings
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from .errors import StorageError
+from .redact import Redactor
+
+UPLOAD_ATTEMPTS = 5
+_T = TypeVar("_T")
+_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class BlobStore(Protocol):
+    """Where audit results go. ``azure-blob`` is the one implementation."""
+
+    def upload_file(self, name: str, path: Path, content_type: str) -> None: ...
+
+    def upload_bytes(self, name: str, data: bytes, content_type: str) -> None: ...
+
+    def download_bytes(self, name: str) -> bytes | None: ...
+
+
+def _is_retryable(error: BaseException) -> bool:
+    if isinstance(error, (ServiceRequestError, ServiceResponseError)):
+        return True  # could not connect, or the connection broke
+    if isinstance(error, (ClientAuthenticationError, ResourceNotFoundError)):
+        return False  # a bad or expired SAS, a missing container: waiting will not help
+    if isinstance(error, HttpResponseError):
+        return error.status_code is None or error.status_code in (408, 429) or error.status_code >= 500
+    return False
+
+
+class AzureBlobStore:
+    """One container, addressed by its SAS URL (Azure or Azurite)."""
+
+    def __init__(
+        self,
+        container_sas_url: str,
+        redactor: Redactor,
+        *,
+        attempts: int = UPLOAD_ATTEMPTS,
+        backoff_multiplier: float = 0.5,
+        backoff_max: float = 8.0,
+    ) -> None:
+        self._redactor = redactor
+        self._container = ContainerClient.from_container_url(
+            container_sas_url,
+            retry_total=0,
+            connection_timeout=10,
+            read_timeout=120,
+            max_single_put_size=_CHUNK_BYTES,
+            max_block_size=_CHUNK_BYTES,
+        )
+        self._retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=backoff_multiplier, max=backoff_max),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        self.attempts = attempts
+
+    def upload_file(self, name: str, path: Path, content_type: str) -> None:
+        def attempt() -> None:
+            with path.open("rb") as stream:
+                self._container.upload_blob(
+                    name,
+                    stream,
+                    length=path.stat().st_size,
+                    overwrite=True,
+                    max_concurrency=1,  # one chunk in memory at a time
+                    content_settings=ContentSettings(content_type=content_type),
+                )
+
+        self._with_retries(f"upload of {name}", attempt)
+
+    def upload_bytes(self, name: str, data: bytes, content_type: str) -> None:
+        def attempt() -> None:
+            self._container.upload_blob(
+                name, data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
+            )
+
+        self._with_retries(f"upload of {name}", attempt)
+
+    def download_bytes(self, name: str) -> bytes | None:
+        """The blob's content, or ``None`` if there is no such blob."""
+
+        def attempt() -> bytes | None:
+            try:
+                return self._container.download_blob(name).readall()
+            except ResourceNotFoundError:
+                return None
+
+        return self._with_retries(f"download of {name}", attempt)
+
+    def _with_retries(self, what: str, action: Callable[[], _T]) -> _T:
+        try:
+            return self._retrying(action)
+        except Exception as error:  # noqa: BLE001 - re-raised, typed and redacted
+            raise StorageError(f"{what} failed: {self.describe(error)}") from None
+
+    def describe(self, error: BaseException) -> str:
+        """A one-line, secret-free description of an SDK error."""
+        if isinstance(error, HttpResponseError) and error.status_code is not None:
+            code = getattr(error, "error_code", None) or getattr(error.response, "reason", "")
+            text = f"HTTP {error.status_code} {code}".strip()
+        elif isinstance(error, (ServiceRequestError, ServiceResponseError)):
+            text = f"{type(error).__name__}: storage endpoint unreachable ({_first_line(str(error))})"
+        else:
+            text = f"{type(error).__name__}: {_first_line(str(error))}"
+        retried = f" after {self.attempts} attempts" if _is_retryable(error) else ""
+        return self._redactor(text + retried)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""

@@ -1,0 +1,99 @@
+"""The one-time runner: ``python -m scanner_core scan|heartbeat``.
+
+Runs the same core as the function app, once, with the environment's
+configuration. Exit codes: 0 succeeded, 1 the audit failed, 2 usage or
+configuration error, 3 the results could not be stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import load_config
+from .core import AuditOutcome, ScanRequest, Scanner, utc_now
+from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerError, StorageError
+from .heartbeat import write_heartbeat
+from .log import configure_cli_logging
+
+EXIT_OK, EXIT_AUDIT_FAILED, EXIT_USAGE, EXIT_NOT_STORED = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scanner_core", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    scan = commands.add_parser("scan", help="scan one image once and ship the results to Blob Storage")
+    scan.add_argument("image", nargs="?", help="image reference, e.g. registry.example.com/team/app:1.0")
+    scan.add_argument("--input", type=Path, help="scan this image tarball (docker-archive or OCI) instead of pulling")
+    scan.add_argument("--audit-id", help="the audit's id (default: a new UUID)")
+
+    commands.add_parser("heartbeat", help="write the scanner's heartbeat meta once")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "scan" and not args.image and not args.input:
+        parser.error("scan needs an IMAGE, --input TAR, or both")
+    try:
+        config = load_config()
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_cli_logging(config.settings.log_format)
+    scanner = Scanner(config, app_root=Path.cwd())
+    if args.command == "heartbeat":
+        return _heartbeat(scanner)
+    return _scan(scanner, args)
+
+
+def _heartbeat(scanner: Scanner) -> int:
+    try:
+        name, meta = write_heartbeat(scanner)
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOT_STORED
+    print(f"heartbeat written to {name} (heartbeat={meta.heartbeat})")
+    return EXIT_OK
+
+
+def _scan(scanner: Scanner, args: argparse.Namespace) -> int:
+    request = ScanRequest(
+        audit_id=args.audit_id or str(uuid.uuid4()),
+        requested_at=utc_now(),
+        image=args.image,
+        input_tar=args.input,
+    )
+    try:
+        outcome = scanner.scan(request, final_attempt=True)
+    except RequestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except AuditNotRecorded as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOT_STORED
+    except ScannerError as error:  # pragma: no cover - every other failure becomes an outcome
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_AUDIT_FAILED
+    _print_outcome(outcome)
+    if outcome.succeeded:
+        return EXIT_OK
+    print(f"error: {outcome.meta.failure_description}", file=sys.stderr)
+    return EXIT_NOT_STORED if outcome.meta.audit_result.value == "upload-failed" else EXIT_AUDIT_FAILED
+
+
+def _print_outcome(outcome: AuditOutcome) -> None:
+    meta = outcome.meta
+    print(f"audit {meta.audit_id}: {meta.audit_result.value}")
+    print(f"  meta:   {outcome.meta_path}")
+    if meta.trivy_audit_path:
+        print(f"  report: {meta.trivy_audit_path}")
+    if outcome.summary is not None:
+        counts = ", ".join(f"{count} {severity.lower()}" for severity, count in outcome.summary.counts.items())
+        print(f"  image:  {meta.image}" + (f" ({meta.image_digest})" if meta.image_digest else ""))
+        print(f"  found:  {counts}")

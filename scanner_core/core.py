@@ -1,0 +1,255 @@
+"""The core: one scan request in, one audit folder out.
+
+It glues the parts together (configuration, registry credentials, trivy,
+Blob Storage) and decides what the audit's ``meta`` says. It never touches a
+queue: it reports what happened (``AuditOutcome``) and whether trying again
+may help, and the caller (the queue trigger, the one-time runner) acts on it.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__
+from .blob import AzureBlobStore, BlobStore
+from .config import ScannerConfig
+from .errors import AuditNotRecorded, FailureKind, RequestError, ScanFailed, ScannerError, StorageError
+from .image_archive import image_name_from_archive
+from .layout import META_BLOB, REPORT_BLOB, audit_folder
+from .log import ScanLogger
+from .models import AuditMeta, AuditResult
+from .redact import Redactor
+from .registry import ImageReference, find_credentials, parse_image_reference
+from .report import ReportSummary, summarise_report
+from .trivy import Credentials, ScanTarget, Trivy, TrivyOptions, read_database_info
+from .trivy_locate import locate_trivy
+
+_AUDIT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+JSON_CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """One request: an image reference, a local tarball, or both."""
+
+    audit_id: str
+    requested_at: datetime
+    image: str | None = None
+    input_tar: Path | None = None
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """What became of a request.
+
+    ``failure`` is set when the scan did not succeed; ``meta_written`` is false
+    only for a transient failure on a non-final attempt (the request is to be
+    retried and readers learn nothing yet).
+    """
+
+    meta: AuditMeta
+    folder: str
+    meta_written: bool
+    failure: ScannerError | None = None
+    summary: ReportSummary | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.meta.audit_result is AuditResult.SUCCEEDED
+
+    @property
+    def retry_may_help(self) -> bool:
+        return self.failure is not None and getattr(self.failure, "kind", None) is FailureKind.TRANSIENT
+
+    @property
+    def meta_path(self) -> str:
+        return f"{self.folder}/{META_BLOB}"
+
+
+def validate_audit_id(audit_id: str, field: str = "audit-id") -> str:
+    if not isinstance(audit_id, str) or not _AUDIT_ID.fullmatch(audit_id):
+        raise RequestError(
+            field,
+            f"{audit_id!r} is not a valid audit id: 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit",
+        )
+    return audit_id
+
+
+class Scanner:
+    """Scans images and ships the results; stateless between requests."""
+
+    def __init__(
+        self,
+        config: ScannerConfig,
+        *,
+        blob_store: BlobStore | None = None,
+        trivy: Trivy | None = None,
+        logger: ScanLogger | None = None,
+        app_root: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.redactor = Redactor(config.secrets)
+        self.logger = logger or ScanLogger(config.settings.log_format, self.redactor)
+        self.blob_store = blob_store or AzureBlobStore(
+            config.settings.az_blob_storage_sas.get_secret_value(), self.redactor
+        )
+        self._trivy = trivy
+        self._app_root = app_root
+
+    @property
+    def trivy(self) -> Trivy:
+        """Located on first use, so a misplaced binary fails a scan (transient), not start-up."""
+        if self._trivy is None:
+            self._trivy = Trivy(locate_trivy(self.config.settings.trivy_path, self._app_root), self.redactor)
+        return self._trivy
+
+    @property
+    def short_id(self) -> str:
+        return self.config.settings.scanner_short_id
+
+    def scan(self, request: ScanRequest, *, final_attempt: bool = True) -> AuditOutcome:
+        """Runs one audit. Returns its outcome; raises ``RequestError`` when the
+        audit id is unusable (no folder can be named), and ``AuditNotRecorded``
+        when not even ``meta`` could be written."""
+        audit_id = validate_audit_id(request.audit_id)
+        folder = audit_folder(self.short_id, request.requested_at, audit_id)
+        log = self.logger.bind(audit_id=audit_id, image=request.image or (request.input_tar and str(request.input_tar)))
+        log.info("scan requested", fields={"folder": folder, "final-attempt": final_attempt})
+        base = self._base_meta(audit_id, request)
+
+        try:
+            target, label = self._target(request)
+            base = base.model_copy(update={"image": label})
+            with tempfile.TemporaryDirectory(prefix="scan-") as workdir:
+                report_path = Path(workdir) / REPORT_BLOB
+                self._run_trivy(target, report_path)
+                summary = summarise_report(report_path)
+                return self._ship(base, folder, report_path, summary, log)
+        except (RequestError, ScanFailed) as failure:
+            return self._failed(base, folder, failure, final_attempt, log)
+
+    def _target(self, request: ScanRequest) -> tuple[ScanTarget, str]:
+        image: ImageReference | None = None
+        if request.image:
+            image = parse_image_reference(request.image)
+        if request.input_tar is not None:
+            if not request.input_tar.is_file():
+                raise RequestError("input", f"{request.input_tar} does not exist or is not a file")
+            label = request.image or image_name_from_archive(request.input_tar) or request.input_tar.name
+            return ScanTarget(image=image, input_tar=request.input_tar), label
+        if image is None:
+            raise RequestError("image", "an image reference or an image tarball is required")
+        return ScanTarget(image=image), request.image or image.canonical
+
+    def _run_trivy(self, target: ScanTarget, report_path: Path) -> None:
+        settings = self.config.settings
+        registry = find_credentials(target.image, self.config.file.registries) if target.image else None
+        credentials = None
+        if registry is not None and registry.username:
+            password = registry.password.get_secret_value() if registry.password else ""
+            credentials = Credentials(registry.username, password)
+        options = TrivyOptions(
+            cache_dir=settings.trivy_cache_dir,
+            timeout_ms=settings.trivy_timeout_ms,
+            skip_db_update=settings.trivy_skip_db_update,
+            offline_scan=settings.trivy_offline_scan,
+            db_repositories=tuple(settings.trivy_db_repository),
+            insecure_registry=bool(registry and registry.insecure),
+        )
+        self.trivy.scan(target, options, report_path, credentials)
+
+    def _base_meta(self, audit_id: str, request: ScanRequest) -> AuditMeta:
+        return AuditMeta(
+            audit_id=audit_id,
+            scanner_id=str(self.config.settings.scanner_identifier),
+            scanner_version=__version__,
+            timestamp=int(time.time()),
+            requested_at=int(request.requested_at.timestamp()),
+            audit_result=AuditResult.AUDIT_FAILED,
+            image=request.image,
+        )
+
+    def _ship(
+        self, base: AuditMeta, folder: str, report_path: Path, summary: ReportSummary, log: ScanLogger
+    ) -> AuditOutcome:
+        """``scan-result.json`` first, ``meta`` last: a reader who sees a meta can trust its folder."""
+        database = read_database_info(self.config.settings.trivy_cache_dir)
+        meta = base.model_copy(
+            update={
+                "audit_result": AuditResult.SUCCEEDED,
+                "image_digest": summary.image_digest,
+                "image_id": summary.image_id,
+                "trivy_version": self.trivy.version(),
+                "trivy_db_updated_at": database.updated_at,
+                "trivy_db_next_update": database.next_update,
+                "trivy_audit_path": f"{folder}/{REPORT_BLOB}",
+            }
+        )
+        failure: ScannerError | None = None
+        try:
+            self.blob_store.upload_file(f"{folder}/{REPORT_BLOB}", report_path, JSON_CONTENT_TYPE)
+        except StorageError as error:
+            failure = error
+            meta = meta.model_copy(
+                update={
+                    "audit_result": AuditResult.UPLOAD_FAILED,
+                    "failure_description": f"the scan succeeded but its report could not be stored: {error}",
+                    "failure_reason": "upload-failed",
+                    "failure_kind": FailureKind.TRANSIENT.value,
+                    "trivy_audit_path": None,
+                }
+            )
+        meta = meta.model_copy(update={"timestamp": int(time.time())})
+        self._write_meta(folder, meta, log)
+        log.info(
+            "audit recorded",
+            fields={"audit-result": meta.audit_result.value, "meta": f"{folder}/{META_BLOB}", **_counts(summary)},
+        )
+        return AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure, summary=summary)
+
+    def _failed(
+        self, base: AuditMeta, folder: str, failure: RequestError | ScanFailed, final_attempt: bool, log: ScanLogger
+    ) -> AuditOutcome:
+        kind = failure.kind
+        reason = getattr(failure, "reason", None) or f"invalid-{failure.field}"  # type: ignore[union-attr]
+        meta = base.model_copy(
+            update={
+                "timestamp": int(time.time()),
+                "failure_description": self.redactor(str(failure)),
+                "failure_reason": reason,
+                "failure_kind": kind.value,
+                "trivy_version": self._trivy_version_or_none(),
+            }
+        )
+        if kind is FailureKind.TRANSIENT and not final_attempt:
+            log.warning("scan failed, will be retried", fields={"reason": reason, "error": str(failure)})
+            return AuditOutcome(meta=meta, folder=folder, meta_written=False, failure=failure)
+        self._write_meta(folder, meta, log)
+        log.error("scan failed", fields={"reason": reason, "kind": kind.value, "error": str(failure)})
+        return AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure)
+
+    def _trivy_version_or_none(self) -> str | None:
+        try:
+            return self.trivy.version()
+        except ScannerError:
+            return None
+
+    def _write_meta(self, folder: str, meta: AuditMeta, log: ScanLogger) -> None:
+        try:
+            self.blob_store.upload_bytes(f"{folder}/{META_BLOB}", meta.to_json_bytes(), JSON_CONTENT_TYPE)
+        except StorageError as error:
+            log.error("meta could not be written", fields={"error": str(error)})
+            raise AuditNotRecorded(f"the audit's meta could not be written to {folder}/{META_BLOB}: {error}") from None
+
+
+def _counts(summary: ReportSummary) -> dict[str, int]:
+    return {severity.lower(): count for severity, count in summary.counts.items()}
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)

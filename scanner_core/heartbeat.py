@@ -1,0 +1,40 @@
+"""The scanner's heartbeat meta: tells readers the scanner is alive, how
+often to expect it, and how old its vulnerability DB is."""
+
+from __future__ import annotations
+
+import time
+
+from . import __version__
+from .core import JSON_CONTENT_TYPE, Scanner
+from .errors import ScannerError
+from .layout import heartbeat_blob
+from .models import HeartbeatMeta
+from .trivy import read_database_info
+
+
+def build_heartbeat(scanner: Scanner, now: float | None = None) -> HeartbeatMeta:
+    settings = scanner.config.settings
+    database = read_database_info(settings.trivy_cache_dir)
+    try:
+        trivy_version: str | None = scanner.trivy.version()
+    except ScannerError:
+        trivy_version = None  # the heartbeat still beats: it is how an operator learns trivy is missing
+    return HeartbeatMeta(
+        scanner_id=str(settings.scanner_identifier),
+        heartbeat_periodicity=scanner.config.file.heartbeat_period,
+        heartbeat=int(now if now is not None else time.time()),
+        scanner_version=__version__,
+        trivy_version=trivy_version,
+        trivy_db_updated_at=database.updated_at,
+        trivy_db_next_update=database.next_update,
+    )
+
+
+def write_heartbeat(scanner: Scanner, now: float | None = None) -> tuple[str, HeartbeatMeta]:
+    """Uploads the heartbeat; returns its blob name and content. Raises ``StorageError``."""
+    meta = build_heartbeat(scanner, now)
+    name = heartbeat_blob(scanner.short_id)
+    scanner.blob_store.upload_bytes(name, meta.to_json_bytes(), JSON_CONTENT_TYPE)
+    scanner.logger.info("heartbeat written", fields={"blob": name})
+    return name, meta

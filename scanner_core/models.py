@@ -1,0 +1,77 @@
+"""The JSON documents the scanner writes to Blob Storage (kebab-case keys)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_pascal
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _BlobDocument(BaseModel):
+    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, frozen=True, extra="ignore")
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=2).encode("utf-8")
+
+
+class AuditResult(str, Enum):
+    SUCCEEDED = "succeeded"
+    AUDIT_FAILED = "audit-failed"
+    UPLOAD_FAILED = "upload-failed"
+
+
+class Finding(BaseModel):
+    """One row of ``details``: trivy's own field names, as in its report."""
+
+    model_config = ConfigDict(alias_generator=to_pascal, populate_by_name=True, frozen=True)
+
+    vulnerability_id: str = Field(alias="VulnerabilityID")
+    pkg_name: str
+    installed_version: str | None = None
+    fixed_version: str | None = None
+    severity: str
+    title: str | None = None
+    target: str | None = None
+
+
+class AuditMeta(_BlobDocument):
+    """The ``meta`` file of one audit folder."""
+
+    audit_id: str
+    scanner_type: Literal["trivy"] = "trivy"
+    scanner_id: str
+    scanner_periodicity: Literal["on-message"] = "on-message"
+    scanner_version: str
+    timestamp: int
+    requested_at: int
+    audit_result: AuditResult
+    failure_description: str | None = None
+    failure_reason: str | None = None
+    failure_kind: Literal["transient", "permanent"] | None = None
+    image: str | None = None
+    image_digest: str | None = None
+    image_id: str | None = None
+    trivy_version: str | None = None
+    trivy_db_updated_at: str | None = None
+    trivy_db_next_update: str | None = None
+    trivy_audit_path: str | None = None
+
+
+class HeartbeatMeta(_BlobDocument):
+    """``trivy-{id8}/trivy-{id8}.meta``: the seed's schema, plus the DB's age."""
+
+    scanner_type: Literal["trivy"] = "trivy"
+    scanner_id: str
+    scanner_periodicity: Literal["on-message"] = "on-message"
+    heartbeat_periodicity: int
+    heartbeat: int
+    scanner_version: str | None = None
+    trivy_version: str | None = None
+    trivy_db_updated_at: str | None = None
+    trivy_db_next_update: str | None = None

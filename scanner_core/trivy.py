@@ -1,0 +1,274 @@
+"""Running ``trivy image`` once, as a child process we fully control.
+
+* The child's environment is built from scratch: an allow-list of the
+  parent's variables (PATH, proxies, CA bundles) and nothing named ``TRIVY_*``,
+  so a wrapper setting can never reach trivy with a different meaning.
+  Registry credentials travel only as ``TRIVY_USERNAME``/``TRIVY_PASSWORD``.
+* The image reference follows ``--`` and is validated beforehand, so it can
+  never be read as a flag.
+* The timeout is enforced here too: at the deadline the whole process group is
+  terminated, then killed, and reaped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import FailureKind, ScanFailed
+from .failures import classify_trivy_failure
+from .redact import Redactor
+from .registry import ImageReference
+
+_INHERITED_VARIABLES = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+_STDERR_TAIL_BYTES = 16 * 1024
+_KILL_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ScanTarget:
+    """What to scan: a registry image, a local image tarball, or both (the
+    tarball's content, labelled with the image name)."""
+
+    image: ImageReference | None = None
+    input_tar: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.image is None and self.input_tar is None:
+            raise ValueError("a scan target needs an image reference or an image tarball")
+
+
+@dataclass(frozen=True)
+class TrivyOptions:
+    """Flags for one ``trivy image`` run, derived from the validated settings."""
+
+    cache_dir: Path
+    timeout_ms: int
+    skip_db_update: bool = False
+    offline_scan: bool = False
+    db_repositories: Sequence[str] = ()
+    insecure_registry: bool = False
+    severities: Sequence[str] = ()
+    ignore_unfixed: bool = False
+    scanners: Sequence[str] = ()
+    cache_backend: str | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    updated_at: str | None = None
+    next_update: str | None = None
+    downloaded_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TrivyRun:
+    """A finished, successful run: the report is at ``report_path``."""
+
+    report_path: Path
+    duration_seconds: float
+
+
+class Trivy:
+    """One trivy executable and how to run it."""
+
+    def __init__(self, executable: Path, redactor: Redactor | None = None) -> None:
+        self.executable = executable
+        self._redactor = redactor or Redactor()
+        self._version: str | None = None
+
+    def version(self) -> str:
+        """The executable's version (asked once per ``Trivy`` object)."""
+        if self._version is None:
+            completed = subprocess.run(
+                [str(self.executable), "--version", "--format", "json"],
+                env=child_environment(None, Path(tempfile.gettempdir())),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            if completed.returncode != 0:
+                raise ScanFailed(
+                    f"'{self.executable} --version' failed: {self._tail(completed.stderr)}",
+                    kind=FailureKind.TRANSIENT,
+                    reason="trivy-unusable",
+                )
+            self._version = str(json.loads(completed.stdout)["Version"])
+        return self._version
+
+    def build_command(self, target: ScanTarget, options: TrivyOptions, output: Path) -> list[str]:
+        command = [
+            str(self.executable),
+            "image",
+            "--format",
+            "json",
+            "--output",
+            str(output),
+            "--cache-dir",
+            str(options.cache_dir),
+            "--no-progress",
+            "--skip-version-check",
+            "--disable-telemetry",
+        ]
+        if options.timeout_ms > 0:
+            command += ["--timeout", f"{options.timeout_ms}ms"]
+        if options.cache_backend:
+            command += ["--cache-backend", options.cache_backend]
+        if options.skip_db_update:
+            command.append("--skip-db-update")
+        if options.offline_scan:
+            command.append("--offline-scan")
+        for repository in options.db_repositories:
+            command += ["--db-repository", repository]
+        if options.severities:
+            command += ["--severity", ",".join(options.severities)]
+        if options.ignore_unfixed:
+            command.append("--ignore-unfixed")
+        if options.scanners:
+            command += ["--scanners", ",".join(options.scanners)]
+        if target.input_tar is not None:
+            command += ["--input", str(target.input_tar)]
+            return command
+        assert target.image is not None
+        if options.insecure_registry:
+            command.append("--insecure")
+        # Registry images only: no Docker daemon is asked, and the name can never be a flag.
+        command += ["--image-src", "remote", "--", target.image.canonical]
+        return command
+
+    def scan(
+        self,
+        target: ScanTarget,
+        options: TrivyOptions,
+        output: Path,
+        credentials: Credentials | None = None,
+    ) -> TrivyRun:
+        """Runs trivy once; the JSON report is written to ``output``.
+
+        Raises ``ScanFailed`` (transient or permanent) when no report came out.
+        """
+        command = self.build_command(target, options, output)
+        redactor = self._redactor.with_secrets([credentials.password] if credentials else [])
+        with tempfile.TemporaryDirectory(prefix="trivy-run-") as workdir:
+            env = child_environment(credentials, Path(workdir))
+            stderr_path = Path(workdir) / "stderr"
+            started = time.monotonic()
+            with stderr_path.open("w+b") as stderr:
+                returncode = _run_with_deadline(command, env, stderr, workdir, options.timeout_ms)
+                stderr.seek(0, os.SEEK_END)
+                stderr.seek(max(0, stderr.tell() - _STDERR_TAIL_BYTES))
+                stderr_text = redactor(stderr.read().decode("utf-8", "replace"))
+            duration = time.monotonic() - started
+
+        if returncode is None:
+            raise ScanFailed(
+                f"trivy did not finish within TRIVY_TIMEOUT={options.timeout_ms} ms and was killed",
+                kind=FailureKind.TRANSIENT,
+                reason="timeout",
+            )
+        if returncode != 0:
+            raise classify_trivy_failure(returncode, stderr_text)
+        if not output.is_file():
+            raise ScanFailed(
+                "trivy exited 0 but wrote no report", kind=FailureKind.TRANSIENT, reason="no-report"
+            )
+        return TrivyRun(report_path=output, duration_seconds=duration)
+
+    def _tail(self, data: bytes) -> str:
+        return self._redactor(data.decode("utf-8", "replace")[-2000:].strip())
+
+
+def child_environment(credentials: Credentials | None, home: Path) -> dict[str, str]:
+    """The trivy child's whole environment (see the module docstring)."""
+    env = {name: os.environ[name] for name in _INHERITED_VARIABLES if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    # A private HOME: no stray ~/.docker/config.json or trivy.yaml changes what is scanned.
+    env["HOME"] = str(home)
+    env["TMPDIR"] = str(home)
+    if credentials is not None:
+        env["TRIVY_USERNAME"] = credentials.username
+        env["TRIVY_PASSWORD"] = credentials.password
+    return env
+
+
+def _run_with_deadline(
+    command: list[str], env: dict[str, str], stderr: object, cwd: str, timeout_ms: int
+) -> int | None:
+    """Runs ``command``; returns its exit code, or ``None`` if it was killed at the deadline."""
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,  # type: ignore[arg-type]
+        start_new_session=True,  # its own process group, so the whole tree can be killed
+    )
+    timeout = timeout_ms / 1000 if timeout_ms > 0 else None
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        return None
+    except BaseException:
+        _kill_group(process)
+        raise
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=_KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig is signal.SIGTERM:
+            # The leader is gone; make sure no grandchild survives it.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return
+    process.wait()
+
+
+def read_database_info(cache_dir: Path) -> DatabaseInfo:
+    """The DB's ``metadata.json`` (``UpdatedAt``/``NextUpdate``), when there is one."""
+    try:
+        metadata = json.loads((cache_dir / "db" / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return DatabaseInfo()
+    return DatabaseInfo(
+        updated_at=metadata.get("UpdatedAt"),
+        next_update=metadata.get("NextUpdate"),
+        downloaded_at=metadata.get("DownloadedAt"),
+    )
