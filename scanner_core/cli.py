@@ -2,7 +2,8 @@
 
 Runs the same core as the function app, once, with the environment's
 configuration. Exit codes: 0 succeeded, 1 the audit failed, 2 usage or
-configuration error, 3 the results could not be stored.
+configuration error, 3 the results could not be stored, and ``--exit-code N``
+when the audit succeeded but its status is ``failed``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from .config import load_config
 from .core import AuditOutcome, ScanRequest, Scanner, utc_now
 from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerError, StorageError
 from .heartbeat import write_heartbeat
+from .host_settings import message_encoding
+from .messages import build_message
+from .queues import connection_from_environment, enqueue, queue_name_from_environment
 from .log import configure_cli_logging
 
 EXIT_OK, EXIT_AUDIT_FAILED, EXIT_USAGE, EXIT_NOT_STORED = 0, 1, 2, 3
@@ -30,8 +34,25 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("image", nargs="?", help="image reference, e.g. registry.example.com/team/app:1.0")
     scan.add_argument("--input", type=Path, help="scan this image tarball (docker-archive or OCI) instead of pulling")
     scan.add_argument("--audit-id", help="the audit's id (default: a new UUID)")
+    scan.add_argument(
+        "--exit-code",
+        type=int,
+        default=0,
+        metavar="N",
+        help="for CI pipelines: exit with N when the scan status is 'failed' (default 0: the verdict does not change "
+        "the exit code)",
+    )
 
     commands.add_parser("heartbeat", help="write the scanner's heartbeat meta once")
+
+    enqueue = commands.add_parser(
+        "enqueue",
+        help="put a scan request on the trigger queue (connection: the app setting named by SCAN_QUEUE_CONNECTION, "
+        "default AzureWebJobsStorage; Azurite when unset)",
+    )
+    enqueue.add_argument("image", help="image reference, e.g. registry.example.com/team/app:1.0")
+    enqueue.add_argument("--audit-id", help="the audit's id (default: a new UUID)")
+    enqueue.add_argument("--queue", help="queue name (default: SCAN_QUEUE_NAME, else trivy-scan-requests)")
     return parser
 
 
@@ -40,16 +61,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "scan" and not args.image and not args.input:
         parser.error("scan needs an IMAGE, --input TAR, or both")
+    if args.command == "enqueue":
+        return _enqueue(args)
     try:
         config = load_config()
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     configure_cli_logging(config.settings.log_format)
-    scanner = Scanner(config, app_root=Path.cwd())
+    # The one-time runner has no refresh timer beside it: it refreshes a due DB itself.
+    scanner = Scanner(config, app_root=Path.cwd(), refresh_db_before_scan=True)
     if args.command == "heartbeat":
         return _heartbeat(scanner)
     return _scan(scanner, args)
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    """Needs no scanner configuration: only the queue's connection (never on argv: it is a secret)."""
+    app_root = Path.cwd()
+    try:
+        message = build_message(args.image, args.audit_id or str(uuid.uuid4()))
+        sent = enqueue(
+            message,
+            connection=connection_from_environment(),
+            queue_name=args.queue or queue_name_from_environment(),
+            encoding=message_encoding(app_root),
+        )
+    except RequestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOT_STORED
+    print(f"queued audit {message.payload.image_scan_id} for {args.image} on {sent.queue} (message {sent.message_id})")
+    print(sent.body)
+    return EXIT_OK
 
 
 def _heartbeat(scanner: Scanner) -> int:
@@ -82,7 +128,7 @@ def _scan(scanner: Scanner, args: argparse.Namespace) -> int:
         return EXIT_AUDIT_FAILED
     _print_outcome(outcome)
     if outcome.succeeded:
-        return EXIT_OK
+        return args.exit_code if outcome.meta.scan_status == "failed" else EXIT_OK
     print(f"error: {outcome.meta.failure_description}", file=sys.stderr)
     return EXIT_NOT_STORED if outcome.meta.audit_result.value == "upload-failed" else EXIT_AUDIT_FAILED
 
@@ -93,7 +139,12 @@ def _print_outcome(outcome: AuditOutcome) -> None:
     print(f"  meta:   {outcome.meta_path}")
     if meta.trivy_audit_path:
         print(f"  report: {meta.trivy_audit_path}")
-    if outcome.summary is not None:
-        counts = ", ".join(f"{count} {severity.lower()}" for severity, count in outcome.summary.counts.items())
-        print(f"  image:  {meta.image}" + (f" ({meta.image_digest})" if meta.image_digest else ""))
-        print(f"  found:  {counts}")
+    print(f"  image:  {meta.image}" + (f" ({meta.image_digest})" if meta.image_digest else ""))
+    if meta.vulnerabilities is not None:
+        counts = ", ".join(f"{count} {severity}" for severity, count in meta.vulnerabilities.items())
+        print(f"  counts: {counts}")
+        print(
+            f"  status: {meta.scan_status} (critical threshold {meta.critical_threshold}, "
+            f"high threshold {meta.high_threshold})"
+        )
+        print(f"  {meta.summary}")

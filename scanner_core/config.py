@@ -24,6 +24,9 @@ DEFAULT_HEARTBEAT_PERIOD_SECONDS = 300
 DEFAULT_TRIVY_TIMEOUT_MS = 300_000
 DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
 
+Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
+ScannerKind = Literal["vuln", "secret"]
+
 
 class RegistryCredentials(BaseModel):
     """One entry of ``registries`` in the YAML file."""
@@ -53,6 +56,7 @@ class ScannerFileConfig(BaseModel):
 
 
 def _split_list(value: Any) -> Any:
+    """``"a, b"`` → ``["a", "b"]``: trivy's own comma-separated form for list settings."""
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
@@ -78,7 +82,16 @@ class Settings(BaseSettings):
     trivy_offline_scan: bool = Field(False, alias="TRIVY_OFFLINE_SCAN")
     trivy_db_repository: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="TRIVY_DB_REPOSITORY")
 
-    _split = field_validator("trivy_db_repository", mode="before")(_split_list)
+    trivy_severity: Annotated[list[Severity], NoDecode] = Field(default_factory=list, alias="TRIVY_SEVERITY")
+    trivy_ignore_unfixed: bool = Field(False, alias="TRIVY_IGNORE_UNFIXED")
+    trivy_scanners: Annotated[list[ScannerKind], NoDecode] = Field(default_factory=list, alias="TRIVY_SCANNERS")
+    # The verdict (the second seed's names and defaults):
+    trivy_critical_threshold: int = Field(0, alias="TRIVY_CRITICAL_THRESHOLD", ge=0)
+    trivy_high_threshold: int = Field(10, alias="TRIVY_HIGH_THRESHOLD", ge=0)
+    # Product setting: also store a CycloneDX SBOM (sbom.cdx.json) converted from the report.
+    scan_sbom: Literal["none", "cyclonedx"] = Field("none", alias="SCAN_SBOM")
+
+    _split = field_validator("trivy_db_repository", "trivy_severity", "trivy_scanners", mode="before")(_split_list)
 
     @field_validator("az_blob_storage_sas", mode="after")
     @classmethod

@@ -61,6 +61,15 @@ class AuditMeta(_BlobDocument):
     trivy_db_updated_at: str | None = None
     trivy_db_next_update: str | None = None
     trivy_audit_path: str | None = None
+    sbom_path: str | None = None
+    # The verdict (present when the scan succeeded); see verdict.py for the counting rule.
+    vulnerabilities: dict[str, int] | None = None
+    secrets: int | None = None
+    scan_status: Literal["passed", "warning", "failed"] | None = None
+    summary: str | None = None
+    critical_threshold: int | None = None
+    high_threshold: int | None = None
+    details: list[Finding] | None = None
 
 
 class HeartbeatMeta(_BlobDocument):

@@ -29,6 +29,7 @@ class ReportSummary:
     repo_digests: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
     top_findings: list[Finding] = field(default_factory=list)
+    secrets: int = 0
 
     @property
     def image_digest(self) -> str | None:
@@ -83,6 +84,8 @@ def _findings(path: Path, summary: ReportSummary) -> Iterator[Finding]:
                 summary.repo_digests.append(value)
             elif prefix == "Results.item.Target" and event == "string":
                 target = value
+            elif prefix == "Results.item.Secrets.item" and event == "start_map":
+                summary.secrets += 1
             elif prefix == _VULNERABILITY_PREFIX:
                 if event == "start_map":
                     current = {}

@@ -174,31 +174,63 @@ class Trivy:
         Raises ``ScanFailed`` (transient or permanent) when no report came out.
         """
         command = self.build_command(target, options, output)
-        redactor = self._redactor.with_secrets([credentials.password] if credentials else [])
+        secrets = [credentials.password] if credentials else []
+        started = time.monotonic()
+        self._run(command, options.timeout_ms, credentials, self._redactor.with_secrets(secrets))
+        if not output.is_file():
+            raise ScanFailed("trivy exited 0 but wrote no report", kind=FailureKind.TRANSIENT, reason="no-report")
+        return TrivyRun(report_path=output, duration_seconds=time.monotonic() - started)
+
+    def convert_to_cyclonedx(self, report: Path, output: Path, timeout_ms: int) -> None:
+        """Derives a CycloneDX SBOM from a JSON report (``trivy convert``): no second scan."""
+        command = [str(self.executable), "convert", "--format", "cyclonedx", "--output", str(output), "--", str(report)]
+        self._run(command, timeout_ms, None, self._redactor)
+
+    def download_db(
+        self,
+        cache_dir: Path,
+        repositories: Sequence[str],
+        timeout_ms: int,
+        credentials: Credentials | None = None,
+        insecure: bool = False,
+    ) -> None:
+        """``trivy image --download-db-only`` into ``cache_dir`` (repositories tried in order)."""
+        command = [
+            str(self.executable), "image", "--download-db-only", "--cache-dir", str(cache_dir),
+            "--no-progress", "--skip-version-check", "--disable-telemetry",
+        ]
+        if timeout_ms > 0:
+            command += ["--timeout", f"{timeout_ms}ms"]
+        for repository in repositories:
+            command += ["--db-repository", repository]
+        if insecure:
+            command.append("--insecure")
+        secrets = [credentials.password] if credentials else []
+        try:
+            self._run(command, timeout_ms, credentials, self._redactor.with_secrets(secrets))
+        except ScanFailed as failure:
+            raise ScanFailed(
+                f"the vulnerability DB could not be downloaded: {failure}",
+                kind=FailureKind.TRANSIENT,
+                reason="db-unavailable",
+            ) from None
+
+    def _run(self, command: list[str], timeout_ms: int, credentials: Credentials | None, redactor: Redactor) -> None:
         with tempfile.TemporaryDirectory(prefix="trivy-run-") as workdir:
             env = child_environment(credentials, Path(workdir))
-            stderr_path = Path(workdir) / "stderr"
-            started = time.monotonic()
-            with stderr_path.open("w+b") as stderr:
-                returncode = _run_with_deadline(command, env, stderr, workdir, options.timeout_ms)
+            with (Path(workdir) / "stderr").open("w+b") as stderr:
+                returncode = _run_with_deadline(command, env, stderr, workdir, timeout_ms)
                 stderr.seek(0, os.SEEK_END)
                 stderr.seek(max(0, stderr.tell() - _STDERR_TAIL_BYTES))
                 stderr_text = redactor(stderr.read().decode("utf-8", "replace"))
-            duration = time.monotonic() - started
-
         if returncode is None:
             raise ScanFailed(
-                f"trivy did not finish within TRIVY_TIMEOUT={options.timeout_ms} ms and was killed",
+                f"trivy did not finish within TRIVY_TIMEOUT={timeout_ms} ms and was killed",
                 kind=FailureKind.TRANSIENT,
                 reason="timeout",
             )
         if returncode != 0:
             raise classify_trivy_failure(returncode, stderr_text)
-        if not output.is_file():
-            raise ScanFailed(
-                "trivy exited 0 but wrote no report", kind=FailureKind.TRANSIENT, reason="no-report"
-            )
-        return TrivyRun(report_path=output, duration_seconds=duration)
 
     def _tail(self, data: bytes) -> str:
         return self._redactor(data.decode("utf-8", "replace")[-2000:].strip())

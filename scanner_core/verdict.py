@@ -1,0 +1,78 @@
+"""The verdict shown at a glance: severity counts, a status from thresholds,
+a one-line summary, and the most severe findings.
+
+Counting rule (reproducible from ``scan-result.json``): one per entry of
+``Results[].Vulnerabilities[]`` as trivy lists it, i.e. per vulnerability id x
+package x target; a severity trivy does not know is counted as ``unknown``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict
+
+from .models import Finding
+from .report import SEVERITIES, ReportSummary
+
+
+class ScanStatus(str, Enum):
+    PASSED = "passed"
+    WARNING = "warning"
+    FAILED = "failed"
+
+
+class Thresholds(BaseModel):
+    """``failed`` when critical > ``critical``; ``warning`` when high > ``high``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    critical: int = 0
+    high: int = 10
+
+
+class VulnerabilityCounts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    critical: int = 0
+    high: int = 0
+    medium: int = 0
+    low: int = 0
+    unknown: int = 0
+    total: int = 0
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    vulnerabilities: VulnerabilityCounts
+    status: ScanStatus
+    summary: str
+    details: list[Finding]
+
+
+def decide_status(counts: VulnerabilityCounts, thresholds: Thresholds) -> ScanStatus:
+    if counts.critical > thresholds.critical:
+        return ScanStatus.FAILED
+    if counts.high > thresholds.high:
+        return ScanStatus.WARNING
+    return ScanStatus.PASSED
+
+
+def summary_line(status: ScanStatus, counts: VulnerabilityCounts) -> str:
+    """``PASSED: 12 medium, 45 low vulnerabilities``: every non-zero severity, most severe first."""
+    parts = [
+        f"{getattr(counts, name.lower())} {name.lower()}" for name in SEVERITIES if getattr(counts, name.lower())
+    ]
+    what = f"{', '.join(parts)} {'vulnerability' if counts.total == 1 else 'vulnerabilities'}" if parts else (
+        "no vulnerabilities"
+    )
+    return f"{status.value.upper()}: {what}"
+
+
+def judge(summary: ReportSummary, thresholds: Thresholds) -> Verdict:
+    counts = VulnerabilityCounts(
+        **{name.lower(): summary.counts[name] for name in SEVERITIES}, total=sum(summary.counts.values())
+    )
+    status = decide_status(counts, thresholds)
+    return Verdict(vulnerabilities=counts, status=status, summary=summary_line(status, counts), details=summary.top_findings)
