@@ -17,10 +17,11 @@ from pathlib import Path
 
 from . import __version__
 from .blob import AzureBlobStore, BlobStore
-from .config import ScannerConfig
-from .errors import AuditNotRecorded, FailureKind, RequestError, ScanFailed, ScannerError, StorageError
+from .config import RegistryCredentials, ScannerConfig
+from .database import VulnerabilityDatabase
+from .errors import AuditNotRecorded, FailureKind, InvalidImageReference, RequestError, ScanFailed, ScannerError, StorageError
 from .image_archive import image_name_from_archive
-from .layout import META_BLOB, REPORT_BLOB, audit_folder
+from .layout import META_BLOB, REPORT_BLOB, SBOM_BLOB, audit_folder
 from .log import ScanLogger
 from .models import AuditMeta, AuditResult
 from .redact import Redactor
@@ -28,9 +29,11 @@ from .registry import ImageReference, find_credentials, parse_image_reference
 from .report import ReportSummary, summarise_report
 from .trivy import Credentials, ScanTarget, Trivy, TrivyOptions, read_database_info
 from .trivy_locate import locate_trivy
+from .verdict import Thresholds, judge
 
 _AUDIT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 JSON_CONTENT_TYPE = "application/json"
+CYCLONEDX_CONTENT_TYPE = "application/vnd.cyclonedx+json"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class ScanRequest:
     requested_at: datetime
     image: str | None = None
     input_tar: Path | None = None
+    image_field: str = "image"  # how errors name the reference: the message's field, or the CLI's
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,10 @@ class Scanner:
         trivy: Trivy | None = None,
         logger: ScanLogger | None = None,
         app_root: Path | None = None,
+        refresh_db_before_scan: bool = False,
     ) -> None:
         self.config = config
+        self.refresh_db_before_scan = refresh_db_before_scan
         self.redactor = Redactor(config.secrets)
         self.logger = logger or ScanLogger(config.settings.log_format, self.redactor)
         self.blob_store = blob_store or AzureBlobStore(
@@ -109,16 +115,45 @@ class Scanner:
         return self._trivy
 
     @property
+    def database(self) -> VulnerabilityDatabase:
+        settings = self.config.settings
+        credentials, insecure = None, False
+        if settings.trivy_db_repository:
+            # A private DB mirror uses the credentials configured for its registry.
+            registry = find_credentials(
+                parse_image_reference(settings.trivy_db_repository[0], "TRIVY_DB_REPOSITORY"),
+                self.config.file.registries,
+            )
+            credentials = _credentials(registry)
+            insecure = bool(registry and registry.insecure)
+        return VulnerabilityDatabase(
+            settings.trivy_cache_dir,
+            self.trivy,
+            repositories=settings.trivy_db_repository,
+            updates_allowed=not settings.trivy_skip_db_update,
+            timeout_ms=settings.trivy_timeout_ms,
+            credentials=credentials,
+            insecure=insecure,
+        )
+
+    @property
     def short_id(self) -> str:
         return self.config.settings.scanner_short_id
 
-    def scan(self, request: ScanRequest, *, final_attempt: bool = True) -> AuditOutcome:
+    def scan(self, request: ScanRequest, *, final_attempt: bool = True, reuse_succeeded: bool = False) -> AuditOutcome:
         """Runs one audit. Returns its outcome; raises ``RequestError`` when the
         audit id is unusable (no folder can be named), and ``AuditNotRecorded``
-        when not even ``meta`` could be written."""
+        when not even ``meta`` could be written.
+
+        ``reuse_succeeded``: a redelivered request whose audit already succeeded
+        is answered from its meta instead of being scanned again.
+        """
         audit_id = validate_audit_id(request.audit_id)
         folder = audit_folder(self.short_id, request.requested_at, audit_id)
         log = self.logger.bind(audit_id=audit_id, image=request.image or (request.input_tar and str(request.input_tar)))
+        if reuse_succeeded and (existing := self._succeeded_meta(folder)) is not None:
+            log.info("audit already recorded as succeeded; not scanned again", fields={"folder": folder})
+            return AuditOutcome(meta=existing, folder=folder, meta_written=True)
         log.info("scan requested", fields={"folder": folder, "final-attempt": final_attempt})
         base = self._base_meta(audit_id, request)
 
@@ -127,16 +162,29 @@ class Scanner:
             base = base.model_copy(update={"image": label})
             with tempfile.TemporaryDirectory(prefix="scan-") as workdir:
                 report_path = Path(workdir) / REPORT_BLOB
-                self._run_trivy(target, report_path)
+                self._run_trivy(target, report_path, log)
                 summary = summarise_report(report_path)
                 return self._ship(base, folder, report_path, summary, log)
         except (RequestError, ScanFailed) as failure:
             return self._failed(base, folder, failure, final_attempt, log)
 
+    def _succeeded_meta(self, folder: str) -> AuditMeta | None:
+        try:
+            data = self.blob_store.download_bytes(f"{folder}/{META_BLOB}")
+        except StorageError:
+            return None  # cannot tell: scan again, which is safe
+        if data is None:
+            return None
+        try:
+            meta = AuditMeta.model_validate_json(data)
+        except ValueError:
+            return None
+        return meta if meta.audit_result is AuditResult.SUCCEEDED else None
+
     def _target(self, request: ScanRequest) -> tuple[ScanTarget, str]:
         image: ImageReference | None = None
         if request.image:
-            image = parse_image_reference(request.image)
+            image = parse_image_reference(request.image, request.image_field)
         if request.input_tar is not None:
             if not request.input_tar.is_file():
                 raise RequestError("input", f"{request.input_tar} does not exist or is not a file")
@@ -146,22 +194,34 @@ class Scanner:
             raise RequestError("image", "an image reference or an image tarball is required")
         return ScanTarget(image=image), request.image or image.canonical
 
-    def _run_trivy(self, target: ScanTarget, report_path: Path) -> None:
+    def _run_trivy(self, target: ScanTarget, report_path: Path, log: ScanLogger) -> None:
         settings = self.config.settings
+        database = self.database
+        try:
+            if self.refresh_db_before_scan:
+                database.refresh()
+            else:
+                database.ensure()
+        except ScanFailed as failure:
+            if not database.usable():
+                raise
+            # An unreachable or rate-limited DB host never fails a scan that has a usable DB.
+            log.warning("DB refresh failed; scanning with the DB in place", fields={"error": str(failure)})
         registry = find_credentials(target.image, self.config.file.registries) if target.image else None
-        credentials = None
-        if registry is not None and registry.username:
-            password = registry.password.get_secret_value() if registry.password else ""
-            credentials = Credentials(registry.username, password)
         options = TrivyOptions(
             cache_dir=settings.trivy_cache_dir,
             timeout_ms=settings.trivy_timeout_ms,
-            skip_db_update=settings.trivy_skip_db_update,
+            # Scans only read the DB; VulnerabilityDatabase downloads it (see database.py).
+            skip_db_update=True,
+            cache_backend="memory",
             offline_scan=settings.trivy_offline_scan,
             db_repositories=tuple(settings.trivy_db_repository),
             insecure_registry=bool(registry and registry.insecure),
+            severities=tuple(settings.trivy_severity),
+            ignore_unfixed=settings.trivy_ignore_unfixed,
+            scanners=tuple(settings.trivy_scanners),
         )
-        self.trivy.scan(target, options, report_path, credentials)
+        self.trivy.scan(target, options, report_path, _credentials(registry))
 
     def _base_meta(self, audit_id: str, request: ScanRequest) -> AuditMeta:
         return AuditMeta(
@@ -188,11 +248,14 @@ class Scanner:
                 "trivy_db_updated_at": database.updated_at,
                 "trivy_db_next_update": database.next_update,
                 "trivy_audit_path": f"{folder}/{REPORT_BLOB}",
+                **self._verdict_fields(summary),
             }
         )
         failure: ScannerError | None = None
         try:
             self.blob_store.upload_file(f"{folder}/{REPORT_BLOB}", report_path, JSON_CONTENT_TYPE)
+            if self.config.settings.scan_sbom == "cyclonedx":
+                meta = meta.model_copy(update={"sbom_path": self._ship_sbom(folder, report_path)})
         except StorageError as error:
             failure = error
             meta = meta.model_copy(
@@ -212,11 +275,33 @@ class Scanner:
         )
         return AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure, summary=summary)
 
+    def _ship_sbom(self, folder: str, report_path: Path) -> str:
+        sbom_path = report_path.with_name(SBOM_BLOB)
+        self.trivy.convert_to_cyclonedx(report_path, sbom_path, self.config.settings.trivy_timeout_ms)
+        self.blob_store.upload_file(f"{folder}/{SBOM_BLOB}", sbom_path, CYCLONEDX_CONTENT_TYPE)
+        return f"{folder}/{SBOM_BLOB}"
+
+    def _verdict_fields(self, summary: ReportSummary) -> dict[str, object]:
+        settings = self.config.settings
+        thresholds = Thresholds(critical=settings.trivy_critical_threshold, high=settings.trivy_high_threshold)
+        verdict = judge(summary, thresholds)
+        return {
+            "vulnerabilities": verdict.vulnerabilities.model_dump(),
+            "secrets": summary.secrets if summary.secrets or "secret" in settings.trivy_scanners else None,
+            "scan_status": verdict.status.value,
+            "summary": verdict.summary,
+            "critical_threshold": thresholds.critical,
+            "high_threshold": thresholds.high,
+            "details": verdict.details,
+        }
+
     def _failed(
         self, base: AuditMeta, folder: str, failure: RequestError | ScanFailed, final_attempt: bool, log: ScanLogger
     ) -> AuditOutcome:
         kind = failure.kind
-        reason = getattr(failure, "reason", None) or f"invalid-{failure.field}"  # type: ignore[union-attr]
+        reason = getattr(failure, "reason", None) or (
+            "invalid-image" if isinstance(failure, InvalidImageReference) else f"invalid-{failure.field}"  # type: ignore[union-attr]
+        )
         meta = base.model_copy(
             update={
                 "timestamp": int(time.time()),
@@ -245,6 +330,12 @@ class Scanner:
         except StorageError as error:
             log.error("meta could not be written", fields={"error": str(error)})
             raise AuditNotRecorded(f"the audit's meta could not be written to {folder}/{META_BLOB}: {error}") from None
+
+
+def _credentials(registry: RegistryCredentials | None) -> Credentials | None:
+    if registry is None or not registry.username:
+        return None
+    return Credentials(registry.username, registry.password.get_secret_value() if registry.password else "")
 
 
 def _counts(summary: ReportSummary) -> dict[str, int]:
