@@ -1,0 +1,61 @@
+"""Settings of the function app's bindings (queue, connection, schedules).
+
+They are read when the worker indexes the functions, so a default applies
+when a setting is unset; changing an app setting restarts the app.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HEARTBEAT_SCHEDULE = "0 */5 * * * *"  # every 300 s: the default heartbeat-period
+DEFAULT_DB_REFRESH_SCHEDULE = "0 30 */6 * * *"  # every 6 h; trivy's DB is rebuilt every 6 h
+
+
+class FunctionSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, populate_by_name=True)
+
+    # Azure queue names: 3-63 of [a-z0-9-]; "-poison" is appended for the quarantine queue.
+    queue_name: str = Field("trivy-scan-requests", alias="SCAN_QUEUE_NAME", pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$")
+    queue_connection: str = Field("AzureWebJobsStorage", alias="SCAN_QUEUE_CONNECTION", min_length=1)
+    heartbeat_schedule: str = Field(DEFAULT_HEARTBEAT_SCHEDULE, alias="HEARTBEAT_SCHEDULE")
+    db_refresh_schedule: str = Field(DEFAULT_DB_REFRESH_SCHEDULE, alias="DB_REFRESH_SCHEDULE")
+
+    @property
+    def poison_queue_name(self) -> str:
+        return f"{self.queue_name}-poison"
+
+
+_STEP = re.compile(r"^\*/(\d+)$")
+
+
+def schedule_period_seconds(schedule: str) -> int | None:
+    """The period of a regular NCRONTAB schedule: fixed values below one ``*`` or
+    ``*/N`` field, ``*`` above it, any day (``0 */5 * * * *`` is 300 s). ``None``
+    when the schedule is irregular."""
+    fields = schedule.split()
+    if len(fields) != 6 or fields[3:] != ["*", "*", "*"]:
+        return None
+    units = (1, 60, 3600)
+    for index, field in enumerate(fields[:3]):
+        if field.isdigit():
+            continue
+        step = 1 if field == "*" else int(match.group(1)) if (match := _STEP.match(field)) else None
+        if step is None or step == 0 or any(higher != "*" for higher in fields[index + 1 : 3]):
+            return None
+        return step * units[index]
+    return 86_400
+
+
+def schedule_for_period(seconds: int) -> str:
+    """A NCRONTAB expression firing every ``seconds`` (for divisors of a minute, hour or day)."""
+    if seconds < 60 and 60 % seconds == 0:
+        return f"*/{seconds} * * * * *"
+    if seconds % 60 == 0 and seconds < 3600 and 3600 % seconds == 0:
+        return f"0 */{seconds // 60} * * * *"
+    if seconds % 3600 == 0 and 86_400 % seconds == 0:
+        return f"0 0 */{seconds // 3600} * * *"
+    raise ValueError(f"{seconds} s is not a divisor of a minute, an hour or a day: write HEARTBEAT_SCHEDULE by hand")

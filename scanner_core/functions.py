@@ -1,0 +1,67 @@
+"""The bodies of the function app's functions, kept out of ``function_app.py``
+so that it stays wiring and this stays testable with real binding objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import azure.functions as func
+
+from .app_settings import FunctionSettings, schedule_period_seconds
+from .config import load_config
+from .core import Scanner
+from .heartbeat import write_heartbeat
+from .host_settings import max_dequeue_count
+from .queue_handler import Delivery, handle_delivery
+
+
+def binding_settings() -> FunctionSettings:
+    return FunctionSettings()  # type: ignore[call-arg]  # values come from the environment
+
+
+def make_scanner(app_root: Path) -> Scanner:
+    """A scanner for one invocation, from the app settings (``ConfigurationError`` if invalid)."""
+    return Scanner(load_config(), app_root=app_root)
+
+
+def on_scan_message(message: func.QueueMessage, quarantine: Callable[[str], None], app_root: Path) -> None:
+    """Queue trigger. Raises to have the platform retry; returns ``None`` otherwise."""
+    delivery = Delivery(
+        body=message.get_body(),
+        message_id=message.id,
+        dequeue_count=message.dequeue_count or 1,
+        inserted_at=message.insertion_time,
+    )
+    # A configuration error raises here: retried, then poisoned by the host, never lost.
+    scanner = make_scanner(app_root)
+    handle_delivery(delivery, scanner, max_dequeue_count=max_dequeue_count(app_root), quarantine=quarantine)
+
+
+def on_heartbeat(timer: func.TimerRequest, bindings: FunctionSettings, app_root: Path) -> None:
+    scanner = make_scanner(app_root)
+    period = scanner.config.file.heartbeat_period
+    scheduled = schedule_period_seconds(bindings.heartbeat_schedule)
+    if scheduled != period:
+        scanner.logger.warning(
+            "HEARTBEAT_SCHEDULE does not fire every heartbeat-period seconds",
+            fields={"heartbeat-schedule": bindings.heartbeat_schedule, "heartbeat-period": period},
+        )
+    if timer.past_due:
+        scanner.logger.info("heartbeat timer is past due; writing it now")
+    write_heartbeat(scanner)
+
+
+def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
+    """Refreshes the DB when it is due; a failure is logged and raised (visible in
+    monitoring) while scans go on with the DB in place."""
+    scanner = make_scanner(app_root)
+    try:
+        result = scanner.database.refresh()
+    except Exception as error:
+        scanner.logger.error("vulnerability DB refresh failed; scans keep the DB in place", fields={"error": str(error)})
+        raise
+    scanner.logger.info(
+        "vulnerability DB refresh",
+        fields={"refreshed": result.refreshed, "reason": result.reason, "db-updated-at": result.database.updated_at},
+    )

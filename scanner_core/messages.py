@@ -1,0 +1,144 @@
+"""The scan-request message contract, and turning a queue message into a request.
+
+Two bodies are accepted:
+
+* the JSON envelope ``{"headers": {"creation-time": <unix s>, "payload-version": "1"},
+  "payload": {"image-scan-id": "<id>", "image-full-name": "<reference>"}}``;
+* a bare image reference, for messages dropped by hand; its audit id is the
+  queue message's id and its time the message's insertion time, both stable
+  across redeliveries.
+
+Each may arrive as plain text or base64-encoded: the host is configured with
+``messageEncoding: none`` so every body reaches the function, and decoding
+is done here (plain first; base64 only when the plain text is neither form).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .core import ScanRequest, validate_audit_id
+from .errors import InvalidImageReference, RequestError
+from .registry import parse_image_reference
+
+PAYLOAD_VERSION = "1"
+QueueEncoding = Literal["none", "base64"]
+
+
+class _Kebab(BaseModel):
+    model_config = ConfigDict(alias_generator=lambda name: name.replace("_", "-"), populate_by_name=True, extra="forbid")
+
+
+class MessageHeaders(_Kebab):
+    creation_time: int = Field(ge=0, description="unix seconds; names the audit folder")
+    payload_version: Literal["1"] = PAYLOAD_VERSION
+
+
+class MessagePayload(_Kebab):
+    image_scan_id: str = Field(min_length=1, max_length=128)
+    image_full_name: str = Field(min_length=1, max_length=512)
+
+
+class ScanMessage(_Kebab):
+    headers: MessageHeaders
+    payload: MessagePayload
+
+    def to_text(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+def build_message(image: str, audit_id: str, created_at: float | None = None) -> ScanMessage:
+    """A valid envelope; the reference and the audit id are checked first."""
+    parse_image_reference(image, field="payload.image-full-name")
+    validate_audit_id(audit_id, field="payload.image-scan-id")
+    return ScanMessage(
+        headers=MessageHeaders(creation_time=int(created_at if created_at is not None else time.time())),
+        payload=MessagePayload(image_scan_id=audit_id, image_full_name=image),
+    )
+
+
+def encode_body(text: str, encoding: QueueEncoding) -> str:
+    """The body as it must be put on the queue for a host with ``messageEncoding``."""
+    return base64.b64encode(text.encode("utf-8")).decode("ascii") if encoding == "base64" else text
+
+
+def request_from_message(body: bytes, message_id: str | None, inserted_at: datetime | None) -> ScanRequest:
+    """Parses a queue message body into a ``ScanRequest``; raises ``RequestError``
+    naming the bad field when it can never be a valid request."""
+    text = _text(body)
+    try:
+        return _from_text(text, message_id, inserted_at)
+    except RequestError as plain_error:
+        decoded = _base64_text(text)
+        if decoded is None:
+            raise plain_error from None
+        try:
+            return _from_text(decoded, message_id, inserted_at)
+        except RequestError:
+            raise plain_error from None
+
+
+def _from_text(text: str, message_id: str | None, inserted_at: datetime | None) -> ScanRequest:
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return _from_envelope(stripped)
+    try:
+        parse_image_reference(stripped)
+    except InvalidImageReference as error:
+        raise RequestError(
+            "message",
+            f"is neither a JSON scan-request envelope nor an image reference ({error})",
+        ) from None
+    if not message_id:
+        raise RequestError("message", "a bare image reference needs the queue message id to name its audit")
+    return ScanRequest(
+        audit_id=validate_audit_id(message_id, field="message-id"),
+        requested_at=(inserted_at or datetime.now(timezone.utc)).astimezone(timezone.utc),
+        image=stripped,
+    )
+
+
+def _from_envelope(text: str) -> ScanRequest:
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise RequestError("message", f"is not valid JSON: {error}") from None
+    try:
+        message = ScanMessage.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in error.errors()
+        )
+        first = ".".join(str(p) for p in error.errors()[0]["loc"]) or "message"
+        raise RequestError(first, f"invalid scan-request envelope ({problems})") from None
+    # The reference is checked by the core, which can then record the failure in the audit's meta.
+    return ScanRequest(
+        audit_id=validate_audit_id(message.payload.image_scan_id, field="payload.image-scan-id"),
+        requested_at=datetime.fromtimestamp(message.headers.creation_time, tz=timezone.utc),
+        image=message.payload.image_full_name,
+        image_field="payload.image-full-name",
+    )
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("message", "the body is not UTF-8 text") from None
+
+
+def _base64_text(text: str) -> str | None:
+    compact = "".join(text.split())
+    if not compact or len(compact) % 4:
+        return None
+    try:
+        return base64.b64decode(compact, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None

@@ -1,0 +1,75 @@
+"""Putting scan requests on the trigger queue (the enqueue command, the HTTP API)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.storage.queue import QueueClient
+
+from .errors import StorageError
+from .messages import QueueEncoding, ScanMessage, encode_body
+from .redact import Redactor
+
+DEFAULT_QUEUE_NAME = "trivy-scan-requests"
+QUEUE_NAME_SETTING = "SCAN_QUEUE_NAME"
+QUEUE_CONNECTION_SETTING = "SCAN_QUEUE_CONNECTION"
+AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true"
+
+
+def poison_queue_name(queue_name: str) -> str:
+    """The platform's quarantine queue for ``queue_name``."""
+    return f"{queue_name}-poison"
+
+
+def queue_name_from_environment() -> str:
+    return os.environ.get(QUEUE_NAME_SETTING) or DEFAULT_QUEUE_NAME
+
+
+def connection_from_environment() -> str:
+    """The trigger's connection: ``SCAN_QUEUE_CONNECTION`` names the app setting that
+    holds it (as the binding's ``connection`` does), default ``AzureWebJobsStorage``."""
+    setting = os.environ.get(QUEUE_CONNECTION_SETTING) or "AzureWebJobsStorage"
+    return os.environ.get(setting) or os.environ.get(f"{setting}__queueServiceUri") or AZURITE_CONNECTION_STRING
+
+
+@dataclass(frozen=True)
+class EnqueuedMessage:
+    queue: str
+    message_id: str
+    body: str
+
+
+def queue_client(connection: str, queue_name: str) -> QueueClient:
+    """From a connection string, or a queue URL carrying its SAS token."""
+    if connection.startswith(("http://", "https://")):
+        return QueueClient.from_queue_url(connection)
+    return QueueClient.from_connection_string(connection, queue_name)
+
+
+def enqueue(
+    message: ScanMessage,
+    *,
+    connection: str,
+    queue_name: str,
+    encoding: QueueEncoding,
+    create_queue: bool = True,
+) -> EnqueuedMessage:
+    """Sends one message, encoded as the host expects (``host.json`` ``messageEncoding``)."""
+    body = encode_body(message.to_text(), encoding)
+    redactor = Redactor([connection])
+    try:
+        with queue_client(connection, queue_name) as client:
+            if create_queue:
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+            sent = client.send_message(body)
+            return EnqueuedMessage(queue=client.queue_name, message_id=sent.id, body=body)
+    except AzureError as error:
+        reason = getattr(error, "error_code", None) or type(error).__name__
+        raise StorageError(redactor(f"could not put the message on queue {queue_name!r}: {reason}")) from None
+    except ValueError as error:
+        raise StorageError(f"the queue connection is not a valid connection string or queue URL: {error}") from None
