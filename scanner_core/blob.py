@@ -117,9 +117,10 @@ class AzureBlobStore:
         try:
             return self._retrying(action)
         except Exception as error:  # noqa: BLE001 - re-raised, typed and redacted
-            raise StorageError(f"{what} failed: {self.describe(error)}") from None
+            attempts = int(self._retrying.statistics.get("attempt_number", 1))
+            raise StorageError(f"{what} failed: {self.describe(error, attempts)}") from None
 
-    def describe(self, error: BaseException) -> str:
+    def describe(self, error: BaseException, attempts: int = 1) -> str:
         """A one-line, secret-free description of an SDK error."""
         if isinstance(error, HttpResponseError) and error.status_code is not None:
             code = getattr(error, "error_code", None) or getattr(error.response, "reason", "")
@@ -128,7 +129,7 @@ class AzureBlobStore:
             text = f"{type(error).__name__}: storage endpoint unreachable ({_first_line(str(error))})"
         else:
             text = f"{type(error).__name__}: {_first_line(str(error))}"
-        retried = f" after {self.attempts} attempts" if _is_retryable(error) else ""
+        retried = f" (after {attempts} attempts)" if attempts > 1 else " (not retried: retrying cannot help)"
         return self._redactor(text + retried)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -90,8 +91,9 @@ class VulnerabilityDatabase:
 
     def _download_and_swap(self) -> None:
         versions = self.cache_dir / _VERSIONS_DIR
-        staging = versions / f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
-        staging.mkdir(parents=True, exist_ok=True)
+        versions.mkdir(parents=True, exist_ok=True)
+        # Always a new, empty directory: trivy skips the download into a dir that holds a recent DB.
+        staging = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d%H%M%S-"), dir=versions))
         try:
             self.trivy.download_db(staging, self.repositories, self.timeout_ms, self._credentials, self._insecure)
             if not (staging / "db" / "trivy.db").is_file():
