@@ -16,7 +16,9 @@ DEFAULT_DB_REFRESH_SCHEDULE = "0 30 */6 * * *"  # every 6 h; trivy's DB is rebui
 
 
 class FunctionSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", frozen=True, populate_by_name=True, env_ignore_empty=True
+    )
 
     # Azure queue names: 3-63 of [a-z0-9-]; "-poison" is appended for the quarantine queue.
     queue_name: str = Field("trivy-scan-requests", alias="SCAN_QUEUE_NAME", pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$")

@@ -65,7 +65,9 @@ def _split_list(value: Any) -> Any:
 class Settings(BaseSettings):
     """Every environment variable of the scanner. Names are the variables'."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", frozen=True, populate_by_name=True, env_ignore_empty=True
+    )
 
     trivy_config_path: Path | None = Field(None, alias="TRIVY_CONFIG_PATH")
     blob_storage_service_type: Literal["azure-blob"] = Field("azure-blob", alias="BLOB_STORAGE_SERVICE_TYPE")
