@@ -66,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config()
     except ConfigurationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(error)
     configure_cli_logging(config.settings.log_format)
     # The one-time runner has no refresh timer beside it: it refreshes a due DB itself.
     scanner = Scanner(config, app_root=Path.cwd(), refresh_db_before_scan=True)
@@ -87,23 +86,28 @@ def _enqueue(args: argparse.Namespace) -> int:
             queue_name=args.queue or queue_name_from_environment(),
             encoding=message_encoding(app_root),
         )
-    except RequestError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except StorageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NOT_STORED
+    except ScannerError as error:
+        return _fail(error)
     print(f"queued audit {message.payload.image_scan_id} for {args.image} on {sent.queue} (message {sent.message_id})")
     print(sent.body)
     return EXIT_OK
 
 
+def _fail(error: ScannerError) -> int:
+    """Prints the error and returns the exit code its type stands for."""
+    print(f"error: {error}", file=sys.stderr)
+    if isinstance(error, (RequestError, ConfigurationError)):
+        return EXIT_USAGE
+    if isinstance(error, (StorageError, AuditNotRecorded)):
+        return EXIT_NOT_STORED
+    return EXIT_AUDIT_FAILED
+
+
 def _heartbeat(scanner: Scanner) -> int:
     try:
         name, meta = write_heartbeat(scanner)
-    except StorageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NOT_STORED
+    except ScannerError as error:
+        return _fail(error)
     print(f"heartbeat written to {name} (heartbeat={meta.heartbeat})")
     return EXIT_OK
 
@@ -117,15 +121,8 @@ def _scan(scanner: Scanner, args: argparse.Namespace) -> int:
     )
     try:
         outcome = scanner.scan(request, final_attempt=True)
-    except RequestError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except AuditNotRecorded as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NOT_STORED
-    except ScannerError as error:  # pragma: no cover - every other failure becomes an outcome
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_AUDIT_FAILED
+    except ScannerError as error:
+        return _fail(error)
     _print_outcome(outcome)
     if outcome.succeeded:
         return args.exit_code if outcome.meta.scan_status == "failed" else EXIT_OK
