@@ -8,27 +8,25 @@ the kernel. The ports and the ``--location`` data folder are kept across
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import NoReturn
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, generate_container_sas
 from azure.storage.queue import QueueServiceClient
 
-from .ports import log_tail, port_accepts, signal_group, stop_process_group, wait_until
+from .ports import ServiceProcess, log_tail, port_accepts, signal_group, wait_until
 
 DEV_ACCOUNT_NAME = "devstoreaccount1"
 # The fixed, publicly documented key of the emulator's development account.
-DEV_ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+DEV_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 30.0
 
@@ -54,7 +52,7 @@ class AzuriteError(RuntimeError):
     """Azurite could not be started or is not running."""
 
 
-class Azurite:
+class Azurite(ServiceProcess):
     """A private Azurite process; ``with Azurite(tmp_path) as storage: ...``."""
 
     def __init__(
@@ -80,9 +78,7 @@ class Azurite:
         if self.running:
             return self
         if not self.executable.exists():
-            raise AzuriteError(
-                f"Azurite not found at {self.executable}; run `npm ci` in {_REPO_ROOT} first"
-            )
+            raise AzuriteError(f"Azurite not found at {self.executable}; run `npm ci` in {_REPO_ROOT} first")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         ports = self._ports or AzuritePorts(0, 0, 0)  # 0: the kernel picks, no race with other runs
@@ -104,12 +100,6 @@ class Azurite:
             raise
         return self
 
-    def stop(self) -> None:
-        """Shut Azurite down gracefully (it saves its metadata on SIGTERM); no-op if not running."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process_group(process)
-
     def pause(self) -> None:
         """SIGSTOP Azurite: connections are still accepted by the kernel but never answered.
 
@@ -120,21 +110,6 @@ class Azurite:
     def resume(self) -> None:
         """SIGCONT a paused Azurite."""
         signal_group(self._require_process(), signal.SIGCONT)
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> Azurite:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- addresses -----------------------------------------------------------
 
@@ -168,11 +143,9 @@ class Azurite:
 
     def create_container(self, name: str) -> None:
         """Create a blob container; an existing one is left as it is."""
-        with BlobServiceClient.from_connection_string(self.connection_string) as service:
-            try:
-                service.create_container(name)
-            except ResourceExistsError:
-                pass
+        service = BlobServiceClient.from_connection_string(self.connection_string)
+        with service, contextlib.suppress(ResourceExistsError):
+            service.create_container(name)
 
     def container_sas_url(
         self,
@@ -187,7 +160,7 @@ class Azurite:
             container_name=container,
             account_key=DEV_ACCOUNT_KEY,
             permission=permissions,
-            expiry=datetime.now(timezone.utc) + expiry,
+            expiry=datetime.now(UTC) + expiry,
         )
         return f"{self.blob_endpoint}/{container}?{sas}"
 
@@ -206,7 +179,7 @@ class Azurite:
             "--skipApiVersionCheck",  # the SDK may be newer than the emulator
             "--disableProductStyleUrl",  # account always from the path, never from the host name
             "--disableTelemetry",  # no outbound calls from tests
-        ]
+        ]  # fmt: skip
 
     def _await_ports(self, log_offset: int) -> AzuritePorts:
         """Read the bound ports from Azurite's start-up lines (this run's part of the log only)."""
@@ -240,7 +213,7 @@ class Azurite:
                     self.connection_string, retry_total=0, connection_timeout=2, read_timeout=5
                 ) as queues:
                     queues.get_service_properties()
-            except Exception:  # noqa: BLE001 - any failure just means "not yet"
+            except Exception:  # any failure just means "not yet"
                 return False
             return True
 

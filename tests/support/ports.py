@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,6 +10,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 
 def free_port() -> int:
@@ -60,17 +63,46 @@ def stop_process_group(process: subprocess.Popen[bytes], *, grace: float = 10.0)
     if process.poll() is None:
         signal_group(process, signal.SIGCONT)  # a SIGSTOPped process would hold SIGTERM pending
         signal_group(process, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
     signal_group(process, signal.SIGKILL)
     process.wait()
 
 
 def signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     """Send ``sig`` to the process group led by ``process`` (gone already: no-op)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
+
+
+class ServiceProcess:
+    """A local service run as one process group: the lifecycle both launchers share.
+
+    Subclasses set ``self._process`` in ``start()`` (which returns ``self``).
+    """
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the service; a no-op if it is not running. Ports and data are kept for ``start()``."""
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process_group(process)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -16,10 +16,9 @@ import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import NoReturn
 
-from .ports import free_port, log_tail, stop_process_group, wait_until
+from .ports import ServiceProcess, free_port, log_tail, wait_until
 
 HOST = "127.0.0.1"
 REGISTRY_EXECUTABLE = Path("/usr/bin/docker-registry")
@@ -46,7 +45,7 @@ def write_auth_file(path: Path, address: str, username: str, password: str) -> P
     return path
 
 
-class Registry:
+class Registry(ServiceProcess):
     """A private registry process; ``with Registry(tmp_path) as registry: ...``."""
 
     def __init__(
@@ -96,27 +95,6 @@ class Registry:
                 break
         return self
 
-    def stop(self) -> None:
-        """Stop the registry; no-op if not running. Port and storage are kept for ``start()``."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process_group(process)
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> Registry:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     @property
     def address(self) -> str:
         """``127.0.0.1:<port>``, the registry part of image references."""
@@ -140,8 +118,10 @@ class Registry:
             "copy",
             "--quiet",
             "--dest-tls-verify=false",
-            "--dest-authfile", str(write_auth_file(self.auth_file, self.address, self.username, self.password)),
-            "--digestfile", str(digest_file),
+            "--dest-authfile",
+            str(write_auth_file(self.auth_file, self.address, self.username, self.password)),
+            "--digestfile",
+            str(digest_file),
             f"docker-archive:{tarball}",
             f"docker://{self.address}/{repository}:{tag}",
         ]
@@ -176,7 +156,7 @@ class Registry:
             code = None if self._process is None else self._process.returncode
             self._fail(f"registry exited with code {code}")
         try:
-            urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2)  # noqa: S310 - fixed http URL
+            urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2)
         except urllib.error.HTTPError as exc:
             return exc.code == 401
         except OSError:
