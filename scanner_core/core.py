@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
+from .audit_index import AuditIndex
 from .blob import AzureBlobStore, BlobStore
 from .config import RegistryCredentials, ScannerConfig
 from .database import VulnerabilityDatabase
@@ -96,13 +97,17 @@ class Scanner:
         logger: ScanLogger | None = None,
         app_root: Path | None = None,
         refresh_db_before_scan: bool = False,
+        audit_index: AuditIndex | None = None,
     ) -> None:
         self.config = config
         self.refresh_db_before_scan = refresh_db_before_scan
         self.redactor = Redactor(config.secrets)
         self.logger = logger or ScanLogger(config.settings.log_format, self.redactor)
-        self.blob_store = blob_store or AzureBlobStore(
-            config.settings.az_blob_storage_sas.get_secret_value(), self.redactor
+        sas_url = config.settings.az_blob_storage_sas.get_secret_value()
+        self.blob_store = blob_store or AzureBlobStore(sas_url, self.redactor)
+        # The HTTP API's index beside the metas; a caller that brings its own store brings its own index.
+        self.audit_index = audit_index or (
+            AuditIndex(sas_url, config.settings.scanner_short_id) if blob_store is None else None
         )
         self._trivy = trivy
         self._app_root = app_root
@@ -153,6 +158,7 @@ class Scanner:
         log = self.logger.bind(audit_id=audit_id, image=request.image or (request.input_tar and str(request.input_tar)))
         if reuse_succeeded and (existing := self._succeeded_meta(folder)) is not None:
             log.info("audit already recorded as succeeded; not scanned again", fields={"folder": folder})
+            self._index(existing, folder, log)  # cheap, idempotent repair of a missed index entry
             return AuditOutcome(meta=existing, folder=folder, meta_written=True)
         log.info("scan requested", fields={"folder": folder, "final-attempt": final_attempt})
         base = self._base_meta(audit_id, request)
@@ -330,6 +336,17 @@ class Scanner:
         except StorageError as error:
             log.error("meta could not be written", fields={"error": str(error)})
             raise AuditNotRecorded(f"the audit's meta could not be written to {folder}/{META_BLOB}: {error}") from None
+        self._index(meta, folder, log)
+
+    def _index(self, meta: AuditMeta, folder: str, log: ScanLogger) -> None:
+        """The meta is the contract; the index only serves the HTTP API, so a failure
+        here is logged (the audit is indexed again on redelivery or by ``reindex``)."""
+        if self.audit_index is None:
+            return
+        try:
+            self.audit_index.record(meta, folder)
+        except StorageError as error:
+            log.warning("audit index not updated", fields={"error": str(error)})
 
 
 def _credentials(registry: RegistryCredentials | None) -> Credentials | None:

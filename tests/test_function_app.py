@@ -47,6 +47,17 @@ def test_bindings_are_wired_from_settings(function_metadata):
     assert (heartbeat["type"], heartbeat["schedule"]) == ("timerTrigger", "0 */5 * * * *")
     refresh = function_metadata["refresh_vulnerability_db"]["bindings"][0]
     assert (refresh["type"], refresh["schedule"]) == ("timerTrigger", "0 30 */6 * * *")
+    routes = {
+        name: next(b for b in meta["bindings"] if b["type"] == "httpTrigger")
+        for name, meta in function_metadata.items() if name.startswith("api_")
+    }
+    assert {name: b["route"] for name, b in routes.items()} == {
+        "api_request_scan_by_path": "images/{name}/{tag}/scan",
+        "api_request_scan": "scans",
+        "api_get_audit": "audits/{audit_id}",
+        "api_security_summary": "security/summary",
+    }
+    assert {b["authLevel"] for b in routes.values()} == {"FUNCTION"}
 
 
 def test_host_json_agrees_with_the_code_and_the_platform_limits():
@@ -111,6 +122,22 @@ def test_envelope_message_is_scanned(scanner_env, registry_configured, audits):
     meta = audits.json(f"{folder_of(scanner_env, 'audit-7')}/meta")
     assert meta["audit-result"] == "succeeded"
     assert meta["image-digest"] == registry_configured.digest
+
+
+def test_a_scanned_message_is_served_by_the_audit_endpoint(scanner_env, registry_configured, audits, azurite):
+    from scanner_core.http_api import ApiContext, get_audit, security_summary
+
+    deliver(envelope(registry_configured.reference, "served-1"))
+    api = ApiContext(config=load_config(), queue_connection=azurite.connection_string,
+                     queue_name="unused", message_encoding="none")
+    request = func.HttpRequest(method="GET", url="http://localhost/api/audits/served-1", body=b"",
+                               route_params={"audit_id": "served-1"})
+    response = get_audit(request, api)
+    assert response.status_code == 200
+    assert json.loads(response.get_body())["summary"].startswith("FAILED: 1 critical")
+    summary = security_summary(func.HttpRequest(method="GET", url="http://localhost/api/security/summary", body=b""), api)
+    document = json.loads(summary.get_body())
+    assert document["failed"] == 1 and document["audits"][0]["audit-id"] == "served-1"
 
 
 def test_bare_reference_takes_its_audit_id_from_the_message_id(scanner_env, registry_configured, audits):
