@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("heartbeat", help="write the scanner's heartbeat meta once")
 
+    commands.add_parser(
+        "reindex", help="rebuild the HTTP API's audit index from the metas in Blob Storage (maintenance)"
+    )
+
     enqueue = commands.add_parser(
         "enqueue",
         help="put a scan request on the trigger queue (connection: the app setting named by SCAN_QUEUE_CONNECTION, "
@@ -72,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scanner = Scanner(config, app_root=Path.cwd(), refresh_db_before_scan=True)
     if args.command == "heartbeat":
         return _heartbeat(scanner)
+    if args.command == "reindex":
+        return _reindex(scanner)
     return _scan(scanner, args)
 
 
@@ -101,6 +107,16 @@ def _fail(error: ScannerError) -> int:
     if isinstance(error, (StorageError, AuditNotRecorded)):
         return EXIT_NOT_STORED
     return EXIT_AUDIT_FAILED
+
+
+def _reindex(scanner: Scanner) -> int:
+    assert scanner.audit_index is not None
+    try:
+        count = scanner.audit_index.rebuild()
+    except ScannerError as error:
+        return _fail(error)
+    print(f"indexed {count} audits under trivy-{scanner.short_id}/")
+    return EXIT_OK
 
 
 def _heartbeat(scanner: Scanner) -> int:

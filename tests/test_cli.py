@@ -83,3 +83,14 @@ def test_json_logs_are_one_object_per_line_without_secrets(scanner_env, sample_i
     everything = result.stdout + result.stderr + audits.everything().decode()
     assert registry.password not in everything
     assert scanner_env.values["AZ_BLOB_STORAGE_SAS"].split("sig=")[1] not in everything
+
+
+def test_reindex_restores_a_lost_index(scanner_env, sample_image, audits):
+    assert run_cli(scanner_env, "scan", "--input", str(sample_image.path), "--audit-id", "lost").returncode == 0
+    index = [n for n in audits.all_names() if "/index/" in n]
+    assert len(index) == 2
+    for name in index:
+        audits.client.delete_blob(name)
+    result = run_cli(scanner_env, "reindex")
+    assert result.returncode == 0 and "indexed 1 audits" in result.stdout
+    assert [n for n in audits.all_names() if "/index/" in n] == index
