@@ -95,6 +95,15 @@ class Settings(BaseSettings):
 
     _split = field_validator("trivy_db_repository", "trivy_severity", "trivy_scanners", mode="before")(_split_list)
 
+    @field_validator("trivy_db_repository", mode="after")
+    @classmethod
+    def _check_repositories(cls, repositories: list[str]) -> list[str]:
+        from .registry import parse_image_reference
+
+        for repository in repositories:
+            parse_image_reference(repository, "TRIVY_DB_REPOSITORY")  # InvalidImageReference is a ValueError
+        return repositories
+
     @field_validator("az_blob_storage_sas", mode="after")
     @classmethod
     def _check_container_sas_url(cls, value: SecretStr) -> SecretStr:
@@ -131,15 +140,17 @@ class ScannerConfig(BaseModel):
         return values
 
 
-_SECRET_FIELDS = {"AZ_BLOB_STORAGE_SAS", "password"}
+_SECRET_SETTINGS = {"AZ_BLOB_STORAGE_SAS"}
 
 
 def _describe(error: Any, source: str) -> str:
+    """One problem line. The value is quoted only for environment settings that are
+    not secret: a value from the YAML file may be (or contain) a registry entry with
+    its password, even when the error is about a parent field."""
     location = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
-    shown = "" if any(str(p) in _SECRET_FIELDS for p in error["loc"]) or error["type"] == "missing" else (
-        f" (got {error['input']!r})"
-    )
+    quotable = not source and error["type"] != "missing" and str(error["loc"][0]) not in _SECRET_SETTINGS
+    shown = f" (got {error['input']!r})" if quotable else ""
     prefix = f"{source}: " if source else ""
     return f"{prefix}{location}: {message}{shown}"
 

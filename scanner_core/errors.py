@@ -42,7 +42,7 @@ class RequestError(ScannerError):
         self.field = field
 
 
-class InvalidImageReference(RequestError):
+class InvalidImageReference(RequestError, ValueError):
     """An image reference does not follow the distribution reference grammar."""
 
     def __init__(self, message: str, field: str = "image") -> None:

@@ -49,16 +49,20 @@ class ScanLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         return msg, kwargs
 
+    def _redacted(self, value: Any) -> Any:
+        return self.redactor(value) if isinstance(value, str) else value
+
     def render(self, level: int, text: str, fields: Mapping[str, Any]) -> str:
         context = {**self.extra, **fields}  # type: ignore[dict-item]
         if self.log_format == "json":
+            # Redacted before encoding: an escaped secret would no longer match its value.
             record = {
                 "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                 "level": logging.getLevelName(level).lower(),
-                "message": text,
-                **{key.replace("_", "-"): value for key, value in context.items()},
+                "message": self.redactor(text),
+                **{key.replace("_", "-"): self._redacted(value) for key, value in context.items()},
             }
-            return self.redactor(json.dumps(record, default=str, separators=(",", ":")))
+            return json.dumps(record, default=str, separators=(",", ":"))
         suffix = " ".join(f"{key.replace('_', '-')}={value}" for key, value in context.items())
         line = f"{text} [{suffix}]" if suffix else text
         return self.redactor(" ".join(line.splitlines()))

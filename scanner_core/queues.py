@@ -31,7 +31,9 @@ def connection_from_environment() -> str:
     """The trigger's connection: ``SCAN_QUEUE_CONNECTION`` names the app setting that
     holds it (as the binding's ``connection`` does), default ``AzureWebJobsStorage``."""
     setting = os.environ.get(QUEUE_CONNECTION_SETTING) or "AzureWebJobsStorage"
-    return os.environ.get(setting) or os.environ.get(f"{setting}__queueServiceUri") or AZURITE_CONNECTION_STRING
+    # Identity-based connections (<setting>__queueServiceUri) carry no key or SAS: the
+    # trigger can use them, enqueueing from outside cannot, so they are not read here.
+    return os.environ.get(setting) or AZURITE_CONNECTION_STRING
 
 
 @dataclass(frozen=True)
@@ -72,4 +74,6 @@ def enqueue(
         reason = getattr(error, "error_code", None) or type(error).__name__
         raise StorageError(redactor(f"could not put the message on queue {queue_name!r}: {reason}")) from None
     except ValueError as error:
-        raise StorageError(f"the queue connection is not a valid connection string or queue URL: {error}") from None
+        raise StorageError(
+            redactor(f"the queue connection is not a valid connection string or queue URL: {error}")
+        ) from None

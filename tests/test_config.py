@@ -49,11 +49,15 @@ def test_every_bad_field_is_reported_at_once(environment):
 
 
 def test_sas_url_problems_never_quote_the_token(environment):
-    environment.setenv("AZ_BLOB_STORAGE_SAS", "http://127.0.0.1:10000/devstoreaccount1/audits?sv=1&sig=")
     environment.setenv("AZ_BLOB_STORAGE_SAS", "ftp://host/c?sig=TopSecretValue")
     with pytest.raises(ConfigurationError) as caught:
         load_config()
     assert "AZ_BLOB_STORAGE_SAS" in str(caught.value)
+    assert "TopSecretValue" not in str(caught.value)
+
+    environment.setenv("AZ_BLOB_STORAGE_SAS", "https://acct.blob.core.windows.net/?sv=1&sig=TopSecretValue")
+    with pytest.raises(ConfigurationError, match="must be a container URL") as caught:
+        load_config()
     assert "TopSecretValue" not in str(caught.value)
 
     environment.setenv("AZ_BLOB_STORAGE_SAS", "https://acct.blob.core.windows.net/audits?sv=1&se=2")
@@ -111,4 +115,30 @@ def test_unparseable_yaml_does_not_quote_the_line(environment, tmp_path):
 def test_missing_config_file_is_named(environment, tmp_path):
     environment.setenv("TRIVY_CONFIG_PATH", str(tmp_path / "absent.yaml"))
     with pytest.raises(ConfigurationError, match=r"TRIVY_CONFIG_PATH \(.*absent.yaml\): cannot be read"):
+        load_config()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "registry:\n  - {address: r.example.com, username: u, password: hunter2-very-secret}\n",
+        "registries:\n  r.example.com: {username: u, password: hunter2-very-secret}\n",
+        "registries:\n  - [r.example.com, u, hunter2-very-secret]\n",
+        "registries:\n  - {address: r.example.com, username: u, pasword: hunter2-very-secret}\n",
+        "hunter2-very-secret\n",
+    ],
+)
+def test_errors_about_a_parent_of_a_password_do_not_quote_it(environment, tmp_path, document):
+    path = tmp_path / "trivy.yaml"
+    path.write_text(document)
+    environment.setenv("TRIVY_CONFIG_PATH", str(path))
+    with pytest.raises(ConfigurationError) as caught:
+        load_config()
+    assert "hunter2" not in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_db_repository_is_validated_with_the_settings(environment):
+    environment.setenv("TRIVY_DB_REPOSITORY", "mirror.example.com/trivy-db:2, Not A Ref")
+    with pytest.raises(ConfigurationError, match="TRIVY_DB_REPOSITORY"):
         load_config()
