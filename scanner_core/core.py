@@ -173,6 +173,17 @@ class Scanner:
                 return self._ship(base, folder, report_path, summary, log)
         except (RequestError, ScanFailed) as failure:
             return self._failed(base, folder, failure, final_attempt, log)
+        except (AuditNotRecorded, StorageError):
+            raise
+        except Exception as error:  # noqa: BLE001 - an unforeseen fault still ends as a recorded, retried failure
+            # Not log.exception: a traceback's text would bypass the redactor.
+            log.error("unexpected error during the scan", fields={"error-type": type(error).__name__})
+            unexpected = ScanFailed(
+                f"unexpected error: {type(error).__name__}: {self.redactor(str(error))[:500]}",
+                kind=FailureKind.TRANSIENT,
+                reason="internal-error",
+            )
+            return self._failed(base, folder, unexpected, final_attempt, log)
 
     def _succeeded_meta(self, folder: str) -> AuditMeta | None:
         try:
@@ -293,7 +304,8 @@ class Scanner:
         verdict = judge(summary, thresholds)
         return {
             "vulnerabilities": verdict.vulnerabilities.model_dump(),
-            "secrets": summary.secrets if summary.secrets or "secret" in settings.trivy_scanners else None,
+            # trivy's default scanners include "secret": then 0 is a finding too.
+            "secrets": summary.secrets if not settings.trivy_scanners or "secret" in settings.trivy_scanners else None,
             "scan_status": verdict.status.value,
             "summary": verdict.summary,
             "critical_threshold": thresholds.critical,
@@ -345,14 +357,15 @@ class Scanner:
             return
         try:
             self.audit_index.record(meta, folder)
-        except StorageError as error:
-            log.warning("audit index not updated", fields={"error": str(error)})
+        except Exception as error:  # noqa: BLE001 - the index must never fail an audit that is recorded
+            log.warning("audit index not updated", fields={"error": self.redactor(str(error))})
 
 
 def _credentials(registry: RegistryCredentials | None) -> Credentials | None:
     if registry is None or not registry.username:
         return None
-    return Credentials(registry.username, registry.password.get_secret_value() if registry.password else "")
+    password = registry.password.get_secret_value() if registry.password else ""
+    return Credentials(registry.address, registry.username, password)
 
 
 def _counts(summary: ReportSummary) -> dict[str, int]:

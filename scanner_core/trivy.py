@@ -3,7 +3,10 @@
 * The child's environment is built from scratch: an allow-list of the
   parent's variables (PATH, proxies, CA bundles) and nothing named ``TRIVY_*``,
   so a wrapper setting can never reach trivy with a different meaning.
-  Registry credentials travel only as ``TRIVY_USERNAME``/``TRIVY_PASSWORD``.
+  Registry credentials travel only in a Docker config file in the run's
+  private ``HOME``, keyed by registry host: trivy's keychain then sends them
+  to that registry alone (``TRIVY_USERNAME``/``TRIVY_PASSWORD`` would go to
+  every registry trivy contacts, DB mirrors included, and break on commas).
 * The image reference follows ``--`` and is validated beforehand, so it can
   never be read as a flag.
 * The timeout is enforced here too: at the deadline the whole process group is
@@ -12,6 +15,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -26,7 +30,7 @@ from pathlib import Path
 from .errors import FailureKind, ScanFailed
 from .failures import classify_trivy_failure
 from .redact import Redactor
-from .registry import ImageReference
+from .registry import DOCKER_HUB, ImageReference
 
 _INHERITED_VARIABLES = (
     "PATH",
@@ -48,6 +52,9 @@ _KILL_GRACE_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class Credentials:
+    """Credentials for one registry host (``registry.normalise_registry_host`` form)."""
+
+    registry: str
     username: str
     password: str = field(repr=False)
 
@@ -107,20 +114,20 @@ class Trivy:
     def version(self) -> str:
         """The executable's version (asked once per ``Trivy`` object)."""
         if self._version is None:
-            completed = subprocess.run(
-                [str(self.executable), "--version", "--format", "json"],
-                env=child_environment(None, Path(tempfile.gettempdir())),
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-            if completed.returncode != 0:
-                raise ScanFailed(
-                    f"'{self.executable} --version' failed: {self._tail(completed.stderr)}",
-                    kind=FailureKind.TRANSIENT,
-                    reason="trivy-unusable",
-                )
-            self._version = str(json.loads(completed.stdout)["Version"])
+            try:
+                with tempfile.TemporaryDirectory(prefix="trivy-version-") as home:
+                    completed = subprocess.run(
+                        [str(self.executable), "--version", "--format", "json"],
+                        env=child_environment(None, Path(home)),
+                        capture_output=True,
+                        timeout=60,
+                        check=False,
+                    )
+                if completed.returncode != 0:
+                    raise ValueError(self._tail(completed.stderr))
+                self._version = str(json.loads(completed.stdout)["Version"])
+            except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as error:
+                raise _unusable(self.executable, error) from None
         return self._version
 
     def build_command(self, target: ScanTarget, options: TrivyOptions, output: Path) -> list[str]:
@@ -217,13 +224,16 @@ class Trivy:
             ) from None
 
     def _run(self, command: list[str], timeout_ms: int, credentials: Credentials | None, redactor: Redactor) -> None:
-        with tempfile.TemporaryDirectory(prefix="trivy-run-") as workdir:
-            env = child_environment(credentials, Path(workdir))
-            with (Path(workdir) / "stderr").open("w+b") as stderr:
-                returncode = _run_with_deadline(command, env, stderr, workdir, timeout_ms)
-                stderr.seek(0, os.SEEK_END)
-                stderr.seek(max(0, stderr.tell() - _STDERR_TAIL_BYTES))
-                stderr_text = redactor(stderr.read().decode("utf-8", "replace"))
+        try:
+            with tempfile.TemporaryDirectory(prefix="trivy-run-") as workdir:
+                env = child_environment(credentials, Path(workdir))
+                with (Path(workdir) / "stderr").open("w+b") as stderr:
+                    returncode = _run_with_deadline(command, env, stderr, workdir, timeout_ms)
+                    stderr.seek(0, os.SEEK_END)
+                    stderr.seek(max(0, stderr.tell() - _STDERR_TAIL_BYTES))
+                    stderr_text = redactor(stderr.read().decode("utf-8", "replace"))
+        except OSError as error:  # cannot execute trivy (missing, not executable, busy), or no temp space
+            raise _unusable(self.executable, error) from None
         if returncode is None:
             raise ScanFailed(
                 f"trivy did not finish within TRIVY_TIMEOUT={timeout_ms} ms and was killed",
@@ -237,6 +247,12 @@ class Trivy:
         return self._redactor(data.decode("utf-8", "replace")[-2000:].strip())
 
 
+def _unusable(executable: Path, error: BaseException) -> ScanFailed:
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+    return ScanFailed(f"trivy at {executable} could not be run: {detail}", kind=FailureKind.TRANSIENT,
+                      reason="trivy-unusable")
+
+
 def child_environment(credentials: Credentials | None, home: Path) -> dict[str, str]:
     """The trivy child's whole environment (see the module docstring)."""
     env = {name: os.environ[name] for name in _INHERITED_VARIABLES if name in os.environ}
@@ -244,10 +260,22 @@ def child_environment(credentials: Credentials | None, home: Path) -> dict[str, 
     # A private HOME: no stray ~/.docker/config.json or trivy.yaml changes what is scanned.
     env["HOME"] = str(home)
     env["TMPDIR"] = str(home)
+    docker_dir = home / ".docker"
+    docker_dir.mkdir(mode=0o700, exist_ok=True)
+    auths = {}
     if credentials is not None:
-        env["TRIVY_USERNAME"] = credentials.username
-        env["TRIVY_PASSWORD"] = credentials.password
+        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+        auths[_docker_config_key(credentials.registry)] = {"auth": token}
+    config = docker_dir / "config.json"
+    config.touch(mode=0o600)
+    config.write_text(json.dumps({"auths": auths}), encoding="utf-8")
+    env["DOCKER_CONFIG"] = str(docker_dir)
     return env
+
+
+def _docker_config_key(registry: str) -> str:
+    # Docker Hub's credentials are filed under its legacy index URL by convention.
+    return "https://index.docker.io/v1/" if registry == DOCKER_HUB else registry
 
 
 def _run_with_deadline(
