@@ -1,11 +1,18 @@
 """Turning trivy's exit status and stderr into a typed, retry-aware failure.
 
-Trivy reports every fatal error as one ``FATAL`` line whose text chains the
-causes (``image scan error: ... remote error: GET ...: UNAUTHORIZED: ...``).
-The rules below look for the registry's error codes (distribution spec) and
-network errors in that chain. Anything not recognised is *transient*: it is
-retried a bounded number of times and then quarantined with its reason, which
-loses nothing, whereas wrongly calling a passing fault permanent would.
+Trivy reports a fatal error as one ``FATAL`` line whose text chains the
+causes. When it tried more than once (the configured credentials, then
+anonymously) it lists each attempt: ``2 errors occurred: * remote error: ...
+* remote error: ...``. Each attempt is classified on its own and the failure
+is transient if *any* attempt failed for a passing reason: a private
+registry answering 503 to the credentialed pull and 401 to the anonymous one
+is down, not refusing us.
+
+Registry error codes (distribution spec) are matched case-sensitively, so that
+a local ``permission denied`` is not the registry's ``DENIED``. Anything not
+recognised is transient: it is retried a bounded number of times and then
+quarantined with its reason, which loses nothing, whereas wrongly calling a
+passing fault permanent would.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import re
 from dataclasses import dataclass
 
 from .errors import FailureKind, ScanFailed
+
+P, T = FailureKind.PERMANENT, FailureKind.TRANSIENT
 
 
 @dataclass(frozen=True)
@@ -25,72 +34,87 @@ class _Rule:
 
 
 def _rule(pattern: str, kind: FailureKind, reason: str, explanation: str) -> _Rule:
-    return _Rule(re.compile(pattern, re.IGNORECASE), kind, reason, explanation)
+    return _Rule(re.compile(pattern), kind, reason, explanation)
 
 
-P, T = FailureKind.PERMANENT, FailureKind.TRANSIENT
-
-# Order matters: the first match wins, so specific causes precede generic ones.
-_RULES: tuple[_Rule, ...] = (
-    _rule(r"context deadline exceeded|deadline exceeded", T, "timeout", "trivy timed out"),
-    _rule(r"TOOMANYREQUESTS|429 Too Many Requests|rate limit", T, "rate-limited", "the registry rate-limited the request"),
-    # trivy tries the configured credentials and then anonymously and reports both; one
-    # MANIFEST_UNKNOWN means the registry let us in and the tag is missing.
-    _rule(
-        r"MANIFEST_UNKNOWN|NAME_UNKNOWN|manifest unknown|name unknown|404 Not Found|not found in",
-        P,
-        "not-found",
-        "the image or tag was not found in the registry",
-    ),
-    _rule(
-        r"UNAUTHORIZED|authentication required|401 Unauthorized|incorrect username or password",
-        P,
-        "unauthorized",
-        "the registry refused the credentials (unauthorized)",
-    ),
-    _rule(r"DENIED|403 Forbidden|requested access to the resource is denied", P, "denied", "the registry denied access"),
-    _rule(
-        r"cannot skip downloading DB|--skip-db-update cannot be specified on the first run",
-        T,
-        "db-missing",
-        "there is no vulnerability DB in the cache yet and updates are disabled",
-    ),
-    _rule(
-        r"failed to download|DB error|database error|vulnerability DB",
-        T,
-        "db-unavailable",
-        "the vulnerability DB could not be downloaded or opened",
-    ),
-    _rule(
-        r"connection refused|no such host|i/o timeout|connection reset|TLS handshake timeout|network is unreachable"
-        r"|server misbehaving|EOF\b|5\d\d (Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)"
-        r"|status code 5\d\d|UNAVAILABLE",
-        T,
-        "registry-unreachable",
-        "the registry could not be reached or failed (network or 5xx)",
-    ),
-    _rule(r"http: server gave HTTP response to HTTPS client", P, "tls-mismatch",
-          "the registry speaks plain HTTP; mark it 'insecure: true' in the registries configuration"),
-    _rule(r"x509|certificate", P, "tls-error", "the registry's TLS certificate was not trusted"),
-    _rule(
-        r"unsupported (media|manifest)|no such file or directory|not a valid|invalid (tar|archive)|unable to analyze"
-        r"|unknown os|analyze error|failed to analyze|archive/tar",
-        P,
-        "unanalysable",
-        "trivy could not analyse this image",
-    ),
+# Causes that concern the whole run, whatever its attempts say (checked first, in order).
+_RUN_RULES: tuple[_Rule, ...] = (
+    _rule(r"context deadline exceeded|[Dd]eadline exceeded", T, "timeout", "trivy timed out"),
+    _rule(r"cannot skip downloading DB|--skip-db-update cannot be specified on the first run", T, "db-missing",
+          "there is no vulnerability DB in the cache yet and updates are disabled"),
+    _rule(r"failed to download vulnerability DB|failed to download artifact|DB error|database error", T,
+          "db-unavailable", "the vulnerability DB could not be downloaded or opened"),
+    _rule(r"[Pp]ermission denied|no space left on device|too many open files|[Rr]ead-only file system", T,
+          "local-io", "trivy could not read or write a local file"),
+    _rule(r"failed to parse the image name|could not parse reference", P, "invalid-image",
+          "trivy rejected the image reference"),
 )
+
+# Causes of one attempt against a registry (first match wins within an attempt).
+_ATTEMPT_RULES: tuple[_Rule, ...] = (
+    _rule(r"TOOMANYREQUESTS|429 Too Many Requests|rate limit", T, "rate-limited",
+          "the registry rate-limited the request"),
+    _rule(r"\b5\d\d (Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)\b|status code 5\d\d"
+          r"|\bUNAVAILABLE\b", T, "registry-unreachable", "the registry could not be reached or failed (5xx)"),
+    _rule(r"connection refused|no such host|i/o timeout|connection reset|TLS handshake timeout"
+          r"|network is unreachable|server misbehaving|unexpected EOF|\bEOF\b", T, "registry-unreachable",
+          "the registry could not be reached (network)"),
+    _rule(r"MANIFEST_UNKNOWN|NAME_UNKNOWN|BLOB_UNKNOWN|404 Not Found", P, "not-found",
+          "the image or tag was not found in the registry"),
+    _rule(r"\bDENIED\b|403 Forbidden|requested access to the resource is denied", P, "denied",
+          "the registry denied access"),
+    _rule(r"UNAUTHORIZED|authentication required|401 Unauthorized|incorrect username or password", P,
+          "unauthorized", "the registry refused the credentials (unauthorized)"),
+    _rule(r"server gave HTTP response to HTTPS client", P, "tls-mismatch",
+          "the registry speaks plain HTTP; mark it 'insecure: true' in the registries configuration"),
+    _rule(r"x509:|certificate signed by unknown authority|certificate is not valid", P, "tls-error",
+          "the registry's TLS certificate was not trusted"),
+    _rule(r"unsupported (media|manifest) type|unknown OS|unable to analyze|analyze error|failed to analyze"
+          r"|archive/tar|invalid tar header", P, "unanalysable", "trivy could not analyse this image"),
+)
+
+# The order in which a permanent failure's reason is chosen when attempts disagree:
+# a MANIFEST_UNKNOWN means the registry let us in, so "not found" is the truth.
+_PERMANENT_PRIORITY = ("not-found", "denied", "unauthorized", "tls-mismatch", "tls-error", "unanalysable")
+
+_ATTEMPTS = re.compile(r"\d+ errors? occurred:")
 
 
 def classify_trivy_failure(returncode: int, stderr: str) -> ScanFailed:
     """A ``ScanFailed`` for a trivy run that exited non-zero; ``stderr`` is already redacted."""
     detail = _fatal_line(stderr)
-    for rule in _RULES:
+    for rule in _RUN_RULES:
         if rule.pattern.search(detail):
-            return ScanFailed(f"{rule.explanation}: {detail}", kind=rule.kind, reason=rule.reason)
-    return ScanFailed(
-        f"trivy exited with code {returncode}: {detail}", kind=FailureKind.TRANSIENT, reason="trivy-error"
-    )
+            return _failed(rule, detail)
+
+    attempts = _attempts(detail)
+    matched = [_match(attempt) for attempt in attempts]
+    transient = [rule for rule in matched if rule is None or rule.kind is T]
+    if transient:
+        rule = next((r for r in transient if r is not None), None)
+        if rule is not None:
+            return _failed(rule, detail)
+        return ScanFailed(f"trivy exited with code {returncode}: {detail}", kind=T, reason="trivy-error")
+    permanent = [rule for rule in matched if rule is not None]
+    permanent.sort(key=lambda rule: _PERMANENT_PRIORITY.index(rule.reason))
+    return _failed(permanent[0], detail)
+
+
+def _match(attempt: str) -> _Rule | None:
+    return next((rule for rule in _ATTEMPT_RULES if rule.pattern.search(attempt)), None)
+
+
+def _attempts(detail: str) -> list[str]:
+    """The separate attempts trivy lists, or the whole text when it lists none."""
+    found = _ATTEMPTS.search(detail)
+    if not found:
+        return [detail]
+    parts = [part.strip() for part in re.split(r"(?:^|\s)\*\s", detail[found.end():]) if part.strip()]
+    return parts or [detail]
+
+
+def _failed(rule: _Rule, detail: str) -> ScanFailed:
+    return ScanFailed(f"{rule.explanation}: {detail}", kind=rule.kind, reason=rule.reason)
 
 
 def _fatal_line(stderr: str) -> str:

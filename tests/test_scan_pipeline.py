@@ -74,11 +74,15 @@ def test_report_blob_is_trivys_output_byte_for_byte(scanner_env, sample_image, a
     uploaded = audits.read(outcome.meta.trivy_audit_path)
 
     bare = tmp_path / "bare.json"
+    import shutil
     import subprocess
+
+    cache = tmp_path / "bare-cache"  # a bare run writes trivy's layer cache: keep it off the shared one
+    shutil.copytree(scanner_env.values["TRIVY_CACHE_DIR"], cache)
 
     subprocess.run(
         [str(trivy_executable), "image", "--format", "json", "--output", str(bare), "--cache-dir",
-         scanner_env.values["TRIVY_CACHE_DIR"], "--skip-db-update", "--offline-scan", "--no-progress",
+         str(cache), "--skip-db-update", "--offline-scan", "--no-progress",
          "--skip-version-check", "--disable-telemetry", "--input", str(sample_image.path)],
         check=True, capture_output=True, env={"PATH": os.defpath, "HOME": str(tmp_path)},
     )
