@@ -37,7 +37,8 @@ class _Kebab(BaseModel):
 
 
 class MessageHeaders(_Kebab):
-    creation_time: int = Field(ge=0, description="unix seconds; names the audit folder")
+    # Unix seconds (10 digits at most, as the folder name's time); names the audit folder.
+    creation_time: int = Field(ge=0, le=9_999_999_999)
     payload_version: Literal["1"] = PAYLOAD_VERSION
 
 

@@ -21,13 +21,14 @@ if TYPE_CHECKING:
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
 _HOST = re.compile(
     r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?"
 )
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+# What registries and trivy accept: sha256 or sha512, lowercase hex of the full length.
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 _MAX_NAME_LENGTH = 255
 
 
@@ -70,7 +71,8 @@ def parse_image_reference(text: str, field: str = "image") -> ImageReference:
         remainder, digest = remainder.split("@", 1)
         if not _DIGEST.fullmatch(digest):
             raise InvalidImageReference(
-                f"{text!r} has an invalid digest {digest!r}; expected algorithm:hex, e.g. sha256:<64 hex digits>", field
+                f"{text!r} has an invalid digest {digest!r}; expected sha256:<64 lowercase hex digits> "
+                "or sha512:<128>", field
             )
 
     tag = None

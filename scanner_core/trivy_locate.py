@@ -44,7 +44,8 @@ def locate_trivy(configured: str | None, app_root: Path | None = None) -> Path:
     if configured:
         path = Path(configured)
         if path.is_file():
-            return _ensure_executable(path)
+            # Absolute: trivy runs with a temporary working directory.
+            return _ensure_executable(path.resolve())
         found = shutil.which(configured)
         if found:
             return Path(found)
@@ -79,10 +80,16 @@ def _executable_copy(path: Path) -> Path:
     target = target_dir / EXECUTABLE_NAME
     if target.is_file() and os.access(target, os.X_OK):
         return target
-    target_dir.mkdir(parents=True, exist_ok=True)
-    # Copy to a unique name then rename: concurrent invocations never see half a binary.
-    partial = target_dir / f".{EXECUTABLE_NAME}.{os.getpid()}"
-    shutil.copyfile(path, partial)
-    partial.chmod(0o755)
-    os.replace(partial, target)
+    target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Copy to a unique name then rename: concurrent invocations (threads included)
+    # never see half a binary.
+    handle, partial_name = tempfile.mkstemp(prefix=f".{EXECUTABLE_NAME}.", dir=target_dir)
+    partial = Path(partial_name)
+    try:
+        with os.fdopen(handle, "wb") as partial_file, path.open("rb") as source:
+            shutil.copyfileobj(source, partial_file)
+        partial.chmod(0o755)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
