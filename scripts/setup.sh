@@ -13,6 +13,9 @@ missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+[ -x /usr/bin/python3 ] || missing+=(python3)  # tests run it as an interpreter without the venv
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -22,7 +25,13 @@ fi
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PYTHON --version)"
-  "$PYTHON" -m venv .venv
+  if ! "$PYTHON" -m venv .venv; then
+    log "venv unavailable: installing python3-venv"
+    rm -rf .venv
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    "$PYTHON" -m venv .venv
+  fi
 fi
 stamp=.venv/.requirements.sha256
 want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
