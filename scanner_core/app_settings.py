@@ -6,13 +6,18 @@ when a setting is unset; changing an app setting restarts the app.
 
 from __future__ import annotations
 
+import os
 import re
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .config import describe_error
+from .errors import ConfigurationError
 
 DEFAULT_HEARTBEAT_SCHEDULE = "0 */5 * * * *"  # every 300 s: the default heartbeat-period
 DEFAULT_DB_REFRESH_SCHEDULE = "0 30 */6 * * *"  # every 6 h; trivy's DB is rebuilt every 6 h
+AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true"
 
 
 class FunctionSettings(BaseSettings):
@@ -29,6 +34,24 @@ class FunctionSettings(BaseSettings):
     @property
     def poison_queue_name(self) -> str:
         return f"{self.queue_name}-poison"
+
+    @property
+    def queue_connection_value(self) -> str:
+        """The connection string (or queue URL with SAS) in the setting ``queue_connection`` names.
+
+        Identity-based connections (``<setting>__queueServiceUri``) carry no key or SAS:
+        the trigger can use them, enqueueing from outside cannot, so they are not read here.
+        """
+        return os.environ.get(self.queue_connection) or AZURITE_CONNECTION_STRING
+
+
+def load_function_settings() -> FunctionSettings:
+    """The bindings' settings, one source for the trigger, the enqueue command and the
+    HTTP API; raises ``ConfigurationError`` naming every bad setting."""
+    try:
+        return FunctionSettings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as error:
+        raise ConfigurationError([describe_error(e) for e in error.errors()]) from None
 
 
 _STEP = re.compile(r"^\*/(\d+)$")
@@ -50,14 +73,3 @@ def schedule_period_seconds(schedule: str) -> int | None:
             return None
         return step * units[index]
     return 86_400
-
-
-def schedule_for_period(seconds: int) -> str:
-    """A NCRONTAB expression firing every ``seconds`` (for divisors of a minute, hour or day)."""
-    if seconds < 60 and 60 % seconds == 0:
-        return f"*/{seconds} * * * * *"
-    if seconds % 60 == 0 and seconds < 3600 and 3600 % seconds == 0:
-        return f"0 */{seconds // 60} * * * *"
-    if seconds % 3600 == 0 and 86_400 % seconds == 0:
-        return f"0 0 */{seconds // 3600} * * *"
-    raise ValueError(f"{seconds} s is not a divisor of a minute, an hour or a day: write HEARTBEAT_SCHEDULE by hand")

@@ -20,7 +20,8 @@ from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerE
 from .heartbeat import write_heartbeat
 from .host_settings import message_encoding
 from .messages import build_message
-from .queues import connection_from_environment, enqueue, queue_name_from_environment
+from .app_settings import load_function_settings
+from .queues import enqueue
 from .log import configure_cli_logging
 
 EXIT_OK, EXIT_AUDIT_FAILED, EXIT_USAGE, EXIT_NOT_STORED = 0, 1, 2, 3
@@ -85,11 +86,12 @@ def _enqueue(args: argparse.Namespace) -> int:
     """Needs no scanner configuration: only the queue's connection (never on argv: it is a secret)."""
     app_root = Path.cwd()
     try:
+        bindings = load_function_settings()
         message = build_message(args.image, args.audit_id or str(uuid.uuid4()))
         sent = enqueue(
             message,
-            connection=connection_from_environment(),
-            queue_name=args.queue or queue_name_from_environment(),
+            connection=bindings.queue_connection_value,
+            queue_name=args.queue or bindings.queue_name,
             encoding=message_encoding(app_root),
         )
     except ScannerError as error:

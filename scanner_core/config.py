@@ -143,7 +143,7 @@ class ScannerConfig(BaseModel):
 _SECRET_SETTINGS = {"AZ_BLOB_STORAGE_SAS"}
 
 
-def _describe(error: Any, source: str) -> str:
+def describe_error(error: Any, source: str = "") -> str:
     """One problem line. The value is quoted only for environment settings that are
     not secret: a value from the YAML file may be (or contain) a registry entry with
     its password, even when the error is about a parent field."""
@@ -166,7 +166,7 @@ def load_config() -> ScannerConfig:
     try:
         settings = Settings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as exc:
-        problems += [_describe(e, "") for e in exc.errors()]
+        problems += [describe_error(e, "") for e in exc.errors()]
 
     file_config = ScannerFileConfig()
     path = settings.trivy_config_path if settings else None
@@ -196,4 +196,4 @@ def load_file_config(path: Path) -> ScannerFileConfig:
     try:
         return ScannerFileConfig.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
-        raise ConfigurationError([_describe(e, source) for e in exc.errors()]) from None
+        raise ConfigurationError([describe_error(e, source) for e in exc.errors()]) from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from .app_settings import FunctionSettings, schedule_period_seconds
+from .app_settings import FunctionSettings, load_function_settings, schedule_period_seconds
 from .config import load_config
 from .core import Scanner
 from .heartbeat import write_heartbeat
@@ -17,7 +17,7 @@ from .queue_handler import Delivery, handle_delivery
 
 
 def binding_settings() -> FunctionSettings:
-    return FunctionSettings()  # type: ignore[call-arg]  # values come from the environment
+    return load_function_settings()
 
 
 def make_scanner(app_root: Path) -> Scanner:

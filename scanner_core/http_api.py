@@ -61,7 +61,8 @@ from .errors import ConfigurationError, RequestError, StorageError
 from .host_settings import message_encoding
 from .layout import META_BLOB, REPORT_BLOB, audit_folder
 from .messages import QueueEncoding, build_message
-from .queues import connection_from_environment, enqueue, queue_name_from_environment
+from .app_settings import load_function_settings
+from .queues import enqueue
 from .registry import parse_image_reference
 
 DEFAULT_LIMIT = 50
@@ -86,10 +87,11 @@ class ApiContext:
     def from_environment(cls, app_root: Path, route_prefix: str = "api") -> ApiContext:
         """The scanner's configuration, and the queue the trigger listens on
         (``SCAN_QUEUE_CONNECTION``/``SCAN_QUEUE_NAME``, host.json's ``messageEncoding``)."""
+        bindings = load_function_settings()
         return cls(
             config=load_config(),
-            queue_connection=connection_from_environment(),
-            queue_name=queue_name_from_environment(),
+            queue_connection=bindings.queue_connection_value,
+            queue_name=bindings.queue_name,
             message_encoding=message_encoding(app_root),
             route_prefix=route_prefix,
         )

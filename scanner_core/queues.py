@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, ResourceExistsError
@@ -11,30 +10,6 @@ from azure.storage.queue import QueueClient
 from .errors import StorageError
 from .messages import QueueEncoding, ScanMessage, encode_body
 from .redact import Redactor
-
-DEFAULT_QUEUE_NAME = "trivy-scan-requests"
-QUEUE_NAME_SETTING = "SCAN_QUEUE_NAME"
-QUEUE_CONNECTION_SETTING = "SCAN_QUEUE_CONNECTION"
-AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true"
-
-
-def poison_queue_name(queue_name: str) -> str:
-    """The platform's quarantine queue for ``queue_name``."""
-    return f"{queue_name}-poison"
-
-
-def queue_name_from_environment() -> str:
-    return os.environ.get(QUEUE_NAME_SETTING) or DEFAULT_QUEUE_NAME
-
-
-def connection_from_environment() -> str:
-    """The trigger's connection: ``SCAN_QUEUE_CONNECTION`` names the app setting that
-    holds it (as the binding's ``connection`` does), default ``AzureWebJobsStorage``."""
-    setting = os.environ.get(QUEUE_CONNECTION_SETTING) or "AzureWebJobsStorage"
-    # Identity-based connections (<setting>__queueServiceUri) carry no key or SAS: the
-    # trigger can use them, enqueueing from outside cannot, so they are not read here.
-    return os.environ.get(setting) or AZURITE_CONNECTION_STRING
-
 
 @dataclass(frozen=True)
 class EnqueuedMessage:
