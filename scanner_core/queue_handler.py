@@ -67,15 +67,10 @@ def handle_delivery(
     log = scanner.logger.bind(message_id=delivery.message_id, dequeue_count=delivery.dequeue_count)
     try:
         request = request_from_message(delivery.body, delivery.message_id, delivery.inserted_at)
-    except RequestError as error:
-        log.error("invalid scan request quarantined", fields={"error": str(error)})
-        quarantine(quarantine_record(delivery, str(error), audit_id=None, failure_reason=f"invalid-{error.field}"))
-        return None
-
-    final_attempt = delivery.dequeue_count >= max_dequeue_count
-    try:
+        final_attempt = delivery.dequeue_count >= max_dequeue_count
         outcome = scanner.scan(request, final_attempt=final_attempt, reuse_succeeded=True)
-    except RequestError as error:
+    except RequestError as error:  # an unusable message or audit id: no audit folder can be named
+        log.error("invalid scan request quarantined", fields={"error": str(error)})
         quarantine(quarantine_record(delivery, str(error), audit_id=None, failure_reason=f"invalid-{error.field}"))
         return None
     except ScannerError as error:  # AuditNotRecorded and the like: nothing was recorded, try again
