@@ -49,9 +49,10 @@ from datetime import UTC, datetime  # noqa: E402
 from azure.storage.blob import ContainerClient  # noqa: E402
 
 from bench.bench_scan import MIB, Fixture, say, scanner_environment, trivy_executable  # noqa: E402
-from scanner_core.config import load_config  # noqa: E402
-from scanner_core.core import AuditOutcome, Scanner, ScanRequest, utc_now  # noqa: E402
-from scanner_core.trivy import Trivy  # noqa: E402
+from scanner_core.audit import AuditOutcome, ScanRequest, utc_now
+from scanner_core.config import load_config
+from scanner_core.core import Scanner
+from scanner_core.trivy import Trivy
 from tests.support.azurite import Azurite  # noqa: E402
 from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, build_alpine_image, large_fixture  # noqa: E402
 from tests.support.trivy_db import build_trivy_db  # noqa: E402

@@ -41,10 +41,10 @@ from typing import Any  # noqa: E402
 
 from azure.storage.blob import ContainerClient  # noqa: E402
 
-from scanner_core.config import load_config  # noqa: E402
-from scanner_core.core import Scanner, ScanRequest, utc_now  # noqa: E402
-from scanner_core.report import summarise_report  # noqa: E402
-from scanner_core.trivy import Trivy, child_environment  # noqa: E402
+from scanner_core.audit import ScanRequest, utc_now
+from scanner_core.config import load_config
+from scanner_core.core import Scanner
+from scanner_core.trivy import Trivy, child_environment, summarise_report
 from tests.support.azurite import Azurite  # noqa: E402
 from tests.support.images import (  # noqa: E402
     SAMPLE_ADVISORIES,

@@ -14,15 +14,14 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from .audit import AuditOutcome, ScanRequest, utc_now
 from .config import load_config
-from .core import AuditOutcome, ScanRequest, Scanner, utc_now
+from .core import Scanner
 from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerError, StorageError
+from .functions import load_function_settings, message_encoding
 from .heartbeat import write_heartbeat
-from .host_settings import message_encoding
-from .messages import build_message
-from .app_settings import load_function_settings
-from .queues import enqueue
 from .log import configure_cli_logging
+from .queue import build_message, enqueue
 
 EXIT_OK, EXIT_AUDIT_FAILED, EXIT_USAGE, EXIT_NOT_STORED = 0, 1, 2, 3
 

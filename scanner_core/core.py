@@ -8,81 +8,56 @@ may help, and the caller (the queue trigger, the one-time runner) acts on it.
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
-from .audit_index import AuditIndex
-from .blob import AzureBlobStore, BlobStore
-from .config import RegistryCredentials, ScannerConfig
-from .database import VulnerabilityDatabase
-from .errors import AuditNotRecorded, FailureKind, InvalidImageReference, RequestError, ScanFailed, ScannerError, StorageError
-from .image_archive import image_name_from_archive
-from .layout import META_BLOB, REPORT_BLOB, SBOM_BLOB, audit_folder
+from .audit import AuditOutcome, ScanRequest
+from .config import ScannerConfig
+from .errors import (
+    AuditNotRecorded,
+    FailureKind,
+    InvalidImageReference,
+    RequestError,
+    ScanFailed,
+    ScannerError,
+    StorageError,
+)
 from .log import ScanLogger
 from .models import AuditMeta, AuditResult
 from .redact import Redactor
-from .registry import ImageReference, find_credentials, parse_image_reference
-from .report import ReportSummary, summarise_report
-from .trivy import Credentials, ScanTarget, Trivy, TrivyOptions, read_database_info
-from .trivy_locate import locate_trivy
+from .registry import (
+    ImageReference,
+    find_credentials,
+    image_name_from_archive,
+    parse_image_reference,
+    resolve_credentials,
+)
+from .storage import (
+    META_BLOB,
+    REPORT_BLOB,
+    SBOM_BLOB,
+    AuditIndex,
+    AzureBlobStore,
+    BlobStore,
+    audit_folder,
+    validate_audit_id,
+)
+from .trivy import (
+    ReportSummary,
+    ScanTarget,
+    Trivy,
+    TrivyOptions,
+    VulnerabilityDatabase,
+    locate_trivy,
+    read_database_info,
+    summarise_report,
+)
 from .verdict import Thresholds, judge
 
-_AUDIT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 JSON_CONTENT_TYPE = "application/json"
 CYCLONEDX_CONTENT_TYPE = "application/vnd.cyclonedx+json"
-
-
-@dataclass(frozen=True)
-class ScanRequest:
-    """One request: an image reference, a local tarball, or both."""
-
-    audit_id: str
-    requested_at: datetime
-    image: str | None = None
-    input_tar: Path | None = None
-    image_field: str = "image"  # how errors name the reference: the message's field, or the CLI's
-
-
-@dataclass(frozen=True)
-class AuditOutcome:
-    """What became of a request.
-
-    ``failure`` is set when the scan did not succeed; ``meta_written`` is false
-    only for a transient failure on a non-final attempt (the request is to be
-    retried and readers learn nothing yet).
-    """
-
-    meta: AuditMeta
-    folder: str
-    meta_written: bool
-    failure: ScannerError | None = None
-    summary: ReportSummary | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.meta.audit_result is AuditResult.SUCCEEDED
-
-    @property
-    def retry_may_help(self) -> bool:
-        return self.failure is not None and getattr(self.failure, "kind", None) is FailureKind.TRANSIENT
-
-    @property
-    def meta_path(self) -> str:
-        return f"{self.folder}/{META_BLOB}"
-
-
-def validate_audit_id(audit_id: str, field: str = "audit-id") -> str:
-    if not isinstance(audit_id, str) or not _AUDIT_ID.fullmatch(audit_id):
-        raise RequestError(
-            field,
-            f"{audit_id!r} is not a valid audit id: 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit",
-        )
-    return audit_id
 
 
 class Scanner:
@@ -129,7 +104,7 @@ class Scanner:
                 parse_image_reference(settings.trivy_db_repository[0], "TRIVY_DB_REPOSITORY"),
                 self.config.file.registries,
             )
-            credentials = _credentials(registry)
+            credentials = resolve_credentials(registry)
             insecure = bool(registry and registry.insecure)
         return VulnerabilityDatabase(
             settings.trivy_cache_dir,
@@ -238,7 +213,7 @@ class Scanner:
             ignore_unfixed=settings.trivy_ignore_unfixed,
             scanners=tuple(settings.trivy_scanners),
         )
-        self.trivy.scan(target, options, report_path, _credentials(registry))
+        self.trivy.scan(target, options, report_path, resolve_credentials(registry))
 
     def _base_meta(self, audit_id: str, request: ScanRequest) -> AuditMeta:
         return AuditMeta(
@@ -361,16 +336,6 @@ class Scanner:
             log.warning("audit index not updated", fields={"error": self.redactor(str(error))})
 
 
-def _credentials(registry: RegistryCredentials | None) -> Credentials | None:
-    if registry is None or not registry.username:
-        return None
-    password = registry.password.get_secret_value() if registry.password else ""
-    return Credentials(registry.address, registry.username, password)
-
-
 def _counts(summary: ReportSummary) -> dict[str, int]:
     return {severity.lower(): count for severity, count in summary.counts.items()}
 
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)

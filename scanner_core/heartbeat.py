@@ -8,8 +8,8 @@ import time
 from . import __version__
 from .core import JSON_CONTENT_TYPE, Scanner
 from .errors import ScannerError
-from .layout import heartbeat_blob
 from .models import HeartbeatMeta
+from .storage import heartbeat_blob
 from .trivy import read_database_info
 
 

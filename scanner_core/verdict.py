@@ -13,7 +13,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict
 
 from .models import Finding
-from .report import SEVERITIES, ReportSummary
+from .trivy import SEVERITIES, ReportSummary
 
 
 class ScanStatus(str, Enum):

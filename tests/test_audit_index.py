@@ -9,10 +9,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from scanner_core.audit_index import MAX_IMAGE_CHARS, AuditIndex, InvalidCursor, encode_image
 from scanner_core.errors import RequestError
-from scanner_core.layout import audit_folder
 from scanner_core.models import AuditMeta, AuditResult
+from scanner_core.storage import MAX_IMAGE_CHARS, AuditIndex, InvalidCursor, audit_folder, encode_image
 
 SHORT_ID = "0123abcd"
 BASE_TIME = 1_790_000_000  # 2026-09-21

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from azure.functions.timer import TimerRequest
 
-from scanner_core import functions
+from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
-from scanner_core.core import ScanRequest, Scanner
+from scanner_core.core import Scanner
 from scanner_core.errors import ScanFailed
+from scanner_core.functions import handlers as functions
 from tests.conftest import REPO_ROOT
 from tests.support.images import SAMPLE_ADVISORIES
 from tests.support.oci_db import publish_trivy_db

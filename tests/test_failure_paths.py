@@ -9,17 +9,17 @@ import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from scanner_core import functions
+from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
-from scanner_core.core import ScanRequest, Scanner
+from scanner_core.core import Scanner
 from scanner_core.errors import FailureKind
-from scanner_core.queue_handler import RetryableFailure
+from scanner_core.functions import handlers as functions
+from scanner_core.queue import RetryableFailure
 from tests.conftest import REPO_ROOT
 
 REQUESTED_AT = datetime(2026, 11, 22, 13, 0, 0, tzinfo=timezone.utc)
@@ -142,14 +142,14 @@ def _trivy_stderr(*attempts: str) -> str:
     ],
 )
 def test_each_attempt_is_classified_and_any_transient_one_wins(attempts, kind, reason):
-    from scanner_core.failures import classify_trivy_failure
+    from scanner_core.trivy import classify_trivy_failure
 
     failure = classify_trivy_failure(1, _trivy_stderr(*attempts))
     assert (failure.kind.value, failure.reason) == (kind, reason)
 
 
 def test_a_local_permission_error_is_not_the_registrys_denied():
-    from scanner_core.failures import classify_trivy_failure
+    from scanner_core.trivy import classify_trivy_failure
 
     stderr = "x\tFATAL\tFatal error\tinit error: open /tmp/trivy-cache/db/trivy.db: permission denied\n"
     failure = classify_trivy_failure(1, stderr)

@@ -16,11 +16,11 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import BinaryBase64EncodePolicy, QueueClient
 
-from scanner_core import functions
+from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
-from scanner_core.core import ScanRequest, Scanner
-from scanner_core.messages import build_message
-from scanner_core.queue_handler import RetryableFailure
+from scanner_core.core import Scanner
+from scanner_core.functions import handlers as functions
+from scanner_core.queue import RetryableFailure, build_message
 from tests.conftest import REPO_ROOT
 
 INSERTED = datetime(2026, 11, 22, 9, 15, 0, tzinfo=timezone.utc)
@@ -128,7 +128,7 @@ def test_envelope_message_is_scanned(scanner_env, registry_configured, audits):
 
 
 def test_a_scanned_message_is_served_by_the_audit_endpoint(scanner_env, registry_configured, audits, azurite):
-    from scanner_core.http_api import ApiContext, get_audit, security_summary
+    from scanner_core.functions import ApiContext, get_audit, security_summary
 
     deliver(envelope(registry_configured.reference, "served-1"))
     api = ApiContext(config=load_config(), queue_connection=azurite.connection_string,

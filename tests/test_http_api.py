@@ -16,9 +16,10 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
+from scanner_core.audit import AuditOutcome, ScanRequest
 from scanner_core.config import load_config
-from scanner_core.core import AuditOutcome, Scanner, ScanRequest
-from scanner_core.http_api import (
+from scanner_core.core import Scanner
+from scanner_core.functions import (
     ApiContext,
     get_audit,
     request_scan,
@@ -26,8 +27,8 @@ from scanner_core.http_api import (
     security_summary,
     serve,
 )
-from scanner_core.layout import audit_folder
-from scanner_core.messages import QueueEncoding, request_from_message
+from scanner_core.queue import QueueEncoding, request_from_message
+from scanner_core.storage import audit_folder
 from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, expected_findings
 from tests.test_audit_index import expected_category, record_many, synthetic_meta
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scanner_core.config import RegistryCredentials
 from scanner_core.errors import InvalidImageReference
-from scanner_core.registry import find_credentials, parse_image_reference
+from scanner_core.registry import RegistryCredentials, find_credentials, parse_image_reference
 
 DIGEST = "sha256:" + "a" * 64
 

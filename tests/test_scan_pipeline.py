@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from scanner_core.audit import AuditOutcome, ScanRequest
 from scanner_core.config import load_config
-from scanner_core.core import AuditOutcome, ScanRequest, Scanner
+from scanner_core.core import Scanner
 from scanner_core.errors import FailureKind, RequestError
 from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, expected_findings
 

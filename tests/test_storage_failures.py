@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from scanner_core.blob import AzureBlobStore
+from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
-from scanner_core.core import ScanRequest, Scanner
+from scanner_core.core import Scanner
 from scanner_core.errors import AuditNotRecorded
 from scanner_core.redact import Redactor
+from scanner_core.storage import AzureBlobStore
 from tests.support.azurite import Azurite
 
 REQUESTED_AT = datetime(2026, 11, 22, 11, 0, 0, tzinfo=timezone.utc)

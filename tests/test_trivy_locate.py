@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scanner_core.errors import TrivyNotFound
-from scanner_core.trivy_locate import _executable_copy, locate_trivy
+from scanner_core.trivy.locate import _executable_copy, locate_trivy
 from tests.conftest import REPO_ROOT
 
 BARE_PYTHON = Path("/usr/bin/python3")  # an interpreter whose prefix holds no trivy
@@ -34,7 +34,7 @@ def test_packaged_trivy_is_found_and_made_executable(tmp_path, trivy_executable)
         raise RuntimeError("/usr/bin/python3 is needed for this test (Debian's python3)")
     app_root = _packaged_app(tmp_path, trivy_executable)
     script = (
-        "import sys; from pathlib import Path; from scanner_core.trivy_locate import locate_trivy; "
+        "import sys; from pathlib import Path; from scanner_core.trivy import locate_trivy; "
         "print(locate_trivy(None, Path(sys.argv[1])))"
     )
     result = subprocess.run(

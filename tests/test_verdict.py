@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
 
+from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
-from scanner_core.core import ScanRequest, Scanner
-from scanner_core.report import SEVERITIES
+from scanner_core.core import Scanner
+from scanner_core.trivy import SEVERITIES
 from scanner_core.verdict import ScanStatus, Thresholds, VulnerabilityCounts, decide_status, summary_line
-from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, build_alpine_image, expected_findings, large_fixture
+from tests.support.images import (
+    SAMPLE_ADVISORIES,
+    SAMPLE_PACKAGES,
+    build_alpine_image,
+    expected_findings,
+    large_fixture,
+)
 from tests.support.trivy_db import build_trivy_db
 
 REQUESTED_AT = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)

@@ -24,9 +24,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .core import ScanRequest, validate_audit_id
-from .errors import InvalidImageReference, RequestError
-from .registry import parse_image_reference
+from ..audit import ScanRequest
+from ..errors import InvalidImageReference, RequestError
+from ..registry import parse_image_reference
+from ..storage import validate_audit_id
 
 PAYLOAD_VERSION = "1"
 QueueEncoding = Literal["none", "base64"]

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from .core import AuditOutcome, Scanner
-from .errors import FailureKind, RequestError, ScannerError
+from ..audit import AuditOutcome
+from ..core import Scanner
+from ..errors import FailureKind, RequestError, ScannerError
 from .messages import request_from_message
 
 

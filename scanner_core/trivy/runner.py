@@ -1,62 +1,29 @@
-"""Running ``trivy image`` once, as a child process we fully control.
+"""Running trivy once: ``trivy image`` for a scan, ``trivy convert`` for an SBOM,
+``--download-db-only`` for the DB.
 
-* The child's environment is built from scratch: an allow-list of the
-  parent's variables (PATH, proxies, CA bundles) and nothing named ``TRIVY_*``,
-  so a wrapper setting can never reach trivy with a different meaning.
-  Registry credentials travel only in a Docker config file in the run's
-  private ``HOME``, keyed by registry host: trivy's keychain then sends them
-  to that registry alone (``TRIVY_USERNAME``/``TRIVY_PASSWORD`` would go to
-  every registry trivy contacts, DB mirrors included, and break on commas).
-* The image reference follows ``--`` and is validated beforehand, so it can
-  never be read as a flag.
-* The timeout is enforced here too: at the deadline the whole process group is
-  terminated, then killed, and reaped.
+The image reference follows ``--`` and is validated beforehand, so it can
+never be read as a flag. How the child process is started, confined and
+stopped is ``process.py``'s job; what its failures mean is ``failures.py``'s.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FailureKind, ScanFailed
+from ..errors import FailureKind, ScanFailed
+from ..redact import Redactor
+from ..registry import Credentials, ImageReference
 from .failures import classify_trivy_failure
-from .redact import Redactor
-from .registry import DOCKER_HUB, ImageReference
+from .process import child_environment, run_with_deadline
 
-_INHERITED_VARIABLES = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-)
 _STDERR_TAIL_BYTES = 16 * 1024
-_KILL_GRACE_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Credentials for one registry host (``registry.normalise_registry_host`` form)."""
-
-    registry: str
-    username: str
-    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,13 +53,6 @@ class TrivyOptions:
     ignore_unfixed: bool = False
     scanners: Sequence[str] = ()
     cache_backend: str | None = None
-
-
-@dataclass(frozen=True)
-class DatabaseInfo:
-    updated_at: str | None = None
-    next_update: str | None = None
-    downloaded_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -228,7 +188,7 @@ class Trivy:
             with tempfile.TemporaryDirectory(prefix="trivy-run-") as workdir:
                 env = child_environment(credentials, Path(workdir))
                 with (Path(workdir) / "stderr").open("w+b") as stderr:
-                    returncode = _run_with_deadline(command, env, stderr, workdir, timeout_ms)
+                    returncode = run_with_deadline(command, env, stderr, workdir, timeout_ms)
                     stderr.seek(0, os.SEEK_END)
                     stderr.seek(max(0, stderr.tell() - _STDERR_TAIL_BYTES))
                     stderr_text = redactor(stderr.read().decode("utf-8", "replace"))
@@ -253,99 +213,3 @@ def _unusable(executable: Path, error: BaseException) -> ScanFailed:
                       reason="trivy-unusable")
 
 
-def child_environment(credentials: Credentials | None, home: Path) -> dict[str, str]:
-    """The trivy child's whole environment (see the module docstring)."""
-    env = {name: os.environ[name] for name in _INHERITED_VARIABLES if name in os.environ}
-    env.setdefault("PATH", os.defpath)
-    # A private HOME: no stray ~/.docker/config.json or trivy.yaml changes what is scanned.
-    env["HOME"] = str(home)
-    env["TMPDIR"] = str(home)
-    docker_dir = home / ".docker"
-    docker_dir.mkdir(mode=0o700, exist_ok=True)
-    auths = {}
-    if credentials is not None:
-        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
-        auths[_docker_config_key(credentials.registry)] = {"auth": token}
-    config = docker_dir / "config.json"
-    config.touch(mode=0o600)
-    config.write_text(json.dumps({"auths": auths}), encoding="utf-8")
-    env["DOCKER_CONFIG"] = str(docker_dir)
-    return env
-
-
-def _docker_config_key(registry: str) -> str:
-    # Docker Hub's credentials are filed under its legacy index URL by convention.
-    return "https://index.docker.io/v1/" if registry == DOCKER_HUB else registry
-
-
-def _run_with_deadline(
-    command: list[str], env: dict[str, str], stderr: object, cwd: str, timeout_ms: int
-) -> int | None:
-    """Runs ``command``; returns its exit code, or ``None`` if it was killed at the deadline."""
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,  # type: ignore[arg-type]
-        start_new_session=True,  # its own process group, so the whole tree can be killed
-    )
-    # A blocking wait() returns the moment trivy exits; wait(timeout=...) would poll with
-    # sleeps of up to 50 ms (measured: ~30 ms added to every scan). The deadline is a timer.
-    timed_out = threading.Event()
-
-    def expire() -> None:
-        timed_out.set()
-        _kill_group(process)
-
-    timer = threading.Timer(timeout_ms / 1000, expire) if timeout_ms > 0 else None
-    if timer is not None:
-        timer.daemon = True
-        timer.start()
-    try:
-        returncode = process.wait()
-    except BaseException:
-        _kill_group(process)
-        raise
-    finally:
-        if timer is not None:
-            timer.cancel()
-    if timed_out.is_set():
-        assert timer is not None
-        timer.join()  # the whole group is gone before we report
-        return None
-    return returncode
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=_KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            continue
-        if sig is signal.SIGTERM:
-            # The leader is gone; make sure no grandchild survives it.
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return
-    process.wait()
-
-
-def read_database_info(cache_dir: Path) -> DatabaseInfo:
-    """The DB's ``metadata.json`` (``UpdatedAt``/``NextUpdate``), when there is one."""
-    try:
-        metadata = json.loads((cache_dir / "db" / "metadata.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return DatabaseInfo()
-    return DatabaseInfo(
-        updated_at=metadata.get("UpdatedAt"),
-        next_update=metadata.get("NextUpdate"),
-        downloaded_at=metadata.get("DownloadedAt"),
-    )

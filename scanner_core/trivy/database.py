@@ -12,6 +12,7 @@ usable DB in place.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -22,11 +23,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import FailureKind, ScanFailed
-from .trivy import Credentials, DatabaseInfo, Trivy, read_database_info
+from ..errors import FailureKind, ScanFailed
+from ..registry import Credentials
+from .runner import Trivy
 
 _VERSIONS_DIR = "db-versions"
 _LOCK_FILE = ".db-refresh.lock"
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    updated_at: str | None = None
+    next_update: str | None = None
+    downloaded_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,3 +151,16 @@ def _is_due(info: DatabaseInfo) -> bool:
     except ValueError:
         return True
     return next_update <= datetime.now(timezone.utc)
+
+
+def read_database_info(cache_dir: Path) -> DatabaseInfo:
+    """The DB's ``metadata.json`` (``UpdatedAt``/``NextUpdate``), when there is one."""
+    try:
+        metadata = json.loads((cache_dir / "db" / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return DatabaseInfo()
+    return DatabaseInfo(
+        updated_at=metadata.get("UpdatedAt"),
+        next_update=metadata.get("NextUpdate"),
+        downloaded_at=metadata.get("DownloadedAt"),
+    )

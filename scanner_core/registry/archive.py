@@ -6,7 +6,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from .errors import RequestError
+from ..errors import RequestError
 
 _OCI_REF_ANNOTATION = "org.opencontainers.image.ref.name"
 

@@ -20,7 +20,7 @@ app (auth level ``FUNCTION``: callers send a function key, ``?code=`` or
 ``GET /api/security/summary?limit=50&cursor=...&totals=...``  → ``security_summary``
     Totals (``total``, ``passed``, ``warning``, ``failed``, ``audit-failed``)
     and a page of audits, newest request first, from the audit index
-    (``audit_index.py``). Totals cost a walk of the whole index, so they are
+    (``storage/index.py``). Totals cost a walk of the whole index, so they are
     computed for the first page (no ``cursor``) and left out of later pages
     unless ``totals=true``; ``limit`` is 1..``MAX_LIMIT``.
 
@@ -54,16 +54,13 @@ from urllib.parse import quote, unquote, urlencode
 
 import azure.functions as func
 
-from .audit_index import AuditIndex, AuditRow, iso8601
-from .config import ScannerConfig, load_config
-from .core import validate_audit_id
-from .errors import ConfigurationError, RequestError, StorageError
-from .host_settings import message_encoding
-from .layout import META_BLOB, REPORT_BLOB, audit_folder
-from .messages import QueueEncoding, build_message
-from .app_settings import load_function_settings
-from .queues import enqueue
-from .registry import parse_image_reference
+from ..config import ScannerConfig, load_config
+from ..errors import ConfigurationError, RequestError, StorageError
+from ..queue import QueueEncoding, build_message, enqueue
+from ..registry import parse_image_reference
+from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, validate_audit_id
+from .host import message_encoding
+from .settings import load_function_settings
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000

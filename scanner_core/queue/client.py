@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient
 
-from .errors import StorageError
+from ..errors import StorageError
+from ..redact import Redactor
 from .messages import QueueEncoding, ScanMessage, encode_body
-from .redact import Redactor
+
 
 @dataclass(frozen=True)
 class EnqueuedMessage:

@@ -42,150 +42,31 @@ audit folder (retention) calls ``forget`` so that the index does not outlive it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Iterator
 from types import TracebackType
 from typing import cast
-from urllib.parse import quote, unquote
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.core.paging import ItemPaged, PageIterator
 from azure.storage.blob import BlobProperties, ContainerClient
 
-from .errors import RequestError, StorageError
-from .layout import META_BLOB, scanner_folder
-from .models import AuditMeta, AuditResult
-from .verdict import ScanStatus, VulnerabilityCounts, summary_line
-
-INDEX_FORMAT = "1"
-MAX_PAGE_SIZE = 5000  # the service's own maximum of results per listing call
-MAX_IMAGE_CHARS = 1024
-_INVERT_FROM = 9_999_999_999  # 10 digits: good until the year 2286
-_ROW_SUFFIX, _REF_SUFFIX = ".row", ".ref"
-_SEVERITIES = ("critical", "high", "medium", "low", "unknown", "total")
-_CURSOR_PREFIX = "c1:"
-
-# Summary categories: the scan status of a succeeded audit, or "audit-failed"
-# for every audit whose audit-result is not "succeeded".
-CATEGORIES = ("passed", "warning", "failed", "audit-failed")
-
-
-class InvalidCursor(RequestError):
-    """A page cursor that this index did not hand out."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("cursor", message)
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    """One audit as the summary shows it, read from a ``.row``'s metadata."""
-
-    audit_id: str
-    folder: str
-    requested_at: int
-    audit_result: str
-    scanned_at: int | None = None
-    image: str | None = None
-    scan_status: str | None = None
-    vulnerabilities: dict[str, int] | None = None
-    secrets: int | None = None
-    failure_reason: str | None = None
-
-    @property
-    def meta_path(self) -> str:
-        return f"{self.folder}/{META_BLOB}"
-
-    @property
-    def category(self) -> str | None:
-        """Which total the audit counts towards (``None``: none but ``total``)."""
-        if self.audit_result != AuditResult.SUCCEEDED.value:
-            return "audit-failed"
-        return self.scan_status if self.scan_status in CATEGORIES else None
-
-    @property
-    def summary(self) -> str | None:
-        """The core's one-line summary, re-derived from status and counts (not stored)."""
-        if self.scan_status is None or self.vulnerabilities is None:
-            return None
-        try:
-            return summary_line(ScanStatus(self.scan_status), VulnerabilityCounts(**self.vulnerabilities))
-        except ValueError:
-            return None
-
-    @classmethod
-    def from_meta(cls, meta: AuditMeta, folder: str) -> AuditRow:
-        return cls(
-            audit_id=meta.audit_id,
-            folder=folder,
-            requested_at=meta.requested_at,
-            audit_result=meta.audit_result.value,
-            scanned_at=meta.timestamp,
-            image=meta.image,
-            scan_status=meta.scan_status,
-            vulnerabilities=dict(meta.vulnerabilities) if meta.vulnerabilities is not None else None,
-            secrets=meta.secrets,
-            failure_reason=meta.failure_reason,
-        )
-
-    def to_metadata(self) -> dict[str, str]:
-        """ASCII-only ``x-ms-meta-*`` values; lower-case keys (valid C# identifiers)."""
-        metadata = {
-            "v": INDEX_FORMAT,
-            "auditid": self.audit_id,
-            "folder": self.folder,
-            "requested": str(self.requested_at),
-            "result": self.audit_result,
-        }
-        optional = {
-            "scanned": self.scanned_at,
-            "status": self.scan_status,
-            "secrets": self.secrets,
-            "reason": self.failure_reason,
-            "image": encode_image(self.image) if self.image is not None else None,
-        }
-        metadata |= {key: _ascii(str(value)) for key, value in optional.items() if value is not None}
-        if self.vulnerabilities is not None:
-            metadata |= {name: str(int(self.vulnerabilities.get(name, 0))) for name in _SEVERITIES}
-        return metadata
-
-    @classmethod
-    def from_metadata(cls, name: str, metadata: Mapping[str, str]) -> AuditRow:
-        """Tolerant: a row written by another version still lists (unknown keys ignored)."""
-        values = {key.lower(): value for key, value in metadata.items()}
-        counts = {s: n for s in _SEVERITIES if (n := _int(values.get(s))) is not None}
-        image = values.get("image")
-        return cls(
-            audit_id=values.get("auditid") or _audit_id_from_row_name(name),
-            folder=values.get("folder", ""),
-            requested_at=_int(values.get("requested")) or 0,
-            audit_result=values.get("result", ""),
-            scanned_at=_int(values.get("scanned")),
-            image=unquote(image) if image is not None else None,
-            scan_status=values.get("status"),
-            vulnerabilities=counts or None,
-            secrets=_int(values.get("secrets")),
-            failure_reason=values.get("reason"),
-        )
-
-
-def encode_image(image: str) -> str:
-    """Percent-encodes to ASCII (``/:@+`` kept readable); cut to ``MAX_IMAGE_CHARS``."""
-    encoded = quote(image, safe="/:@+")
-    while len(encoded) > MAX_IMAGE_CHARS:
-        image = image[: len(image) - max(1, (len(encoded) - MAX_IMAGE_CHARS) // 3)]
-        encoded = quote(image, safe="/:@+")
-    return encoded
-
-
-def iso8601(unix_seconds: int | None) -> str | None:
-    if unix_seconds is None:
-        return None
-    return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+from ..errors import StorageError
+from ..models import AuditMeta
+from .index_rows import (
+    CATEGORIES,
+    INDEX_FORMAT,
+    INVERT_FROM,
+    MAX_PAGE_SIZE,
+    REF_SUFFIX,
+    ROW_SUFFIX,
+    AuditRow,
+    InvalidCursor,
+    decode_cursor,
+    encode_cursor,
+    int_or_none,
+)
+from .layout import META_BLOB, scanner_folder, validate_audit_id
 
 
 class AuditIndex:
@@ -208,12 +89,12 @@ class AuditIndex:
     # -- names ---------------------------------------------------------------
 
     def row_name(self, audit_id: str, requested_at: int) -> str:
-        if not 0 <= requested_at <= _INVERT_FROM:
-            raise ValueError(f"requested-at {requested_at} is outside 0..{_INVERT_FROM}")
-        return f"{self.prefix}by-time/{_INVERT_FROM - requested_at:010d}-{audit_id}{_ROW_SUFFIX}"
+        if not 0 <= requested_at <= INVERT_FROM:
+            raise ValueError(f"requested-at {requested_at} is outside 0..{INVERT_FROM}")
+        return f"{self.prefix}by-time/{INVERT_FROM - requested_at:010d}-{audit_id}{ROW_SUFFIX}"
 
     def ref_name(self, audit_id: str) -> str:
-        return f"{self.prefix}by-id/{audit_id}{_REF_SUFFIX}"
+        return f"{self.prefix}by-id/{audit_id}{REF_SUFFIX}"
 
     # -- writing -------------------------------------------------------------
 
@@ -223,7 +104,7 @@ class AuditIndex:
         Idempotent: recording the same audit again replaces its row. An older
         request than the one indexed for this audit id is ignored.
         """
-        audit_id = _valid_audit_id(meta.audit_id)
+        audit_id = validate_audit_id(meta.audit_id)
         if not folder.startswith(self._scanner_prefix) or "/" in folder[len(self._scanner_prefix) :]:
             raise ValueError(f"{folder!r} is not an audit folder of this scanner ({self._scanner_prefix}...)")
         row = AuditRow.from_meta(meta, folder)
@@ -232,7 +113,7 @@ class AuditIndex:
         with self._storage(f"recording audit {audit_id} in the index"):
             previous = self._metadata(ref_name)
             previous_row = previous.get("row") if previous else None
-            if previous and (_int(previous.get("requested")) or 0) > row.requested_at:
+            if previous and (int_or_none(previous.get("requested")) or 0) > row.requested_at:
                 return  # a newer request of this audit id is already indexed
             self._container.upload_blob(row_name, b"", overwrite=True, metadata=row.to_metadata())
             self._container.upload_blob(
@@ -246,7 +127,7 @@ class AuditIndex:
 
     def forget(self, audit_id: str) -> None:
         """Removes an audit from the index (its row, then its pointer); no-op if absent."""
-        _valid_audit_id(audit_id)
+        validate_audit_id(audit_id)
         ref_name = self.ref_name(audit_id)
         with self._storage(f"removing audit {audit_id} from the index"):
             pointer = self._metadata(ref_name)
@@ -281,7 +162,7 @@ class AuditIndex:
 
         Raises ``RequestError`` (field ``audit-id``) for an id no audit can have.
         """
-        _valid_audit_id(audit_id)
+        validate_audit_id(audit_id)
         with self._storage(f"looking up audit {audit_id}"):
             pointer = self._metadata(self.ref_name(audit_id))
         if not pointer or not pointer.get("folder"):
@@ -384,40 +265,3 @@ class _StorageErrors:
             else:
                 reason = type(exc).__name__
             raise StorageError(f"{self.what} failed: {reason}") from None
-
-
-def encode_cursor(marker: str) -> str:
-    """Opaque to clients: the service's continuation marker, base64url-wrapped."""
-    return base64.urlsafe_b64encode((_CURSOR_PREFIX + marker).encode("utf-8")).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    if not text.startswith(_CURSOR_PREFIX) or len(text) == len(_CURSOR_PREFIX):
-        raise InvalidCursor("is not a cursor handed out by this API; use the 'next-cursor' of the previous page")
-    return text[len(_CURSOR_PREFIX) :]
-
-
-def _valid_audit_id(audit_id: str) -> str:
-    # Imported here: the core imports this module to record audits.
-    from .core import validate_audit_id
-
-    return validate_audit_id(audit_id)
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _ascii(value: str) -> str:
-    return value if value.isascii() and value.isprintable() else quote(value, safe="")
-
-
-def _audit_id_from_row_name(name: str) -> str:
-    return name.rsplit("/", 1)[-1].removesuffix(_ROW_SUFFIX).split("-", 1)[-1]

@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
-from .messages import QueueEncoding
+from ..queue import QueueEncoding
 
+# The function app's root (where host.json lives): scanner_core sits at its top.
+APP_ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_DEFAULT_MAX_DEQUEUE_COUNT = 5
 _OVERRIDE_PREFIX = "AzureFunctionsJobHost__extensions__queues__"
 

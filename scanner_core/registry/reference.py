@@ -1,4 +1,4 @@
-"""Container-registry side: image references and the credentials for them.
+"""Image references in docker's grammar, and registry host names.
 
 The grammar follows the distribution project's reference package
 (``docker.io`` is implied for a name without a registry host, and
@@ -9,14 +9,9 @@ credentials configured for ``docker.io``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from .errors import InvalidImageReference
-
-if TYPE_CHECKING:
-    from .config import RegistryCredentials
+from ..errors import InvalidImageReference
 
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -123,12 +118,3 @@ def normalise_registry_host(address: str) -> str:
     host = host.split("/", 1)[0].lower()
     return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
 
-
-def find_credentials(
-    reference: ImageReference, registries: Iterable[RegistryCredentials]
-) -> RegistryCredentials | None:
-    """The configured registry whose address is the image's registry host."""
-    for entry in registries:
-        if entry.address == reference.registry:
-            return entry
-    return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import FailureKind, ScanFailed
+from ..errors import FailureKind, ScanFailed
 
 P, T = FailureKind.PERMANENT, FailureKind.TRANSIENT
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import ijson
 
-from .models import Finding
+from ..models import Finding
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 _SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
+
+from ..errors import RequestError
 
 REPORT_BLOB = "scan-result.json"
 META_BLOB = "meta"
 SBOM_BLOB = "sbom.cdx.json"
+_AUDIT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def scanner_folder(scanner_short_id: str) -> str:
@@ -22,3 +26,13 @@ def audit_folder(scanner_short_id: str, requested_at: datetime, audit_id: str) -
     so a redelivered request writes the same folder."""
     stamp = requested_at.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{scanner_folder(scanner_short_id)}/{stamp}-{audit_id}"
+
+
+def validate_audit_id(audit_id: str, field: str = "audit-id") -> str:
+    """An audit id names a blob folder: 1-128 characters of ``[A-Za-z0-9._-]``."""
+    if not isinstance(audit_id, str) or not _AUDIT_ID.fullmatch(audit_id):
+        raise RequestError(
+            field,
+            f"{audit_id!r} is not a valid audit id: 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit",
+        )
+    return audit_id

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import TrivyNotFound
+from ..errors import TrivyNotFound
 
 EXECUTABLE_NAME = "trivy"
 

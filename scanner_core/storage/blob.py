@@ -23,8 +23,8 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, ContentSettings
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .errors import StorageError
-from .redact import Redactor
+from ..errors import StorageError
+from ..redact import Redactor
 
 UPLOAD_ATTEMPTS = 5
 _T = TypeVar("_T")

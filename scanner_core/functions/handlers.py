@@ -8,12 +8,12 @@ from pathlib import Path
 
 import azure.functions as func
 
-from .app_settings import FunctionSettings, load_function_settings, schedule_period_seconds
-from .config import load_config
-from .core import Scanner
-from .heartbeat import write_heartbeat
-from .host_settings import max_dequeue_count
-from .queue_handler import Delivery, handle_delivery
+from ..config import load_config
+from ..core import Scanner
+from ..heartbeat import write_heartbeat
+from ..queue import Delivery, handle_delivery
+from .host import max_dequeue_count
+from .settings import FunctionSettings, load_function_settings, schedule_period_seconds
 
 
 def binding_settings() -> FunctionSettings:

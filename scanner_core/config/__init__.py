@@ -1,0 +1,18 @@
+"""Configuration: the environment (pydantic-settings) and the YAML file at
+``TRIVY_CONFIG_PATH``, validated as a whole.
+
+What other layers may use is listed here, each name imported lazily from
+the private module that defines it (see ``scanner_core/_lazy.py``).
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "ScannerConfig": ".loader",
+    "load_config": ".loader",
+    "describe_error": ".problems",
+    "DEFAULT_TRIVY_TIMEOUT_MS": ".settings",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,56 @@
+"""The whole configuration, validated at once before any scan."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import ConfigurationError
+from .file import ScannerFileConfig, load_file_config
+from .problems import describe_error
+from .settings import Settings
+
+
+class ScannerConfig(BaseModel):
+    """Everything the core needs, validated as a whole before any scan."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    settings: Settings
+    file: ScannerFileConfig
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value, so that logs and errors can be scrubbed of them."""
+        values = [self.settings.az_blob_storage_sas.get_secret_value()]
+        query = urlsplit(values[0]).query
+        values += [part.split("=", 1)[1] for part in query.split("&") if part.startswith("sig=")]
+        values += [r.password.get_secret_value() for r in self.file.registries if r.password]
+        return values
+
+
+def load_config() -> ScannerConfig:
+    """Reads and validates the environment and the YAML file.
+
+    Raises one ``ConfigurationError`` naming every bad field and what it
+    allows; secret values are never quoted.
+    """
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as exc:
+        problems += [describe_error(e, "") for e in exc.errors()]
+
+    file_config = ScannerFileConfig()
+    path = settings.trivy_config_path if settings else None
+    if path is not None:
+        try:
+            file_config = load_file_config(path)
+        except ConfigurationError as exc:
+            problems += exc.problems
+
+    if problems or settings is None:
+        raise ConfigurationError(problems)
+    return ScannerConfig(settings=settings, file=file_config)

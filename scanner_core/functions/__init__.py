@@ -1,0 +1,24 @@
+"""The Azure Functions side: app and host settings, the function bodies, the
+HTTP API, and one Blueprint per concern (registered by ``function_app.py``).
+
+What other layers may use is listed here, each name imported lazily from
+the private module that defines it (see ``scanner_core/_lazy.py``).
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "all_blueprints": ".blueprints",
+    "APP_ROOT": ".host",
+    "message_encoding": ".host",
+    "ApiContext": ".http_api",
+    "get_audit": ".http_api",
+    "request_scan": ".http_api",
+    "request_scan_by_path": ".http_api",
+    "security_summary": ".http_api",
+    "serve": ".http_api",
+    "load_function_settings": ".settings",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,13 @@
+"""Every Blueprint of the function app, in registration order."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+
+def all_blueprints() -> list[func.Blueprint]:
+    """Imported here, not at module load: each Blueprint module reads its binding
+    settings when imported, which only the app (and its tests) should trigger."""
+    from . import http_routes, scan_queue, timers
+
+    return [scan_queue.blueprint, timers.blueprint, http_routes.blueprint]

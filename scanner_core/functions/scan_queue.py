@@ -1,0 +1,21 @@
+"""Blueprint: the scan queue's trigger, with the quarantine queue as an output."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from . import handlers
+from .host import APP_ROOT
+from .settings import load_function_settings
+
+bindings = load_function_settings()
+blueprint = func.Blueprint()
+
+
+@blueprint.function_name("scan_request")
+@blueprint.queue_trigger(arg_name="message", queue_name=bindings.queue_name, connection=bindings.queue_connection)
+@blueprint.queue_output(
+    arg_name="quarantine", queue_name=bindings.poison_queue_name, connection=bindings.queue_connection
+)
+def scan_request(message: func.QueueMessage, quarantine: func.Out[str]) -> None:
+    handlers.on_scan_message(message, quarantine.set, APP_ROOT)

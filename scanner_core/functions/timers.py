@@ -1,0 +1,26 @@
+"""Blueprint: the timers (heartbeat, DB refresh)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from . import handlers
+from .host import APP_ROOT
+from .settings import load_function_settings
+
+bindings = load_function_settings()
+blueprint = func.Blueprint()
+
+
+@blueprint.function_name("heartbeat")
+@blueprint.timer_trigger(arg_name="timer", schedule=bindings.heartbeat_schedule, run_on_startup=False, use_monitor=True)
+def heartbeat(timer: func.TimerRequest) -> None:
+    handlers.on_heartbeat(timer, bindings, APP_ROOT)
+
+
+@blueprint.function_name("refresh_vulnerability_db")
+@blueprint.timer_trigger(
+    arg_name="timer", schedule=bindings.db_refresh_schedule, run_on_startup=False, use_monitor=True
+)
+def refresh_vulnerability_db(timer: func.TimerRequest) -> None:
+    handlers.on_db_refresh(timer, APP_ROOT)

@@ -1,0 +1,1 @@
+"""The monitor loop (issue 10): watching repositories, rescans, change notifications."""

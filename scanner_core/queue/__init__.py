@@ -1,0 +1,21 @@
+"""The scan queue: the message contract, enqueueing, and the delivery rules
+(retry, quarantine) the trigger applies.
+
+What other layers may use is listed here, each name imported lazily from
+the private module that defines it (see ``scanner_core/_lazy.py``).
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "enqueue": ".client",
+    "Delivery": ".delivery",
+    "RetryableFailure": ".delivery",
+    "handle_delivery": ".delivery",
+    "QueueEncoding": ".messages",
+    "build_message": ".messages",
+    "request_from_message": ".messages",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

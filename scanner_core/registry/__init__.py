@@ -1,0 +1,22 @@
+"""Container registries: image references, image tarballs' names, and the
+credentials configured for each registry.
+
+What other layers may use is listed here, each name imported lazily from
+the private module that defines it (see ``scanner_core/_lazy.py``).
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "Credentials": ".credentials",
+    "resolve_credentials": ".credentials",
+    "image_name_from_archive": ".archive",
+    "RegistryCredentials": ".credentials",
+    "find_credentials": ".credentials",
+    "DOCKER_HUB": ".reference",
+    "ImageReference": ".reference",
+    "parse_image_reference": ".reference",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,28 @@
+"""Blob Storage: uploads with retries, blob names and the audit folder layout,
+and the audit index behind the HTTP API.
+
+What other layers may use is listed here, each name imported lazily from
+the private module that defines it (see ``scanner_core/_lazy.py``).
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "AzureBlobStore": ".blob",
+    "BlobStore": ".blob",
+    "AuditIndex": ".index",
+    "AuditRow": ".index_rows",
+    "InvalidCursor": ".index_rows",
+    "MAX_IMAGE_CHARS": ".index_rows",
+    "encode_image": ".index_rows",
+    "iso8601": ".index_rows",
+    "META_BLOB": ".layout",
+    "REPORT_BLOB": ".layout",
+    "SBOM_BLOB": ".layout",
+    "audit_folder": ".layout",
+    "heartbeat_blob": ".layout",
+    "validate_audit_id": ".layout",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,172 @@
+"""Rows of the audit index: what one audit's index entry says, and how it is
+named and encoded in blob metadata (see ``index.py`` for the layout)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import quote, unquote
+
+from ..errors import RequestError
+from ..models import AuditMeta, AuditResult
+from ..verdict import ScanStatus, VulnerabilityCounts, summary_line
+from .layout import META_BLOB
+
+INDEX_FORMAT = "1"
+MAX_PAGE_SIZE = 5000  # the service's own maximum of results per listing call
+MAX_IMAGE_CHARS = 1024
+INVERT_FROM = 9_999_999_999  # 10 digits: good until the year 2286
+ROW_SUFFIX, REF_SUFFIX = ".row", ".ref"
+_SEVERITIES = ("critical", "high", "medium", "low", "unknown", "total")
+_CURSOR_PREFIX = "c1:"
+
+# Summary categories: the scan status of a succeeded audit, or "audit-failed"
+# for every audit whose audit-result is not "succeeded".
+CATEGORIES = ("passed", "warning", "failed", "audit-failed")
+
+
+class InvalidCursor(RequestError):
+    """A page cursor that this index did not hand out."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("cursor", message)
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit as the summary shows it, read from a ``.row``'s metadata."""
+
+    audit_id: str
+    folder: str
+    requested_at: int
+    audit_result: str
+    scanned_at: int | None = None
+    image: str | None = None
+    scan_status: str | None = None
+    vulnerabilities: dict[str, int] | None = None
+    secrets: int | None = None
+    failure_reason: str | None = None
+
+    @property
+    def meta_path(self) -> str:
+        return f"{self.folder}/{META_BLOB}"
+
+    @property
+    def category(self) -> str | None:
+        """Which total the audit counts towards (``None``: none but ``total``)."""
+        if self.audit_result != AuditResult.SUCCEEDED.value:
+            return "audit-failed"
+        return self.scan_status if self.scan_status in CATEGORIES else None
+
+    @property
+    def summary(self) -> str | None:
+        """The core's one-line summary, re-derived from status and counts (not stored)."""
+        if self.scan_status is None or self.vulnerabilities is None:
+            return None
+        try:
+            return summary_line(ScanStatus(self.scan_status), VulnerabilityCounts(**self.vulnerabilities))
+        except ValueError:
+            return None
+
+    @classmethod
+    def from_meta(cls, meta: AuditMeta, folder: str) -> AuditRow:
+        return cls(
+            audit_id=meta.audit_id,
+            folder=folder,
+            requested_at=meta.requested_at,
+            audit_result=meta.audit_result.value,
+            scanned_at=meta.timestamp,
+            image=meta.image,
+            scan_status=meta.scan_status,
+            vulnerabilities=dict(meta.vulnerabilities) if meta.vulnerabilities is not None else None,
+            secrets=meta.secrets,
+            failure_reason=meta.failure_reason,
+        )
+
+    def to_metadata(self) -> dict[str, str]:
+        """ASCII-only ``x-ms-meta-*`` values; lower-case keys (valid C# identifiers)."""
+        metadata = {
+            "v": INDEX_FORMAT,
+            "auditid": self.audit_id,
+            "folder": self.folder,
+            "requested": str(self.requested_at),
+            "result": self.audit_result,
+        }
+        optional = {
+            "scanned": self.scanned_at,
+            "status": self.scan_status,
+            "secrets": self.secrets,
+            "reason": self.failure_reason,
+            "image": encode_image(self.image) if self.image is not None else None,
+        }
+        metadata |= {key: _ascii(str(value)) for key, value in optional.items() if value is not None}
+        if self.vulnerabilities is not None:
+            metadata |= {name: str(int(self.vulnerabilities.get(name, 0))) for name in _SEVERITIES}
+        return metadata
+
+    @classmethod
+    def from_metadata(cls, name: str, metadata: Mapping[str, str]) -> AuditRow:
+        """Tolerant: a row written by another version still lists (unknown keys ignored)."""
+        values = {key.lower(): value for key, value in metadata.items()}
+        counts = {s: n for s in _SEVERITIES if (n := int_or_none(values.get(s))) is not None}
+        image = values.get("image")
+        return cls(
+            audit_id=values.get("auditid") or _audit_id_from_row_name(name),
+            folder=values.get("folder", ""),
+            requested_at=int_or_none(values.get("requested")) or 0,
+            audit_result=values.get("result", ""),
+            scanned_at=int_or_none(values.get("scanned")),
+            image=unquote(image) if image is not None else None,
+            scan_status=values.get("status"),
+            vulnerabilities=counts or None,
+            secrets=int_or_none(values.get("secrets")),
+            failure_reason=values.get("reason"),
+        )
+
+
+def encode_image(image: str) -> str:
+    """Percent-encodes to ASCII (``/:@+`` kept readable); cut to ``MAX_IMAGE_CHARS``."""
+    encoded = quote(image, safe="/:@+")
+    while len(encoded) > MAX_IMAGE_CHARS:
+        image = image[: len(image) - max(1, (len(encoded) - MAX_IMAGE_CHARS) // 3)]
+        encoded = quote(image, safe="/:@+")
+    return encoded
+
+
+def iso8601(unix_seconds: int | None) -> str | None:
+    if unix_seconds is None:
+        return None
+    return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def encode_cursor(marker: str) -> str:
+    """Opaque to clients: the service's continuation marker, base64url-wrapped."""
+    return base64.urlsafe_b64encode((_CURSOR_PREFIX + marker).encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    if not text.startswith(_CURSOR_PREFIX) or len(text) == len(_CURSOR_PREFIX):
+        raise InvalidCursor("is not a cursor handed out by this API; use the 'next-cursor' of the previous page")
+    return text[len(_CURSOR_PREFIX) :]
+
+
+def int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _ascii(value: str) -> str:
+    return value if value.isascii() and value.isprintable() else quote(value, safe="")
+
+
+def _audit_id_from_row_name(name: str) -> str:
+    return name.rsplit("/", 1)[-1].removesuffix(ROW_SUFFIX).split("-", 1)[-1]

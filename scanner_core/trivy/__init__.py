@@ -1,0 +1,25 @@
+"""trivy itself: running it once, finding the binary, classifying its failures,
+the DBs it reads, and reading its JSON report.
+
+What other layers may use is listed here, each name imported lazily from
+the private module that defines it (see ``scanner_core/_lazy.py``).
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "VulnerabilityDatabase": ".database",
+    "read_database_info": ".database",
+    "classify_trivy_failure": ".failures",
+    "locate_trivy": ".locate",
+    "child_environment": ".process",
+    "ReportSummary": ".report",
+    "SEVERITIES": ".report",
+    "summarise_report": ".report",
+    "ScanTarget": ".runner",
+    "Trivy": ".runner",
+    "TrivyOptions": ".runner",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

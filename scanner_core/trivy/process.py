@@ -1,0 +1,125 @@
+"""The trivy child process: its environment, its deadline, and its end.
+
+* The environment is built from scratch: an allow-list of the parent's
+  variables (PATH, proxies, CA bundles) and nothing named ``TRIVY_*``, so a
+  wrapper setting can never reach trivy with a different meaning. Registry
+  credentials travel only in a Docker config file in the run's private
+  ``HOME``, keyed by registry host.
+* The child runs in its own process group; at the deadline the whole group is
+  terminated, then killed, and reaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from ..registry import DOCKER_HUB, Credentials
+
+_INHERITED_VARIABLES = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+_KILL_GRACE_SECONDS = 5.0
+
+
+def child_environment(credentials: Credentials | None, home: Path) -> dict[str, str]:
+    """The trivy child's whole environment (see the module docstring)."""
+    env = {name: os.environ[name] for name in _INHERITED_VARIABLES if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    # A private HOME: no stray ~/.docker/config.json or trivy.yaml changes what is scanned.
+    env["HOME"] = str(home)
+    env["TMPDIR"] = str(home)
+    docker_dir = home / ".docker"
+    docker_dir.mkdir(mode=0o700, exist_ok=True)
+    auths = {}
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+        auths[_docker_config_key(credentials.registry)] = {"auth": token}
+    config = docker_dir / "config.json"
+    config.touch(mode=0o600)
+    config.write_text(json.dumps({"auths": auths}), encoding="utf-8")
+    env["DOCKER_CONFIG"] = str(docker_dir)
+    return env
+
+
+def _docker_config_key(registry: str) -> str:
+    # Docker Hub's credentials are filed under its legacy index URL by convention.
+    return "https://index.docker.io/v1/" if registry == DOCKER_HUB else registry
+
+
+
+
+def run_with_deadline(
+    command: list[str], env: dict[str, str], stderr: object, cwd: str, timeout_ms: int
+) -> int | None:
+    """Runs ``command``; returns its exit code, or ``None`` if it was killed at the deadline."""
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,  # type: ignore[arg-type]
+        start_new_session=True,  # its own process group, so the whole tree can be killed
+    )
+    # A blocking wait() returns the moment trivy exits; wait(timeout=...) would poll with
+    # sleeps of up to 50 ms (measured: ~30 ms added to every scan). The deadline is a timer.
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        _kill_group(process)
+
+    timer = threading.Timer(timeout_ms / 1000, expire) if timeout_ms > 0 else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        returncode = process.wait()
+    except BaseException:
+        _kill_group(process)
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if timed_out.is_set():
+        assert timer is not None
+        timer.join()  # the whole group is gone before we report
+        return None
+    return returncode
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=_KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig is signal.SIGTERM:
+            # The leader is gone; make sure no grandchild survives it.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return
+    process.wait()
