@@ -10,6 +10,9 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "Credentials": ".credentials",
     "resolve_credentials": ".credentials",
+    "RegistryApi": ".api",
+    "Manifest": ".api",
+    "RegistryApiError": ".api",
     "image_name_from_archive": ".archive",
     "RegistryCredentials": ".credentials",
     "find_credentials": ".credentials",

@@ -1,0 +1,209 @@
+"""A small client of the OCI distribution API, for what trivy does not tell us
+before a scan: manifests (sizes, platforms, digests) and tag lists.
+
+It authenticates as docker clients do (distribution's token spec): a request
+is sent anonymously first; a ``401`` names the scheme. ``Basic`` is answered
+with the configured credentials; ``Bearer realm=...,service=...,scope=...`` by
+fetching a token from the realm (with the credentials, if any) and retrying.
+Tokens are kept per scope for the client's life. ``insecure`` registries are
+tried over HTTPS without verification, then plain HTTP, as trivy's
+``--insecure`` does. Credentials never appear in an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+from ..errors import FailureKind, ScanFailed
+from .credentials import Credentials
+
+if TYPE_CHECKING:
+    import requests
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
+DEFAULT_TIMEOUT_SECONDS = 30.0
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+
+
+class RegistryApiError(ScanFailed):
+    """A registry API call failed; ``reason`` and ``kind`` as for trivy's failures."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest or index as the registry served it."""
+
+    media_type: str
+    digest: str | None
+    document: dict[str, Any] = field(repr=False)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES or "manifests" in self.document
+
+    @property
+    def compressed_size(self) -> int:
+        """The sum of the layers' (compressed) sizes and the config's; 0 for an index."""
+        layers = self.document.get("layers") or []
+        config = self.document.get("config") or {}
+        return sum(int(item.get("size", 0)) for item in [*layers, config])
+
+    def platforms(self) -> list[tuple[str, str]]:
+        """An index's ``(os/arch[/variant], digest)`` entries, in the index's order."""
+        found = []
+        for entry in self.document.get("manifests") or []:
+            platform = entry.get("platform") or {}
+            parts = [platform.get("os"), platform.get("architecture"), platform.get("variant")]
+            found.append(("/".join(p for p in parts if p), str(entry.get("digest"))))
+        return found
+
+
+class RegistryApi:
+    """One registry host's API, with the credentials configured for it."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: Credentials | None = None,
+        insecure: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        import requests  # imported on first use: not every process talks to a registry
+
+        self.registry = registry
+        self._credentials = credentials
+        self._insecure = insecure
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.verify = not insecure
+        self._scheme: str | None = None
+        self._tokens: dict[str, str] = {}
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def manifest(self, repository: str, reference: str, accept: tuple[str, ...] = MANIFEST_TYPES) -> Manifest:
+        """``GET /v2/<repository>/manifests/<tag or digest>``."""
+        response = self._get(f"/v2/{repository}/manifests/{reference}", repository, {"Accept": ", ".join(accept)})
+        try:
+            document = json.loads(response.content)
+        except ValueError:
+            raise RegistryApiError(
+                f"{self.registry}/{repository}:{reference}: the manifest is not JSON",
+                kind=FailureKind.PERMANENT,
+                reason="invalid-image",
+            ) from None
+        media_type = response.headers.get("Content-Type", "").split(";")[0] or document.get("mediaType", "")
+        return Manifest(media_type, response.headers.get("Docker-Content-Digest"), document)
+
+    def tags(self, repository: str, page_size: int | None = None) -> Iterator[str]:
+        """Every tag, in the registry's order, following ``Link: <...>; rel="next"``."""
+        path: str | None = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
+        while path is not None:
+            response = self._get(path, repository, {"Accept": "application/json"})
+            yield from (response.json().get("tags") or [])
+            link = _NEXT_LINK.search(response.headers.get("Link", ""))
+            path = urljoin(path, link.group(1)) if link else None
+
+    def _get(self, path: str, repository: str, headers: dict[str, str]) -> requests.Response:
+        scope = f"repository:{repository}:pull"
+        response = self._send(path, headers, scope)
+        if response.status_code == 401:
+            self._authenticate(response, scope)
+            response = self._send(path, headers, scope)
+        if response.ok:
+            return response
+        raise _status_error(self.registry, path, response.status_code)
+
+    def _send(self, path: str, headers: dict[str, str], scope: str) -> requests.Response:
+        import requests
+
+        headers = dict(headers)
+        if (token := self._tokens.get(scope)) is not None:
+            headers["Authorization"] = token
+        for scheme in self._schemes():
+            try:
+                response = self._session.get(f"{scheme}://{self.registry}{path}", headers=headers, timeout=self._timeout)
+            except requests.exceptions.SSLError:
+                if self._insecure and scheme == "https":
+                    continue  # an insecure registry may speak plain HTTP
+                raise _unreachable(self.registry, "its TLS certificate is not trusted (mark it insecure?)") from None
+            except requests.exceptions.RequestException as error:
+                if self._insecure and scheme == "https" and self._scheme is None:
+                    continue
+                raise _unreachable(self.registry, type(error).__name__) from None
+            self._scheme = scheme
+            return response
+        raise _unreachable(self.registry, "no HTTPS or HTTP answer")
+
+    def _schemes(self) -> tuple[str, ...]:
+        if self._scheme is not None:
+            return (self._scheme,)
+        return ("https", "http") if self._insecure else ("https",)
+
+    def _authenticate(self, challenge: requests.Response, scope: str) -> None:
+        header = challenge.headers.get("WWW-Authenticate", "")
+        scheme = header.split(" ", 1)[0].lower()
+        auth = (self._credentials.username, self._credentials.password) if self._credentials else None
+        if scheme == "basic":
+            if auth is None:
+                raise _status_error(self.registry, "", 401)
+            import requests
+
+            request = requests.Request("GET", "http://x", auth=auth).prepare()
+            self._tokens[scope] = str(request.headers["Authorization"])
+            return
+        if scheme != "bearer":
+            raise _status_error(self.registry, "", 401)
+        params = dict(_CHALLENGE_PARAM.findall(header))
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        try:
+            response = self._session.get(params.get("realm", ""), params=query, auth=auth, timeout=self._timeout)
+        except Exception as error:  # noqa: BLE001 - any failure to reach the token service
+            raise _unreachable(self.registry, f"token service: {type(error).__name__}") from None
+        if not response.ok:
+            raise _status_error(self.registry, "token", response.status_code)
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise _status_error(self.registry, "token", 401)
+        self._tokens[scope] = f"Bearer {token}"
+
+
+def _status_error(registry: str, path: str, status: int) -> RegistryApiError:
+    where = f"{registry}{path}" if path.startswith("/") else f"{registry} ({path or 'auth'})"
+    if status in (401, 403):
+        return RegistryApiError(
+            f"{where}: {status} unauthorized: check the registry's credentials in TRIVY_CONFIG_PATH",
+            kind=FailureKind.PERMANENT,
+            reason="unauthorized",
+        )
+    if status == 404:
+        return RegistryApiError(f"{where}: 404 not found", kind=FailureKind.PERMANENT, reason="not-found")
+    if status == 429:
+        return RegistryApiError(f"{where}: 429 rate-limited", kind=FailureKind.TRANSIENT, reason="rate-limited")
+    return RegistryApiError(f"{where}: HTTP {status}", kind=FailureKind.TRANSIENT, reason="registry-unreachable")
+
+
+def _unreachable(registry: str, detail: str) -> RegistryApiError:
+    return RegistryApiError(
+        f"registry {registry} could not be reached: {detail}", kind=FailureKind.TRANSIENT, reason="registry-unreachable"
+    )
