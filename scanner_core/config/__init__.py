@@ -1,8 +1,7 @@
 """Configuration: the environment (pydantic-settings) and the YAML file at
 ``TRIVY_CONFIG_PATH``, validated as a whole.
 
-What other layers may use is listed here, each name imported lazily from
-the private module that defines it (see ``scanner_core/_lazy.py``).
+Its public face: see ``scanner_core/_lazy.py``.
 """
 
 from .._lazy import lazy_exports

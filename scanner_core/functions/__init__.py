@@ -1,8 +1,7 @@
 """The Azure Functions side: app and host settings, the function bodies, the
 HTTP API, and one Blueprint per concern (registered by ``function_app.py``).
 
-What other layers may use is listed here, each name imported lazily from
-the private module that defines it (see ``scanner_core/_lazy.py``).
+Its public face: see ``scanner_core/_lazy.py``.
 """
 
 from .._lazy import lazy_exports

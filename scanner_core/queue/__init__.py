@@ -1,8 +1,7 @@
 """The scan queue: the message contract, enqueueing, and the delivery rules
 (retry, quarantine) the trigger applies.
 
-What other layers may use is listed here, each name imported lazily from
-the private module that defines it (see ``scanner_core/_lazy.py``).
+Its public face: see ``scanner_core/_lazy.py``.
 """
 
 from .._lazy import lazy_exports

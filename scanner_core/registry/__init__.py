@@ -1,8 +1,7 @@
 """Container registries: image references, image tarballs' names, and the
 credentials configured for each registry.
 
-What other layers may use is listed here, each name imported lazily from
-the private module that defines it (see ``scanner_core/_lazy.py``).
+Its public face: see ``scanner_core/_lazy.py``.
 """
 
 from .._lazy import lazy_exports

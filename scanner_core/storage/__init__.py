@@ -1,8 +1,7 @@
 """Blob Storage: uploads with retries, blob names and the audit folder layout,
 and the audit index behind the HTTP API.
 
-What other layers may use is listed here, each name imported lazily from
-the private module that defines it (see ``scanner_core/_lazy.py``).
+Its public face: see ``scanner_core/_lazy.py``.
 """
 
 from .._lazy import lazy_exports

@@ -1,8 +1,7 @@
 """trivy itself: running it once, finding the binary, classifying its failures,
 the DBs it reads, and reading its JSON report.
 
-What other layers may use is listed here, each name imported lazily from
-the private module that defines it (see ``scanner_core/_lazy.py``).
+Its public face: see ``scanner_core/_lazy.py``.
 """
 
 from .._lazy import lazy_exports
