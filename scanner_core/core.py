@@ -26,6 +26,7 @@ from .errors import (
 )
 from .log import ScanLogger
 from .models import AuditMeta, AuditResult
+from .monitor import AuditFollowUp
 from .redact import Redactor
 from .registry import (
     ImageReference,
@@ -117,6 +118,11 @@ class Scanner:
         )
 
     @property
+    def follow_up(self) -> AuditFollowUp:
+        """previous-audit-id, changes and decision before the meta; the notification after."""
+        return AuditFollowUp(self.config, self.blob_store, self.audit_index, self.redactor)
+
+    @property
     def short_id(self) -> str:
         return self.config.settings.scanner_short_id
 
@@ -134,6 +140,7 @@ class Scanner:
         if reuse_succeeded and (existing := self._succeeded_meta(folder)) is not None:
             log.info("audit already recorded as succeeded; not scanned again", fields={"folder": folder})
             self._index(existing, folder, log)  # cheap, idempotent repair of a missed index entry
+            self.follow_up.notify(existing, folder, log)  # sent at most once: a no-op when it was
             return AuditOutcome(meta=existing, folder=folder, meta_written=True)
         log.info("scan requested", fields={"folder": folder, "final-attempt": final_attempt})
         base = self._base_meta(audit_id, request)
@@ -259,8 +266,10 @@ class Scanner:
                     "trivy_audit_path": None,
                 }
             )
+        meta = self.follow_up.annotate(meta, report_path, log)
         meta = meta.model_copy(update={"timestamp": int(time.time())})
         self._write_meta(folder, meta, log)
+        self.follow_up.notify(meta, folder, log)
         log.info(
             "audit recorded",
             fields={"audit-result": meta.audit_result.value, "meta": f"{folder}/{META_BLOB}", **_counts(summary)},

@@ -40,6 +40,15 @@ class Finding(BaseModel):
     target: str | None = None
 
 
+class AuditChanges(_BlobDocument):
+    """What changed since the previous audit of the same image (``monitor/changes.py``)."""
+
+    new: list[str] = Field(default_factory=list)
+    fixed: list[str] = Field(default_factory=list)
+    status_from: str | None = None
+    status_to: str | None = None
+
+
 class AuditMeta(_BlobDocument):
     """The ``meta`` file of one audit folder."""
 
@@ -70,6 +79,10 @@ class AuditMeta(_BlobDocument):
     critical_threshold: int | None = None
     high_threshold: int | None = None
     details: list[Finding] | None = None
+    # The monitor loop (issue 10): the previous audit of the same image, what changed, the decision.
+    previous_audit_id: str | None = None
+    changes: AuditChanges | None = None
+    decision: Literal["rejected", "pending"] | None = None
 
 
 class HeartbeatMeta(_BlobDocument):

@@ -109,7 +109,7 @@ def test_a_redelivered_record_replaces_and_never_duplicates(index, audits):
 
     rows, _ = index.page(10)
     assert [(r.audit_id, r.audit_result) for r in rows] == [(again.audit_id, "succeeded")]
-    assert len(index_blobs(audits)) == 2  # one .row, one .ref
+    assert len(index_blobs(audits)) == 3  # one .row by time, one by repository, one .ref
     assert index.totals() == {"total": 1, "passed": 0, "warning": 0, "failed": 1, "audit-failed": 0}
 
 
@@ -123,7 +123,10 @@ def test_a_reused_audit_id_shows_its_newest_request_whatever_the_order(index, au
     rows, _ = index.page(10)
     assert [(r.audit_id, r.requested_at) for r in rows] == [("reused", new.requested_at)]
     assert index.find("reused") == f"{folder_of(new)}/meta"
-    assert len(index_blobs(audits)) == 2
+    assert len(index_blobs(audits)) == 3
+    [repository_row] = index.repository_rows("registry.example.com/team/app-4")  # the image of the newest request
+    assert (repository_row.requested_at, repository_row.tag) == (new.requested_at, "1.4")
+    assert list(index.repository_rows("registry.example.com/team/app-3")) == []
 
 
 def test_forget_removes_row_and_pointer(index, audits):
@@ -134,7 +137,7 @@ def test_forget_removes_row_and_pointer(index, audits):
 
     assert index.find(dropped.audit_id) is None
     assert [r.audit_id for r in index.page(10)[0]] == [kept.audit_id]
-    assert len(index_blobs(audits)) == 2
+    assert len(index_blobs(audits)) == 3
 
 
 def test_bad_input_is_refused_with_the_field_named(index):

@@ -56,6 +56,10 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_request_scan": "scans",
         "api_get_audit": "audits/{audit_id}",
         "api_security_summary": "security/summary",
+        "api_image_verdict": "images/{name}/{tag}/verdict",
+        "api_image_verdict_by_digest": "images/{name}/verdict",
+        "api_image_history": "images/{name}/history",
+        "api_dashboard": "dashboard",
     }
     assert {b["authLevel"] for b in routes.values()} == {"FUNCTION"}
 

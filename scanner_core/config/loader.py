@@ -27,6 +27,7 @@ class ScannerConfig(BaseModel):
         query = urlsplit(values[0]).query
         values += [part.split("=", 1)[1] for part in query.split("&") if part.startswith("sig=")]
         values += [r.password.get_secret_value() for r in self.file.registries if r.password]
+        values += [url.get_secret_value() for url in self.settings.notify_webhook_urls]
         return values
 
 

@@ -24,7 +24,7 @@ DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 ScannerKind = Literal["vuln", "secret"]
 # Settings whose values are never quoted in a configuration error.
-SECRET_SETTINGS = frozenset({"AZ_BLOB_STORAGE_SAS"})
+SECRET_SETTINGS = frozenset({"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS"})
 
 
 def _split_list(value: Any) -> Any:
@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     # Product setting: also store a CycloneDX SBOM (sbom.cdx.json) converted from the report.
     scan_sbom: Literal["none", "cyclonedx"] = Field("none", alias="SCAN_SBOM")
 
+    # Change notifications and the decision (issue 10, monitor/). Webhook URLs carry
+    # their own credentials (Teams, Slack): secrets, never logged or quoted.
+    notify_webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, alias="NOTIFY_WEBHOOK_URLS"
+    )
+    notify_min_severity: Severity = Field("HIGH", alias="NOTIFY_MIN_SEVERITY")
+    notify_attempts: int = Field(4, alias="NOTIFY_ATTEMPTS", ge=1, le=10)
+    notify_timeout_s: float = Field(10.0, alias="NOTIFY_TIMEOUT", gt=0, le=60)
+    trivy_auto_reject_critical: bool = Field(False, alias="TRIVY_AUTO_REJECT_CRITICAL")
+
     _split = field_validator("trivy_db_repository", "trivy_severity", "trivy_scanners", mode="before")(_split_list)
 
     @field_validator("trivy_db_repository", mode="after")
@@ -73,6 +83,21 @@ class Settings(BaseSettings):
         for repository in repositories:
             parse_image_reference(repository, "TRIVY_DB_REPOSITORY")  # InvalidImageReference is a ValueError
         return repositories
+
+    @field_validator("notify_webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        """Comma- or space-separated URLs."""
+        return value.replace(",", " ").split() if isinstance(value, str) else value
+
+    @field_validator("notify_webhook_urls", mode="after")
+    @classmethod
+    def _check_webhook_urls(cls, urls: list[SecretStr]) -> list[SecretStr]:
+        for position, url in enumerate(urls, 1):
+            parts = urlsplit(url.get_secret_value())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"URL #{position} must be an http:// or https:// URL")
+        return urls
 
     @field_validator("az_blob_storage_sas", mode="after")
     @classmethod

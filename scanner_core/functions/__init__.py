@@ -16,6 +16,9 @@ _EXPORTS = {
     "request_scan_by_path": ".http_api",
     "security_summary": ".http_api",
     "serve": ".http_api",
+    "dashboard": ".image_api",
+    "image_history": ".image_api",
+    "image_verdict": ".image_api",
     "load_function_settings": ".settings",
 }
 

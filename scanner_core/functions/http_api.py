@@ -343,6 +343,12 @@ def _row_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:
         "scanned-at": iso8601(row.scanned_at),
         "meta": row.meta_path,
         "links": {"audit": ctx.path(f"audits/{quote(row.audit_id)}")},
+        # The image's identity and the DB's date (issue 10: history, dashboard).
+        "repository": row.repository,
+        "tag": row.tag,
+        "digest": row.digest,
+        "trivy-db-updated-at": row.db_updated_at,
+        "decision": row.decision,
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from . import http_api
+from . import http_api, image_api
 from .host import APP_ROOT
 
 blueprint = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
@@ -36,3 +36,27 @@ def api_get_audit(req: func.HttpRequest) -> func.HttpResponse:
 @blueprint.route(route="security/summary", auth_level=func.AuthLevel.FUNCTION)
 def api_security_summary(req: func.HttpRequest) -> func.HttpResponse:
     return http_api.serve(http_api.security_summary, req, APP_ROOT)
+
+
+@blueprint.function_name("api_image_verdict")
+@blueprint.route(route="images/{name}/{tag}/verdict", auth_level=func.AuthLevel.FUNCTION)
+def api_image_verdict(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.serve(image_api.image_verdict, req, APP_ROOT)
+
+
+@blueprint.function_name("api_image_verdict_by_digest")
+@blueprint.route(route="images/{name}/verdict", auth_level=func.AuthLevel.FUNCTION)
+def api_image_verdict_by_digest(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.serve(image_api.image_verdict, req, APP_ROOT)
+
+
+@blueprint.function_name("api_image_history")
+@blueprint.route(route="images/{name}/history", auth_level=func.AuthLevel.FUNCTION)
+def api_image_history(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.serve(image_api.image_history, req, APP_ROOT)
+
+
+@blueprint.function_name("api_dashboard")
+@blueprint.route(route="dashboard", auth_level=func.AuthLevel.FUNCTION)
+def api_dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.serve(image_api.dashboard, req, APP_ROOT)

@@ -14,6 +14,7 @@ _EXPORTS = {
     "InvalidCursor": ".index_rows",
     "MAX_IMAGE_CHARS": ".index_rows",
     "encode_image": ".index_rows",
+    "image_identity": ".index_rows",
     "iso8601": ".index_rows",
     "META_BLOB": ".layout",
     "REPORT_BLOB": ".layout",

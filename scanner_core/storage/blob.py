@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -39,6 +40,8 @@ class BlobStore(Protocol):
     def upload_bytes(self, name: str, data: bytes, content_type: str) -> None: ...
 
     def download_bytes(self, name: str) -> bytes | None: ...
+
+    def create_bytes(self, name: str, data: bytes, content_type: str) -> bool: ...
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -101,6 +104,21 @@ class AzureBlobStore:
             )
 
         self._with_retries(f"upload of {name}", attempt)
+
+    def create_bytes(self, name: str, data: bytes, content_type: str) -> bool:
+        """Writes the blob only if there is none yet (``If-None-Match: *``); ``False``
+        when it exists. A claim: of two writers, one wins."""
+
+        def attempt() -> bool:
+            try:
+                self._container.upload_blob(
+                    name, data, overwrite=False, content_settings=ContentSettings(content_type=content_type)
+                )
+            except ResourceExistsError:
+                return False
+            return True
+
+        return self._with_retries(f"creation of {name}", attempt)
 
     def download_bytes(self, name: str) -> bytes | None:
         """The blob's content, or ``None`` if there is no such blob."""

@@ -10,6 +10,12 @@ orders it and whose *metadata* (``x-ms-meta-*``) is its summary row:
     is one ``list_blobs(include=["metadata"])`` call with ``results_per_page``,
     and the next page resumes from the service's continuation marker. Ties in
     the same second are ordered by audit id.
+``trivy-{id8}/index/by-repo/{sha256(repository)[:32]}/{inverted time}-{audit-id}.row``
+    The same row again, listed per repository (issue 10: history, verdict,
+    the previous audit of an image), so a repository's page is one listing
+    call too. The key is a hash because a repository name may be a prefix of
+    another's (``team/app`` and ``team/app/api``); the row names it in full.
+    Audits whose image is not a reference (a tarball label) have none.
 ``trivy-{id8}/index/by-id/{audit-id}.ref``
     The pointer for ``GET /audits/{id}``: its metadata names the audit folder
     and its ``.row``, so a lookup is one HEAD.
@@ -43,6 +49,7 @@ audit folder (retention) calls ``forget`` so that the index does not outlive it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from types import TracebackType
 from typing import cast
@@ -96,6 +103,12 @@ class AuditIndex:
     def ref_name(self, audit_id: str) -> str:
         return f"{self.prefix}by-id/{audit_id}{REF_SUFFIX}"
 
+    def repository_prefix(self, repository: str) -> str:
+        return f"{self.prefix}by-repo/{hashlib.sha256(repository.encode('utf-8')).hexdigest()[:32]}/"
+
+    def repository_row_name(self, repository: str, audit_id: str, requested_at: int) -> str:
+        return self.repository_prefix(repository) + self.row_name(audit_id, requested_at).rsplit("/", 1)[1]
+
     # -- writing -------------------------------------------------------------
 
     def record(self, meta: AuditMeta, folder: str) -> None:
@@ -116,14 +129,14 @@ class AuditIndex:
             if previous and (int_or_none(previous.get("requested")) or 0) > row.requested_at:
                 return  # a newer request of this audit id is already indexed
             self._container.upload_blob(row_name, b"", overwrite=True, metadata=row.to_metadata())
-            self._container.upload_blob(
-                ref_name,
-                b"",
-                overwrite=True,
-                metadata={"v": INDEX_FORMAT, "folder": folder, "row": row_name, "requested": str(row.requested_at)},
-            )
-            if previous_row and previous_row != row_name and previous_row.startswith(self.prefix):
-                self._delete_if_exists(previous_row)
+            pointer = {"v": INDEX_FORMAT, "folder": folder, "row": row_name, "requested": str(row.requested_at)}
+            if row.repository:
+                pointer["reporow"] = self.repository_row_name(row.repository, audit_id, row.requested_at)
+                self._container.upload_blob(pointer["reporow"], b"", overwrite=True, metadata=row.to_metadata())
+            self._container.upload_blob(ref_name, b"", overwrite=True, metadata=pointer)
+            for superseded in {previous_row, (previous or {}).get("reporow")} - {row_name, pointer.get("reporow")}:
+                if superseded and superseded.startswith(self.prefix):
+                    self._delete_if_exists(superseded)
 
     def forget(self, audit_id: str) -> None:
         """Removes an audit from the index (its row, then its pointer); no-op if absent."""
@@ -131,8 +144,9 @@ class AuditIndex:
         ref_name = self.ref_name(audit_id)
         with self._storage(f"removing audit {audit_id} from the index"):
             pointer = self._metadata(ref_name)
-            if pointer and (row := pointer.get("row", "")).startswith(self.prefix):
-                self._delete_if_exists(row)
+            for key in ("row", "reporow"):
+                if pointer and (row := pointer.get(key, "")).startswith(self.prefix):
+                    self._delete_if_exists(row)
             self._delete_if_exists(ref_name)
 
     def rebuild(self) -> int:
@@ -179,7 +193,9 @@ class AuditIndex:
             except ResourceNotFoundError:
                 return None
 
-    def page(self, limit: int = 50, cursor: str | None = None) -> tuple[list[AuditRow], str | None]:
+    def page(
+        self, limit: int = 50, cursor: str | None = None, *, prefix: str | None = None
+    ) -> tuple[list[AuditRow], str | None]:
         """Up to ``limit`` rows, newest first, from ``cursor`` (``None``: the
         newest); and the cursor of the next page (``None``: no more). One call."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -187,7 +203,8 @@ class AuditIndex:
         marker = decode_cursor(cursor) if cursor else None
         with self._storage("listing the audit index"):
             # by_page() is typed as a plain iterator; it is a PageIterator, which carries the marker.
-            pages = cast("PageIterator[BlobProperties]", self._rows(limit).by_page(continuation_token=marker))
+            listing = self._rows(limit, prefix)
+            pages = cast("PageIterator[BlobProperties]", listing.by_page(continuation_token=marker))
             try:
                 blobs = list(next(pages))
             except StopIteration:
@@ -199,6 +216,18 @@ class AuditIndex:
             next_marker = pages.continuation_token
         rows = [AuditRow.from_metadata(blob.name, blob.metadata or {}) for blob in blobs]
         return rows, encode_cursor(next_marker) if next_marker else None
+
+    def repository_page(
+        self, repository: str, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[AuditRow], str | None]:
+        """``page`` for one repository (canonical, ``registry/path``): its audits, newest first."""
+        return self.page(limit, cursor, prefix=self.repository_prefix(repository))
+
+    def repository_rows(self, repository: str) -> Iterator[AuditRow]:
+        """Every row of one repository, newest first."""
+        with self._storage("listing the audit index"):
+            for blob in self._rows(MAX_PAGE_SIZE, self.repository_prefix(repository)):
+                yield AuditRow.from_metadata(blob.name, blob.metadata or {})
 
     def rows(self) -> Iterator[AuditRow]:
         """Every row, newest first (pages of ``MAX_PAGE_SIZE``)."""
@@ -217,9 +246,9 @@ class AuditIndex:
 
     # -- plumbing ------------------------------------------------------------
 
-    def _rows(self, results_per_page: int) -> ItemPaged[BlobProperties]:
+    def _rows(self, results_per_page: int, prefix: str | None = None) -> ItemPaged[BlobProperties]:
         return self._container.list_blobs(
-            name_starts_with=f"{self.prefix}by-time/", include=["metadata"], results_per_page=results_per_page
+            name_starts_with=prefix or f"{self.prefix}by-time/", include=["metadata"], results_per_page=results_per_page
         )
 
     def _metadata(self, name: str) -> dict[str, str] | None:

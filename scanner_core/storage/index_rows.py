@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 
 from ..errors import RequestError
 from ..models import AuditMeta, AuditResult
+from ..registry import parse_image_reference
 from ..verdict import ScanStatus, VulnerabilityCounts, summary_line
 from .layout import META_BLOB
 
@@ -49,6 +50,13 @@ class AuditRow:
     vulnerabilities: dict[str, int] | None = None
     secrets: int | None = None
     failure_reason: str | None = None
+    # The image's identity (issue 10: history, verdict, changes): the canonical
+    # repository (``registry/path``), its tag and manifest digest; the DB's date.
+    repository: str | None = None
+    tag: str | None = None
+    digest: str | None = None
+    db_updated_at: str | None = None
+    decision: str | None = None
 
     @property
     def meta_path(self) -> str:
@@ -73,6 +81,7 @@ class AuditRow:
 
     @classmethod
     def from_meta(cls, meta: AuditMeta, folder: str) -> AuditRow:
+        repository, tag, digest = image_identity(meta.image, meta.image_digest)
         return cls(
             audit_id=meta.audit_id,
             folder=folder,
@@ -84,6 +93,11 @@ class AuditRow:
             vulnerabilities=dict(meta.vulnerabilities) if meta.vulnerabilities is not None else None,
             secrets=meta.secrets,
             failure_reason=meta.failure_reason,
+            repository=repository,
+            tag=tag,
+            digest=digest,
+            db_updated_at=meta.trivy_db_updated_at,
+            decision=meta.decision,
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -101,6 +115,11 @@ class AuditRow:
             "secrets": self.secrets,
             "reason": self.failure_reason,
             "image": encode_image(self.image) if self.image is not None else None,
+            "repo": encode_image(self.repository) if self.repository is not None else None,
+            "tag": self.tag,
+            "digest": self.digest,
+            "dbupdated": self.db_updated_at,
+            "decision": self.decision,
         }
         metadata |= {key: _ascii(str(value)) for key, value in optional.items() if value is not None}
         if self.vulnerabilities is not None:
@@ -113,6 +132,7 @@ class AuditRow:
         values = {key.lower(): value for key, value in metadata.items()}
         counts = {s: n for s in _SEVERITIES if (n := int_or_none(values.get(s))) is not None}
         image = values.get("image")
+        repository = values.get("repo")
         return cls(
             audit_id=values.get("auditid") or _audit_id_from_row_name(name),
             folder=values.get("folder", ""),
@@ -124,7 +144,26 @@ class AuditRow:
             vulnerabilities=counts or None,
             secrets=int_or_none(values.get("secrets")),
             failure_reason=values.get("reason"),
+            repository=unquote(repository) if repository is not None else None,
+            tag=values.get("tag"),
+            digest=values.get("digest"),
+            db_updated_at=values.get("dbupdated"),
+            decision=values.get("decision"),
         )
+
+
+def image_identity(image: str | None, image_digest: str | None = None) -> tuple[str | None, str | None, str | None]:
+    """``(repository, tag, digest)`` of an audited image: the canonical repository
+    (``docker.io/library/redis``), the tag asked for, and the manifest digest trivy
+    resolved (else the one in the reference). ``None``s for a label that is not a
+    reference (a tarball scanned without one)."""
+    if not image:
+        return None, None, image_digest
+    try:
+        reference = parse_image_reference(image)
+    except ValueError:
+        return None, None, image_digest
+    return f"{reference.registry}/{reference.repository}", reference.tag, image_digest or reference.digest
 
 
 def encode_image(image: str) -> str:

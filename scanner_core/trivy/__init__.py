@@ -14,6 +14,8 @@ _EXPORTS = {
     "child_environment": ".process",
     "ReportSummary": ".report",
     "SEVERITIES": ".report",
+    "iter_findings": ".report",
+    "severity_rank": ".report",
     "summarise_report": ".report",
     "ScanTarget": ".runner",
     "Trivy": ".runner",

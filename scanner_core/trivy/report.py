@@ -71,6 +71,11 @@ def summarise_report(path: Path, details_limit: int = 100) -> ReportSummary:
     return summary
 
 
+def iter_findings(path: Path) -> Iterator[Finding]:
+    """Every finding of the report, streamed (for comparisons between audits)."""
+    return _findings(path, ReportSummary())
+
+
 def _findings(path: Path, summary: ReportSummary) -> Iterator[Finding]:
     with path.open("rb") as stream:
         target: str | None = None

@@ -1,0 +1,175 @@
+"""The HTTP API per image (issue 10): verdict, history, and the dashboard page.
+
+``GET /api/images/{name}/{tag}/verdict[?digest=sha256:...]``  → ``image_verdict``
+    The latest audit of that repository and tag (a ``tag`` of ``sha256:<hex>``
+    is a digest; ``?digest=`` narrows the tag to that digest), with its status
+    and ``decision``: for a CI gate or an admission webhook. 404 when the image
+    was never scanned.
+``GET /api/images/{name}/verdict?digest=sha256:...``  → ``image_verdict``
+    The same by digest alone (a re-pushed tag cannot fool it).
+``GET /api/images/{name}/history[?limit=50&cursor=...]``  → ``image_history``
+    The repository's audits, newest request first, from the audit index's
+    per-repository rows; one listing call per page.
+``GET /api/dashboard``  → ``dashboard``
+    The page (``static/dashboard.html``): no build step and no external
+    assets; its script reads ``security/summary`` and ``images/{name}/history``
+    with the function key it was opened with (``?code=``).
+
+``name`` is a repository as in the scan route (``redis``, or percent-encoded
+``myacr.azurecr.io%2Fteam%2Fapp``); it is compared in its canonical form
+(``docker.io/library/redis``), as the index stores it.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import azure.functions as func
+
+from ..errors import RequestError
+from ..registry import parse_image_reference
+from ..storage import AuditRow, iso8601
+from .http_api import ApiContext, ApiError, _answer, _limit, _route_segment, _row_document, json_response
+
+DASHBOARD_PAGE = Path(__file__).with_name("static") / "dashboard.html"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def image_verdict(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    """``GET images/{name}/{tag}/verdict`` and ``GET images/{name}/verdict?digest=``."""
+
+    def run() -> func.HttpResponse:
+        repository = _repository(req)
+        tag = _route_segment(req, "tag") if req.route_params.get("tag") else None
+        digest = _digest(req.params.get("digest")) if req.params.get("digest") else None
+        if tag is not None and _DIGEST.fullmatch(tag):
+            tag, digest = None, _digest(tag, "tag")
+        if tag is None and digest is None:
+            raise ApiError(400, "missing-field", "is required: the image's manifest digest, sha256:<64 hex>", "digest")
+        if tag is not None:
+            parse_image_reference(f"{repository}:{tag}", field="tag")
+        with ctx.audit_index() as index:
+            row = next((r for r in index.repository_rows(repository) if _matches(r, tag, digest)), None)
+        if row is None:
+            wanted = (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+            raise ApiError(404, "not-found", f"{repository}{wanted} has never been scanned by this scanner", "image")
+        return json_response(200, _verdict_document(row, ctx))
+
+    return _answer(req, ("GET",), run)
+
+
+def image_history(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    """``GET images/{name}/history``: a page of the repository's audits, newest first."""
+
+    def run() -> func.HttpResponse:
+        name = _route_segment(req, "name")
+        repository = _repository(req)
+        limit = _limit(req.params.get("limit"))
+        with ctx.audit_index() as index:
+            rows, next_cursor = index.repository_page(repository, limit, req.params.get("cursor") or None)
+        next_link = None
+        if next_cursor:
+            query = urlencode({"limit": limit, "cursor": next_cursor})
+            next_link = ctx.path(f"images/{quote(name, safe='')}/history") + f"?{query}"
+        return json_response(
+            200,
+            {
+                "repository": repository,
+                "audits": [_row_document(row, ctx) for row in rows],
+                "limit": limit,
+                "next-cursor": next_cursor,
+                "links": {"next": next_link},
+            },
+        )
+
+    return _answer(req, ("GET",), run)
+
+
+def dashboard(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    """``GET dashboard``: the static page, with a Content-Security-Policy that allows
+    its own inline script and style (by hash) and requests to this origin only."""
+
+    def run() -> func.HttpResponse:
+        page, policy = _page()
+        headers = {
+            "Content-Security-Policy": policy,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",  # the page's URL carries the function key
+            "Cache-Control": "no-store",
+        }
+        return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8", headers=headers)
+
+    return _answer(req, ("GET",), run)
+
+
+# -- the parts ---------------------------------------------------------------
+
+
+@functools.cache
+def _page() -> tuple[bytes, str]:
+    """The page and its CSP; read once per process (an explicit per-process cache)."""
+    page = DASHBOARD_PAGE.read_bytes()
+    text = page.decode("utf-8")
+
+    def hashes(tag: str) -> str:
+        bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
+        digests = (base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode() for body in bodies)
+        return " ".join(f"'sha256-{d}'" for d in digests)
+
+    policy = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return page, policy
+
+
+def _repository(req: func.HttpRequest) -> str:
+    name = _route_segment(req, "name")
+    try:
+        reference = parse_image_reference(name, field="name")
+    except RequestError as error:
+        raise ApiError(400, "invalid-field", str(error).removeprefix("name: "), "name") from None
+    if reference.tag or reference.digest:
+        raise ApiError(
+            400, "invalid-field", f"{name!r} must be a repository name without tag or digest", "name"
+        )
+    return f"{reference.registry}/{reference.repository}"
+
+
+def _digest(value: str, field: str = "digest") -> str:
+    if not _DIGEST.fullmatch(value):
+        raise ApiError(400, "invalid-field", f"{value!r} is not allowed: sha256:<64 lower-case hex digits>", field)
+    return value
+
+
+def _matches(row: AuditRow, tag: str | None, digest: str | None) -> bool:
+    return (tag is None or row.tag == tag) and (digest is None or row.digest == digest)
+
+
+def _verdict_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:
+    return {
+        "image": row.image,
+        "repository": row.repository,
+        "tag": row.tag,
+        "digest": row.digest,
+        "audit-id": row.audit_id,
+        "audit-result": row.audit_result,
+        "scan-status": row.scan_status,
+        "decision": row.decision,
+        "vulnerabilities": row.vulnerabilities,
+        "summary": row.summary,
+        "failure-reason": row.failure_reason,
+        "requested-at": iso8601(row.requested_at),
+        "scanned-at": iso8601(row.scanned_at),
+        "trivy-db-updated-at": row.db_updated_at,
+        "links": {
+            "audit": ctx.path(f"audits/{quote(row.audit_id)}"),
+            "history": ctx.path(f"images/{quote(row.repository or '', safe='')}/history"),
+        },
+    }
