@@ -1,0 +1,125 @@
+"""The function app's HTTP routes served on 127.0.0.1 for a browser.
+
+A double of the Azure Functions host's HTTP front only (routing under
+``/api``, function keys in ``?code=`` or ``x-functions-key``, route
+parameters left percent-encoded as the host leaves ``%2F``): documented at
+https://learn.microsoft.com/azure/azure-functions/functions-bindings-http-webhook-trigger
+(route templates, authorization keys). Everything behind it is real: the
+handlers of ``scanner_core.functions`` with their ``func.HttpRequest`` and
+``func.HttpResponse`` objects, against Azurite.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+
+from scanner_core.functions import (
+    ApiContext,
+    dashboard,
+    get_audit,
+    image_history,
+    image_verdict,
+    security_summary,
+)
+
+Handler = Callable[[func.HttpRequest, ApiContext], func.HttpResponse]
+
+# The GET routes of functions/http_routes.py (the scan routes need a queue, not a browser).
+ROUTES: tuple[tuple[str, Handler], ...] = (
+    ("images/{name}/{tag}/verdict", image_verdict),
+    ("images/{name}/verdict", image_verdict),
+    ("images/{name}/history", image_history),
+    ("audits/{audit_id}", get_audit),
+    ("security/summary", security_summary),
+    ("dashboard", dashboard),
+)
+
+
+def match(path: str) -> tuple[Handler, dict[str, str]] | None:
+    segments = path.split("/")
+    for template, handler in ROUTES:
+        parts = template.split("/")
+        if len(parts) != len(segments):
+            continue
+        params: dict[str, str] = {}
+        for part, segment in zip(parts, segments, strict=True):
+            if part.startswith("{") and part.endswith("}") and segment:
+                params[part[1:-1]] = segment
+            elif part != segment:
+                break
+        else:
+            return handler, params
+    return None
+
+
+class ApiServer:
+    """Serves ``ROUTES`` under ``/api/`` with ``ctx``; requires the function key ``key``."""
+
+    def __init__(self, ctx: ApiContext, key: str) -> None:
+        self.requests: list[str] = []
+        server = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                server.requests.append(self.path)
+                url = urlsplit(self.path)
+                params = dict(parse_qsl(url.query, keep_blank_values=True))
+                if not url.path.startswith("/api/") or (found := match(url.path[len("/api/") :])) is None:
+                    self._send(404, b"", {"Content-Type": "text/plain"})
+                    return
+                if key not in (params.get("code"), self.headers.get("x-functions-key")):
+                    self._send(401, b"", {"Content-Type": "text/plain"})  # what the host answers
+                    return
+                handler, route_params = found
+                request = func.HttpRequest(
+                    method="GET",
+                    url=f"http://{self.headers.get('Host')}{self.path}",
+                    headers=dict(self.headers.items()),
+                    params=params,
+                    route_params=route_params,
+                    body=b"",
+                )
+                response = handler(request, ctx)
+                content_type = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
+                self._send(response.status_code, response.get_body(), {**response.headers, "Content-Type": content_type})
+
+            def _send(self, status: int, body: bytes, headers: dict[str, Any]) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, str(value))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="api-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
