@@ -36,17 +36,46 @@ def test_chromium_runs_the_pages_scripts_and_their_fetches(chromium: Chromium, t
 
 def _audit(image: str, repository: str, tag: str, status: str, counts: dict[str, int], at: str) -> dict:
     return {
-        "audit-id": f"{tag}-{at}", "image": image, "repository": repository, "tag": tag, "digest": "sha256:" + "a" * 64,
-        "audit-result": "succeeded", "scan-status": status, "decision": "pending",
-        "vulnerabilities": counts | {"total": sum(counts.values())}, "requested-at": at, "scanned-at": at,
+        "audit-id": f"{tag}-{at}",
+        "image": image,
+        "repository": repository,
+        "tag": tag,
+        "digest": "sha256:" + "a" * 64,
+        "audit-result": "succeeded",
+        "scan-status": status,
+        "decision": "pending",
+        "vulnerabilities": counts | {"total": sum(counts.values())},
+        "requested-at": at,
+        "scanned-at": at,
         "trivy-db-updated-at": "2026-11-01T00:00:00Z",
     }
 
 
 def test_the_dashboard_page_renders_totals_badges_and_trends_from_json(chromium: Chromium, tmp_path: Path) -> None:
-    failed = _audit("r/app:2", "r/app", "2", "failed", {"critical": 2, "high": 3, "medium": 0, "low": 1, "unknown": 0}, "2026-11-22T10:00:00Z")
-    older = _audit("r/app:2", "r/app", "2", "passed", {"critical": 0, "high": 1, "medium": 0, "low": 1, "unknown": 0}, "2026-11-21T10:00:00Z")
-    passed = _audit("r/web:1", "r/web", "1", "passed", {"critical": 0, "high": 0, "medium": 4, "low": 0, "unknown": 0}, "2026-11-22T09:00:00Z")
+    failed = _audit(
+        "r/app:2",
+        "r/app",
+        "2",
+        "failed",
+        {"critical": 2, "high": 3, "medium": 0, "low": 1, "unknown": 0},
+        "2026-11-22T10:00:00Z",
+    )
+    older = _audit(
+        "r/app:2",
+        "r/app",
+        "2",
+        "passed",
+        {"critical": 0, "high": 1, "medium": 0, "low": 1, "unknown": 0},
+        "2026-11-21T10:00:00Z",
+    )
+    passed = _audit(
+        "r/web:1",
+        "r/web",
+        "1",
+        "passed",
+        {"critical": 0, "high": 0, "medium": 4, "low": 0, "unknown": 0},
+        "2026-11-22T09:00:00Z",
+    )
     summary = {"total": 3, "passed": 2, "warning": 0, "failed": 1, "audit-failed": 0, "audits": [failed, passed, older]}
     files = {
         "/api/dashboard": DASHBOARD.read_bytes(),

@@ -23,14 +23,22 @@ def chromium() -> Chromium:
     return Chromium(find_chromium())
 
 
-def row_of(dom: str, image: str) -> str:
-    found = re.search(rf'<tr data-image="{re.escape(image)}" data-status="[a-z]+">(.*?)</tr>', dom, flags=re.DOTALL)
-    assert found, f"no row for {image} in {dom}"
+def row_of(dom: str, label: str) -> str:
+    found = re.search(rf'<tr data-image="{re.escape(label)}" data-status="[a-z]+">(.*?)</tr>', dom, flags=re.DOTALL)
+    assert found, f"no row for {label} in {dom}"
     return found.group(0)
 
 
 def test_the_dashboard_shows_badges_counts_db_age_and_trends(
-    scanner_env, caches, image, registry, sample_image, audits, azurite, chromium, tmp_path  # noqa: F811
+    scanner_env,
+    caches,  # noqa: F811 - the fixture imported above
+    image,  # noqa: F811
+    registry,
+    sample_image,
+    audits,
+    azurite,
+    chromium,
+    tmp_path,  # noqa: F811
 ):
     repository = image.rsplit(":", 1)[0]
     web = f"{registry.address}/team/web:2.0"

@@ -21,7 +21,9 @@ def scanned(scanner_env, caches, image, sample_image, audits):  # noqa: F811
     first = scan(scanner_env, caches["first"], image, "v1", FIRST_AT)
     second = scan(scanner_env, caches["learnt"], image, "v2", FIRST_AT + timedelta(hours=1))
     other_tag = image.rsplit(":", 1)[0] + ":9.9"
-    third = scan(scanner_env, caches["passing"], other_tag, "other", FIRST_AT + timedelta(hours=2), input_tar=sample_image.path)
+    third = scan(
+        scanner_env, caches["passing"], other_tag, "other", FIRST_AT + timedelta(hours=2), input_tar=sample_image.path
+    )
     assert first.succeeded and second.succeeded and third.succeeded
     return {"v1": first, "v2": second, "other": third}
 
@@ -102,9 +104,7 @@ def test_history_pages_a_repositorys_audits_newest_first(scanner_env, azurite, i
     second = page(limit="2", cursor=first["next-cursor"])
     assert [a["audit-id"] for a in second["audits"]] == ["v1"] and second["next-cursor"] is None
     assert page()["limit"] == 50 and len(page()["audits"]) == 3
-    unknown = answer(
-        image_history(http("GET", "images/nothing/history", route_params={"name": "nothing"}), api), 200
-    )
+    unknown = answer(image_history(http("GET", "images/nothing/history", route_params={"name": "nothing"}), api), 200)
     assert unknown["audits"] == [] and unknown["repository"] == "docker.io/library/nothing"
     bad = image_history(http("GET", f"images/{name}/history", route_params={"name": name}, params={"limit": "0"}), api)
     assert error_of(bad, 400)["field"] == "limit"

@@ -40,7 +40,12 @@ def image(scanner_env, registry, pushed_sample) -> str:
         {
             "heartbeat-period": 60,
             "registries": [
-                {"address": registry.address, "username": registry.username, "password": registry.password, "insecure": True}
+                {
+                    "address": registry.address,
+                    "username": registry.username,
+                    "password": registry.password,
+                    "insecure": True,
+                }
             ],
         }
     )
@@ -127,7 +132,10 @@ def test_a_rescan_with_the_same_findings_sends_nothing(scanner_env, caches, imag
     assert first.succeeded and again.succeeded
     assert again.meta.previous_audit_id == "a"
     assert again.meta.changes.model_dump(by_alias=True) == {
-        "new": [], "fixed": [], "status-from": "failed", "status-to": "failed"
+        "new": [],
+        "fixed": [],
+        "status-from": "failed",
+        "status-to": "failed",
     }
     time.sleep(0.5)
     assert receiver.all() == []
@@ -140,7 +148,10 @@ def test_status_becoming_failed_notifies_even_without_new_high_findings(scanner_
     assert passed.meta.scan_status == "passed" and passed.meta.changes.new == []  # nothing critical
     failed = scan(scanner_env, caches["first"], image, "failing", FIRST_AT + timedelta(hours=1))
     assert failed.meta.changes.model_dump(by_alias=True) == {
-        "new": ["CVE-2099-0001"], "fixed": [], "status-from": "passed", "status-to": "failed"
+        "new": ["CVE-2099-0001"],
+        "fixed": [],
+        "status-from": "passed",
+        "status-to": "failed",
     }
     assert receiver.wait_for(1)
     [request] = receiver.all()
@@ -187,7 +198,9 @@ def test_receiver_down_the_audit_succeeds_and_the_notification_is_retried(scanne
 )
 def test_auto_reject_critical_decides(scanner_env, caches, sample_image, audits, auto_reject, cache, status, decision):
     scanner_env.set(TRIVY_AUTO_REJECT_CRITICAL=auto_reject)
-    outcome = scan(scanner_env, caches[cache], "registry.example.com/team/app:1.0", "d", FIRST_AT, input_tar=sample_image.path)
+    outcome = scan(
+        scanner_env, caches[cache], "registry.example.com/team/app:1.0", "d", FIRST_AT, input_tar=sample_image.path
+    )
     meta = audits.json(f"{outcome.folder}/meta")
     assert (meta["scan-status"], meta["decision"]) == (status, decision)
 
@@ -213,3 +226,26 @@ def test_bad_notification_settings_are_named(scanner_env):
     assert "NOTIFY_WEBHOOK_URLS: URL #1 must be an http:// or https:// URL" in text
     assert "NOTIFY_MIN_SEVERITY" in text and "CRITICAL" in text
     assert "s3cr3t" not in text
+
+
+def test_changes_beyond_the_100_listed_details_come_from_the_stored_report(scanner_env, audits, tmp_path):
+    """120 critical and high findings: the previous meta lists 100, so the comparison
+    streams the previous audit's scan-result.json to see that CVE-2098-010296 is gone."""
+    from tests.support.images import build_alpine_image, large_fixture
+    from tests.support.trivy_db import Advisory, build_trivy_db
+
+    packages, advisories = large_fixture(300, 1)
+    gone = "CVE-2098-010296"  # high, sorts after the 100 most severe
+    assert next(a for a in advisories if a.vulnerability_id == gone).severity == "HIGH"
+    later = [a for a in advisories if a.vulnerability_id != gone]
+    later.append(Advisory("CVE-2098-999999", packages[0].name, "9.9.9-r0", "HIGH", "new"))
+    tarball = build_alpine_image(tmp_path / "big.tar", packages, repo_tag="big/app:1.0")
+    before, after = tmp_path / "before", tmp_path / "after"
+    build_trivy_db(before, advisories, next_update=datetime(2099, 1, 1, tzinfo=timezone.utc))
+    build_trivy_db(after, later, next_update=datetime(2099, 1, 1, tzinfo=timezone.utc))
+
+    first = scan(scanner_env, before, "big/app:1.0", "big-1", FIRST_AT, input_tar=tarball.path)
+    assert len(first.meta.details) == 100 and first.meta.vulnerabilities["total"] == 300
+    second = scan(scanner_env, after, "big/app:1.0", "big-2", FIRST_AT + timedelta(hours=1), input_tar=tarball.path)
+    assert second.meta.previous_audit_id == "big-1"
+    assert (second.meta.changes.new, second.meta.changes.fixed) == (["CVE-2098-999999"], [gone])

@@ -136,9 +136,7 @@ def _repository(req: func.HttpRequest) -> str:
     except RequestError as error:
         raise ApiError(400, "invalid-field", str(error).removeprefix("name: "), "name") from None
     if reference.tag or reference.digest:
-        raise ApiError(
-            400, "invalid-field", f"{name!r} must be a repository name without tag or digest", "name"
-        )
+        raise ApiError(400, "invalid-field", f"{name!r} must be a repository name without tag or digest", "name")
     return f"{reference.registry}/{reference.repository}"
 
 

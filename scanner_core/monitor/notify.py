@@ -79,9 +79,7 @@ def should_notify(meta: AuditMeta) -> list[str]:
 def new_findings(meta: AuditMeta) -> list[Key]:
     """The new findings with package and severity, from the meta's ``details``."""
     ids = meta.changes.new if meta.changes else []
-    listed = {
-        Key(f.vulnerability_id, f.pkg_name, f.severity) for f in meta.details or [] if f.vulnerability_id in ids
-    }
+    listed = {Key(f.vulnerability_id, f.pkg_name, f.severity) for f in meta.details or [] if f.vulnerability_id in ids}
     found = {key.vulnerability_id for key in listed}
     keys = sorted(listed, key=lambda k: (ids.index(k.vulnerability_id), k.package))
     return keys + [Key(vid, "", "UNKNOWN") for vid in ids if vid not in found]
@@ -127,7 +125,9 @@ def build_event(meta: AuditMeta, folder: str, reasons: list[str]) -> dict[str, A
 
 def _text(meta: AuditMeta, event: dict[str, Any], new: Sequence[Key]) -> str:
     status = (meta.scan_status or "unknown").upper()
-    was = f" (was {event['changes']['status-from']})" if event["changes"] and event["changes"].get("status-from") else ""
+    was = (
+        f" (was {event['changes']['status-from']})" if event["changes"] and event["changes"].get("status-from") else ""
+    )
     lines = [f"Trivy: {meta.image} is {status}{was}."]
     if new:
         ids = ", ".join(f"{k.vulnerability_id} ({k.severity.lower()}, {k.package})" for k in new[:_MAX_TEXT_IDS])

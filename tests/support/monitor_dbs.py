@@ -37,6 +37,8 @@ def build_caches(root: Path) -> dict[str, Path]:
     caches = {}
     for name, advisories in (("passing", PASSING), ("first", FIRST), ("learnt", LEARNT)):
         cache = root / f"cache-{name}"
-        build_trivy_db(cache, advisories, updated_at=DB_DATES[name], next_update=datetime(2099, 1, 1, tzinfo=timezone.utc))
+        build_trivy_db(
+            cache, advisories, updated_at=DB_DATES[name], next_update=datetime(2099, 1, 1, tzinfo=timezone.utc)
+        )
         caches[name] = cache
     return caches

@@ -50,7 +50,9 @@ class WebhookReceiver:
                 body = self.rfile.read(length)
                 status = receiver._next_status()
                 receiver._record(
-                    ReceivedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, status)
+                    ReceivedRequest(
+                        self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, status
+                    )
                 )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
