@@ -115,6 +115,7 @@ def test_a_rescan_with_a_db_that_learnt_records_the_changes_and_notifies_once(
         {"id": "CVE-2099-0100", "package": "zlib", "severity": "HIGH"},
     ]
     assert event["vulnerabilities"]["critical"] == 2 and event["links"]["audit"] == "/api/audits/rescan"
+    assert event["links"]["previous"] == "/api/audits/first" and event["scanned-at"].endswith("Z")
     assert "CVE-2099-0101 (critical, curl)" in event["text"] and "Fixed: CVE-2099-0003" in event["text"]
     assert requests[1].headers["content-type"] == "application/json"
     marker = audits.json(f"{folder}/{NOTIFICATION_BLOB}")

@@ -34,7 +34,7 @@ import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..models import AuditMeta
-from ..storage import BlobStore, image_identity
+from ..storage import BlobStore, image_identity, iso8601
 from .changes import Key
 
 NOTIFICATION_BLOB = "notification.json"
@@ -112,7 +112,7 @@ def build_event(meta: AuditMeta, folder: str, reasons: list[str]) -> dict[str, A
         "changes": changes,
         "new-findings": [{"id": k.vulnerability_id, "package": k.package, "severity": k.severity} for k in new],
         "trivy-db-updated-at": meta.trivy_db_updated_at,
-        "scanned-at": meta.timestamp,
+        "scanned-at": iso8601(meta.timestamp),
         "meta": f"{folder}/meta",
         "links": {
             "audit": audit_link(meta.audit_id),
