@@ -88,9 +88,8 @@ class ApiServer:
                 )
                 response = handler(request, ctx)
                 content_type = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
-                self._send(
-                    response.status_code, response.get_body(), {**response.headers, "Content-Type": content_type}
-                )
+                headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+                self._send(response.status_code, response.get_body(), headers | {"Content-Type": content_type})
 
             def _send(self, status: int, body: bytes, headers: dict[str, Any]) -> None:
                 self.send_response(status)
