@@ -1,7 +1,6 @@
 """The monitor loop (issue 10): watching repositories, rescans, change notifications.
 
-What other layers may use is listed here, each name imported lazily from
-the private module that defines it (see ``scanner_core/_lazy.py``).
+Its public face: see ``scanner_core/_lazy.py``.
 """
 
 from .._lazy import lazy_exports
