@@ -89,8 +89,9 @@ def previous_findings(index: AuditIndex, row: AuditRow, min_severity: str) -> tu
     details = previous.details or []
     total = (previous.vulnerabilities or {}).get("total", 0)
     limit = severity_rank(min_severity)
-    listed_all_that_matter = len(details) >= total or (details and severity_rank(details[-1].severity) > limit)
-    if listed_all_that_matter:
+    # details are the most severe first: if they end below the threshold, they hold all that matter.
+    complete = len(details) >= total or bool(details and severity_rank(details[-1].severity) > limit)
+    if complete:
         return previous, keys_of(details, min_severity)
     report = index.read(previous.trivy_audit_path or f"{row.folder}/{REPORT_BLOB}")
     if report is None:

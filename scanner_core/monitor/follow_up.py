@@ -15,7 +15,7 @@ from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
 from ..redact import Redactor
 from ..storage import AuditIndex, BlobStore
-from .changes import compare, current_findings, find_previous, previous_findings
+from .changes import Key, compare, current_findings, find_previous, previous_findings
 from .decision import decide
 from .notify import Delivery, Notifier, build_event, should_notify
 
@@ -50,7 +50,9 @@ class AuditFollowUp:
         update: dict[str, object] = {"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
         threshold = self.settings.notify_min_severity
         try:
-            previous, previous_keys, previous_id = None, set(), None
+            previous: AuditMeta | None = None
+            previous_keys: set[Key] = set()
+            previous_id: str | None = None
             if self.audit_index is not None and (row := find_previous(self.audit_index, meta)) is not None:
                 if (found := previous_findings(self.audit_index, row, threshold)) is not None:
                     (previous, previous_keys), previous_id = found, row.audit_id

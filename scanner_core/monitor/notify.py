@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ..errors import StorageError
 from ..models import AuditMeta
 from ..storage import BlobStore, image_identity, iso8601
 from .changes import Key
@@ -175,7 +176,10 @@ class Notifier:
             "reasons": event["reasons"],
             "deliveries": [d.document() for d in deliveries],
         }
-        self.blob_store.upload_bytes(marker, _json(outcome), "application/json")
+        try:
+            self.blob_store.upload_bytes(marker, _json(outcome), "application/json")
+        except StorageError:
+            pass  # sent all the same; the claim (state "sending") still prevents a second send
         return deliveries
 
     def _deliver(self, position: int, url: str, body: bytes) -> Delivery:
