@@ -99,6 +99,13 @@ def test_the_dashboard_page_renders_totals_badges_and_trends_from_json(chromium:
     assert (tmp_path / "dashboard.png").stat().st_size > 1000
 
 
+def test_the_dashboard_says_when_the_api_fails(chromium: Chromium) -> None:
+    with StaticServer({"/api/dashboard": DASHBOARD.read_bytes()}, [("/api/dashboard", "text/html")]) as server:
+        dom = chromium.dump_dom(f"{server.base_url}/api/dashboard")
+    assert 'data-state="error"' in dom
+    assert "Could not load the audits: security/summary: HTTP 404" in dom
+
+
 def test_webhook_receiver_records_posts_and_fails_on_request() -> None:
     import requests
 

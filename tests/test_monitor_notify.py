@@ -250,3 +250,35 @@ def test_changes_beyond_the_100_listed_details_come_from_the_stored_report(scann
     second = scan(scanner_env, after, "big/app:1.0", "big-2", FIRST_AT + timedelta(hours=1), input_tar=tarball.path)
     assert second.meta.previous_audit_id == "big-1"
     assert (second.meta.changes.new, second.meta.changes.fixed) == (["CVE-2098-999999"], [gone])
+
+
+def test_two_deliveries_racing_on_one_audit_send_once_and_a_4xx_is_not_retried(scanner_env, audits):
+    """The claim is Blob Storage's If-None-Match: *, so of two senders exactly one sends."""
+    import threading
+
+    from scanner_core.monitor import Notifier
+    from scanner_core.redact import Redactor
+    from scanner_core.storage import AzureBlobStore
+
+    store = AzureBlobStore(audits.sas_url, Redactor())
+    event = {"audit-id": "race", "reasons": ["new-findings"], "text": "t"}
+    with WebhookReceiver(statuses=[400]) as refusing:
+        notifier = Notifier([refusing.url], store, attempts=3, backoff_multiplier=0.01)
+        results: list[object] = []
+        barrier = threading.Barrier(4)
+
+        def send() -> None:
+            barrier.wait()
+            results.append(notifier.send_once("trivy-x/20261122-080000-race", event))
+
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(result is not None for result in results) == 1
+        [deliveries] = [result for result in results if result is not None]
+        assert len(refusing.all()) == 1  # 400: retrying cannot help
+    [delivery] = deliveries
+    assert (delivery.delivered, delivery.attempts, delivery.status, delivery.error) == (False, 1, 400, "HTTP 400")
+    assert audits.json(f"trivy-x/20261122-080000-race/{NOTIFICATION_BLOB}")["state"] == "failed"
