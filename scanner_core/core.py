@@ -231,6 +231,7 @@ class Scanner:
             requested_at=int(request.requested_at.timestamp()),
             audit_result=AuditResult.AUDIT_FAILED,
             image=request.image,
+            image_tag=request.image,
         )
 
     def _ship(

@@ -40,6 +40,7 @@ class RequestError(ScannerError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.detail = message
 
 
 class InvalidImageReference(RequestError, ValueError):

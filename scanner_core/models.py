@@ -64,6 +64,7 @@ class AuditMeta(_BlobDocument):
     failure_reason: str | None = None
     failure_kind: Literal["transient", "permanent"] | None = None
     image: str | None = None
+    image_tag: str | None = None  # the reference exactly as requested (joseki's reader expects it)
     image_digest: str | None = None
     image_id: str | None = None
     trivy_version: str | None = None

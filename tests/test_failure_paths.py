@@ -19,7 +19,7 @@ from scanner_core.config import load_config
 from scanner_core.core import Scanner
 from scanner_core.errors import FailureKind
 from scanner_core.functions import handlers as functions
-from scanner_core.queue import RetryableFailure
+
 from tests.conftest import REPO_ROOT
 
 REQUESTED_AT = datetime(2026, 11, 22, 13, 0, 0, tzinfo=timezone.utc)
@@ -112,8 +112,11 @@ def test_a_missing_trivy_on_the_last_attempt_records_why(scanner_env, audits, tm
     scanner_env.set(TRIVY_PATH=str(tmp_path / "absent" / "trivy"))
     body = json.dumps({"headers": {"creation-time": 1795300000, "payload-version": "1"},
                        "payload": {"image-scan-id": "no-trivy", "image-full-name": "registry.example.com/a:1"}})
-    with pytest.raises(RetryableFailure, match="trivy-not-found"):
-        functions.on_scan_message(QueueMessage(id="m", body=body.encode(), dequeue_count=3), lambda _: None, REPO_ROOT)
+    quarantined: list[str] = []
+    # The platform's third delivery is the last one, whatever the retry headers say.
+    functions.on_scan_message(QueueMessage(id="m", body=body.encode(), dequeue_count=3), quarantined.append, REPO_ROOT,
+                              lambda *_: pytest.fail("the last delivery must not be retried"))
+    assert json.loads(quarantined[0])["failure-reason"] == "trivy-not-found"
     (meta_name,) = [name for name in audits.names() if name.endswith("no-trivy/meta")]
     assert audits.json(meta_name)["failure-reason"] == "trivy-not-found"
 

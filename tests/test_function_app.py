@@ -20,7 +20,7 @@ from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
 from scanner_core.functions import handlers as functions
-from scanner_core.queue import RetryableFailure, build_message
+from scanner_core.queue import build_message
 from tests.conftest import REPO_ROOT
 
 INSERTED = datetime(2026, 11, 22, 9, 15, 0, tzinfo=timezone.utc)
@@ -94,7 +94,19 @@ class Quarantine:
         self.items.append(json.loads(text))
 
 
-def deliver(body: bytes | str, *, dequeue_count: int = 1, message_id: str = "msg-1") -> Quarantine:
+class Retries:
+    """Collects the requests the function re-sent for later, with their delays."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    def __call__(self, text: str, delay: int) -> None:
+        self.sent.append((text, delay))
+
+
+def deliver(
+    body: bytes | str, *, dequeue_count: int = 1, message_id: str = "msg-1", retries: Retries | None = None
+) -> Quarantine:
     quarantine = Quarantine()
     message = QueueMessage(
         id=message_id,
@@ -102,7 +114,7 @@ def deliver(body: bytes | str, *, dequeue_count: int = 1, message_id: str = "msg
         dequeue_count=dequeue_count,
         insertion_time=INSERTED,
     )
-    functions.on_scan_message(message, quarantine, REPO_ROOT)
+    functions.on_scan_message(message, quarantine, REPO_ROOT, retries if retries is not None else Retries())
     return quarantine
 
 
@@ -213,24 +225,35 @@ def test_permanent_scan_failure_is_quarantined_with_meta(
     assert registry.password not in json.dumps(record) and "wrong-password" not in json.dumps(record)
 
 
-def test_transient_failure_raises_and_meta_waits_for_the_last_attempt(scanner_env, audits):
+def test_transient_failure_is_retried_with_backoff_and_meta_waits_for_the_last_attempt(scanner_env, audits):
     from tests.support.registry import unreachable_address
 
     address = unreachable_address()
     scanner_env.write_config({"registries": [{"address": address, "insecure": True}]})
+    scanner_env.set(RETRY_BACKOFF_BASE_SECONDS="30", RETRY_BACKOFF_MAX_SECONDS="45", RETRY_MAX_ATTEMPTS="3")
     body = envelope(f"{address}/team/app:1.0")
     meta_path = f"{folder_of(scanner_env, 'audit-7')}/meta"
 
+    delays = []
     for attempt in (1, 2):
-        with pytest.raises(RetryableFailure, match=f"attempt {attempt} of 3"):
-            deliver(body, dequeue_count=attempt)
+        retries = Retries()
+        assert deliver(body, retries=retries).items == []  # completes normally: no raise, no poison
+        ((body, delay),) = retries.sent
+        headers = json.loads(body)["headers"]
+        assert headers["attempt"] == attempt + 1 and headers["creation-time"] == 1795300000
+        delays.append(delay)
         assert audits.names() == []
+    assert 30 <= delays[0] <= 33 and 45 <= delays[1] <= 49  # 30 s, then doubled but capped at 45 s (+ jitter)
 
-    with pytest.raises(RetryableFailure, match="attempt 3 of 3"):
-        deliver(body, dequeue_count=3)  # the host poisons it after this
+    retries = Retries()
+    (record,) = deliver(body, retries=retries).items  # attempt 3 of 3: meta, then quarantine with the count
+    assert retries.sent == []
     meta = audits.json(meta_path)
     assert (meta["audit-result"], meta["failure-kind"], meta["failure-reason"]) == (
         "audit-failed", "transient", "registry-unreachable")
+    assert (record["attempts"], record["failure-kind"], record["failure-reason"]) == (3, "transient", "registry-unreachable")
+    assert record["reason"].startswith("gave up after 3 attempt(s) over ")
+    assert "attempt" not in json.loads(record["original-message"])["headers"]  # re-queueable as a fresh request
 
 
 def test_redelivered_message_reuses_the_same_folder(scanner_env, registry_configured, audits):

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     trivy_high_threshold: int = Field(10, alias="TRIVY_HIGH_THRESHOLD", ge=0)
     # Product setting: also store a CycloneDX SBOM (sbom.cdx.json) converted from the report.
     scan_sbom: Literal["none", "cyclonedx"] = Field("none", alias="SCAN_SBOM")
+    # Retries of transient failures (queue/backoff.py): 30 s doubling to 16 min, 7 attempts,
+    # so a 31.5-minute outage loses no scan.
+    retry_backoff_base_seconds: int = Field(30, alias="RETRY_BACKOFF_BASE_SECONDS", ge=1, le=86_400)
+    retry_backoff_max_seconds: int = Field(960, alias="RETRY_BACKOFF_MAX_SECONDS", ge=1, le=604_800)
+    retry_max_attempts: int = Field(7, alias="RETRY_MAX_ATTEMPTS", ge=1, le=100)
 
     # Change notifications and the decision (issue 10, monitor/). Webhook URLs carry
     # their own credentials (Teams, Slack): secrets, never logged or quoted.

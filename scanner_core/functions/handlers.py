@@ -11,8 +11,8 @@ import azure.functions as func
 from ..config import load_config
 from ..core import Scanner
 from ..heartbeat import write_heartbeat
-from ..queue import Delivery, handle_delivery
-from .host import max_dequeue_count
+from ..queue import Delivery, QueueSender, RetryLater, handle_delivery
+from .host import max_dequeue_count, message_encoding
 from .settings import FunctionSettings, load_function_settings, schedule_period_seconds
 
 
@@ -25,8 +25,18 @@ def make_scanner(app_root: Path) -> Scanner:
     return Scanner(load_config(), app_root=app_root)
 
 
-def on_scan_message(message: func.QueueMessage, quarantine: Callable[[str], None], app_root: Path) -> None:
-    """Queue trigger. Raises to have the platform retry; returns ``None`` otherwise."""
+def on_scan_message(
+    message: func.QueueMessage,
+    quarantine: Callable[[str], None],
+    app_root: Path,
+    retry_later: RetryLater | None = None,
+) -> None:
+    """Queue trigger. Raises to have the platform retry; returns ``None`` otherwise.
+
+    ``retry_later`` re-sends a request after a transient failure, invisible for
+    its backoff delay (an output binding cannot delay a message): by default on
+    the trigger queue itself, through the queue-client factory.
+    """
     delivery = Delivery(
         body=message.get_body(),
         message_id=message.id,
@@ -35,7 +45,22 @@ def on_scan_message(message: func.QueueMessage, quarantine: Callable[[str], None
     )
     # A configuration error raises here: retried, then poisoned by the host, never lost.
     scanner = make_scanner(app_root)
-    handle_delivery(delivery, scanner, max_dequeue_count=max_dequeue_count(app_root), quarantine=quarantine)
+    sender: QueueSender | None = None
+    if retry_later is None:
+        bindings = binding_settings()
+        sender = QueueSender(bindings.queue_connection_value, bindings.queue_name, message_encoding(app_root))
+        retry_later = sender.retry_later
+    try:
+        handle_delivery(
+            delivery,
+            scanner,
+            max_dequeue_count=max_dequeue_count(app_root),
+            quarantine=quarantine,
+            retry_later=retry_later,
+        )
+    finally:
+        if sender is not None:
+            sender.close()
 
 
 def on_heartbeat(timer: func.TimerRequest, bindings: FunctionSettings, app_root: Path) -> None:

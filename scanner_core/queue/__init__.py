@@ -8,11 +8,18 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "enqueue": ".client",
+    "QueueSender": ".client",
+    "queue_client": ".client",
+    "RetryPolicy": ".backoff",
+    "RetryState": ".backoff",
     "Delivery": ".delivery",
     "RetryableFailure": ".delivery",
+    "RetryLater": ".delivery",
     "handle_delivery": ".delivery",
+    "quarantine_record": ".delivery",
     "QueueEncoding": ".messages",
     "build_message": ".messages",
+    "parse_message": ".messages",
     "request_from_message": ".messages",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient
@@ -19,11 +20,12 @@ class EnqueuedMessage:
     body: str
 
 
-def queue_client(connection: str, queue_name: str) -> QueueClient:
-    """From a connection string, or a queue URL carrying its SAS token."""
+def queue_client(connection: str, queue_name: str, **options: Any) -> QueueClient:
+    """From a connection string, or a queue URL carrying its SAS token. ``options`` go to
+    the SDK client (e.g. ``retry_total``, ``connection_timeout``)."""
     if connection.startswith(("http://", "https://")):
-        return QueueClient.from_queue_url(connection)
-    return QueueClient.from_connection_string(connection, queue_name)
+        return QueueClient.from_queue_url(connection, **options)
+    return QueueClient.from_connection_string(connection, queue_name, **options)
 
 
 def enqueue(
@@ -53,3 +55,50 @@ def enqueue(
         raise StorageError(
             redactor(f"the queue connection is not a valid connection string or queue URL: {error}")
         ) from None
+
+
+class QueueSender:
+    """Sends texts to one queue, encoded as the host expects, optionally invisible for a
+    while (a retry after its backoff delay; a quarantine entry has none). The client comes
+    from ``queue_client``, the one factory; the queue is created on first use."""
+
+    def __init__(self, connection: str, queue_name: str, encoding: QueueEncoding) -> None:
+        self._connection = connection
+        self._queue_name = queue_name
+        self._encoding = encoding
+        self._client: QueueClient | None = None
+        self._redactor = Redactor([connection])
+
+    def send(self, text: str, delay_seconds: int = 0) -> str:
+        """Returns the new message's id; raises ``StorageError`` (redacted)."""
+        try:
+            if self._client is None:
+                client = queue_client(self._connection, self._queue_name)
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+                self._client = client
+            sent = self._client.send_message(
+                encode_body(text, self._encoding), visibility_timeout=delay_seconds or None
+            )
+            return str(sent.id)
+        except AzureError as error:
+            self.close()
+            reason = getattr(error, "error_code", None) or type(error).__name__
+            raise StorageError(self._redactor(f"could not put a message on queue {self._queue_name!r}: {reason}")) from None
+        except ValueError as error:
+            raise StorageError(
+                self._redactor(f"the queue connection is not a valid connection string or queue URL: {error}")
+            ) from None
+
+    def retry_later(self, text: str, delay_seconds: int) -> None:
+        self.send(text, delay_seconds)
+
+    def quarantine(self, record: str) -> None:
+        self.send(record)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -1,15 +1,24 @@
-"""What the queue trigger does with one delivery, under the platform's rules.
+"""What happens to one delivered message: the rules the queue trigger and the
+stand-alone listener share (one implementation for both).
 
 * A request that can never succeed (bad message, invalid reference, image
   not found, unauthorized) is quarantined at once: the original message and
   its reason go to the poison queue, ``meta`` says ``audit-failed`` where an
-  audit id is known, and the invocation returns normally, so it is not retried.
-* A transient failure raises ``RetryableFailure``: the host makes the
-  message visible again after the visibility timeout, and after the last
-  allowed attempt moves it to ``<queue>-poison`` itself. On that last attempt
-  the core writes ``meta`` first, so readers learn why.
-* The handler returns ``None``: the Python worker fails an invocation that
-  returns a value without a ``$return`` binding.
+  audit id is known, and the delivery completes normally.
+* A transient failure is retried with exponential backoff (``backoff.py``):
+  the request is sent again, invisible for the delay, with its attempt number
+  and first-attempt time in the headers, and the delivery completes normally.
+  The last attempt (``RETRY_MAX_ATTEMPTS``) writes ``meta`` with the reason and
+  quarantines the request, saying how many attempts were made over how long.
+* Only when the retry cannot be queued (the queue itself is down) does the
+  delivery fail (``RetryableFailure``): the platform (or the listener) makes
+  it visible again, and its dequeue count bounds it. A delivery whose dequeue
+  count is already the maximum is the last one: a worker that died on each of
+  them (out of memory, an instance recycled) leaves no outcome, so it ends in
+  quarantine with that reason instead of looping.
+* The handler returns ``None`` or an outcome, never raises for a request that
+  was dealt with: the Python worker fails an invocation that returns a value
+  without a ``$return`` binding (the trigger discards it).
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..audit import AuditOutcome
+from ..audit import AuditOutcome, ScanRequest
 from ..core import Scanner
 from ..errors import FailureKind, RequestError, ScannerError
-from .messages import request_from_message
+from ..log import ScanLogger
+from .backoff import RetryPolicy, RetryState
+from .messages import parse_message, retry_message
 
 
 class RetryableFailure(ScannerError):
@@ -40,19 +51,47 @@ class Delivery:
     inserted_at: datetime | None = None
 
 
-def quarantine_record(delivery: Delivery, reason: str, *, audit_id: str | None, failure_reason: str) -> str:
+# (message text, delay in seconds): puts the request back on the trigger queue,
+# invisible for the delay; raises ``ScannerError`` (``StorageError``) when it cannot.
+RetryLater = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    state: RetryState
+    request: ScanRequest | None = None
+
+
+def quarantine_record(
+    delivery: Delivery,
+    reason: str,
+    *,
+    audit_id: str | None,
+    failure_reason: str,
+    kind: FailureKind = FailureKind.PERMANENT,
+    attempt: _Attempt | None = None,
+) -> str:
     """The poison-queue entry for a request quarantined by the scanner: the original
-    body verbatim (an operator can re-queue it as is) and why it was set aside."""
+    body (an operator can re-queue it as is) and why it was set aside. A request
+    that was retried is given back as a fresh envelope, without its retry headers."""
+    now = int(time.time())
+    state = attempt.state if attempt else RetryState()
+    original = delivery.body.decode("utf-8", "replace")
+    if attempt and attempt.request is not None and state.attempt > 1:
+        original = retry_message(attempt.request, RetryState()).to_text()
     return json.dumps(
         {
-            "original-message": delivery.body.decode("utf-8", "replace"),
+            "original-message": original,
             "reason": reason,
             "failure-reason": failure_reason,
-            "failure-kind": FailureKind.PERMANENT.value,
+            "failure-kind": kind.value,
             "audit-id": audit_id,
             "message-id": delivery.message_id,
             "dequeue-count": delivery.dequeue_count,
-            "quarantined-at": int(time.time()),
+            "attempts": state.attempt,
+            "first-attempt-at": state.first_attempt_at or now,
+            "retried-for-seconds": state.elapsed_seconds(now),
+            "quarantined-at": now,
         }
     )
 
@@ -63,34 +102,84 @@ def handle_delivery(
     *,
     max_dequeue_count: int,
     quarantine: Callable[[str], None],
+    retry_later: RetryLater,
 ) -> AuditOutcome | None:
     """Processes one delivery; see the module docstring for the rules."""
     log = scanner.logger.bind(message_id=delivery.message_id, dequeue_count=delivery.dequeue_count)
+    if delivery.dequeue_count > max_dequeue_count:
+        reason = (
+            f"delivered {delivery.dequeue_count} times without an outcome (maximum {max_dequeue_count}): "
+            "the worker ended during each attempt (out of memory, instance recycled), or the queue was "
+            "unreachable each time a retry was to be queued"
+        )
+        log.error("message quarantined after too many deliveries", fields={"reason": reason})
+        quarantine(quarantine_record(delivery, reason, audit_id=None, failure_reason="too-many-deliveries",
+                                     kind=FailureKind.TRANSIENT))
+        return None
     try:
-        request = request_from_message(delivery.body, delivery.message_id, delivery.inserted_at)
-        final_attempt = delivery.dequeue_count >= max_dequeue_count
-        outcome = scanner.scan(request, final_attempt=final_attempt, reuse_succeeded=True)
-    except RequestError as error:  # an unusable message or audit id: no audit folder can be named
+        request, state = parse_message(delivery.body, delivery.message_id, delivery.inserted_at)
+    except RequestError as error:  # an unusable message: no audit folder can be named
         log.error("invalid scan request quarantined", fields={"error": str(error)})
         quarantine(quarantine_record(delivery, str(error), audit_id=None, failure_reason=f"invalid-{error.field}"))
         return None
-    except ScannerError as error:  # AuditNotRecorded and the like: nothing was recorded, try again
-        raise RetryableFailure(f"attempt {delivery.dequeue_count} of {max_dequeue_count}: {error}") from None
+
+    policy = RetryPolicy.from_settings(scanner.config.settings)
+    attempt = _Attempt(state, request)
+    final = policy.is_last(state.attempt) or delivery.dequeue_count >= max_dequeue_count
+    log = log.bind(attempt=state.attempt)
+    try:
+        outcome = scanner.scan(request, final_attempt=final, reuse_succeeded=True)
+    except RequestError as error:  # an invalid audit id
+        log.error("invalid scan request quarantined", fields={"error": str(error)})
+        quarantine(quarantine_record(delivery, str(error), audit_id=None, failure_reason=f"invalid-{error.field}"))
+        return None
+    except ScannerError as error:  # AuditNotRecorded: not even meta could be written
+        _transient(delivery, attempt, policy, final, "not-recorded", str(error), quarantine, retry_later, log, request)
+        return None
 
     if outcome.failure is None:
         return outcome
+    description = outcome.meta.failure_description or str(outcome.failure)
+    reason = outcome.meta.failure_reason or "transient"
     if outcome.retry_may_help:
-        raise RetryableFailure(
-            f"attempt {delivery.dequeue_count} of {max_dequeue_count} failed "
-            f"({outcome.meta.failure_reason}): {outcome.meta.failure_description}"
-        )
-    quarantine(
-        quarantine_record(
-            delivery,
-            outcome.meta.failure_description or str(outcome.failure),
-            audit_id=request.audit_id,
-            failure_reason=outcome.meta.failure_reason or "permanent",
-        )
-    )
+        _transient(delivery, attempt, policy, final, reason, description, quarantine, retry_later, log, request)
+        return outcome
+    quarantine(quarantine_record(delivery, description, audit_id=request.audit_id,
+                                 failure_reason=outcome.meta.failure_reason or "permanent", attempt=attempt))
     log.info("request quarantined", fields={"reason": outcome.meta.failure_reason})
     return outcome
+
+
+def _transient(
+    delivery: Delivery,
+    attempt: _Attempt,
+    policy: RetryPolicy,
+    final: bool,
+    reason: str,
+    description: str,
+    quarantine: Callable[[str], None],
+    retry_later: RetryLater,
+    log: ScanLogger,
+    request: ScanRequest,
+) -> None:
+    """A transient failure: retried after the backoff delay, or quarantined on the last attempt."""
+    now = int(time.time())
+    state = attempt.state
+    if final:
+        text = f"gave up after {state.attempt} attempt(s) over {state.elapsed_seconds(now)} s: {reason}: {description}"
+        quarantine(quarantine_record(delivery, text, audit_id=request.audit_id, failure_reason=reason,
+                                     kind=FailureKind.TRANSIENT, attempt=attempt))
+        log.error("transient failure on the last attempt; quarantined", fields={"reason": reason})
+        return
+    delay = policy.delay(state.attempt)
+    try:
+        retry_later(retry_message(request, state.next(now)).to_text(), delay)
+    except ScannerError as error:
+        raise RetryableFailure(
+            f"attempt {state.attempt} of {policy.max_attempts} failed ({reason}) and its retry could not be "
+            f"queued ({error}); delivery {delivery.dequeue_count} fails so the platform delivers it again"
+        ) from None
+    log.warning(
+        "transient failure; retried later",
+        fields={"reason": reason, "next-attempt": state.attempt + 1, "delay-seconds": delay},
+    )

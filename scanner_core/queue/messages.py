@@ -11,6 +11,11 @@ Two bodies are accepted:
 Each may arrive as plain text or base64-encoded: the host is configured with
 ``messageEncoding: none`` so every body reaches the function, and decoding
 is done here (plain first; base64 only when the plain text is neither form).
+Keys match in any case and spelling (``keys.py``), so the design's own
+producer (joseki: PascalCase, payload version ``0.2``) is understood.
+
+A request retried after a transient failure carries ``attempt`` and
+``first-attempt-at`` in its headers (``backoff.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +33,12 @@ from ..audit import ScanRequest
 from ..errors import InvalidImageReference, RequestError
 from ..registry import parse_image_reference
 from ..storage import validate_audit_id
+from .backoff import RetryState
+from .keys import canonical_keys
 
 PAYLOAD_VERSION = "1"
+# "0.2": the version joseki's backend writes; the same fields.
+ACCEPTED_PAYLOAD_VERSIONS = ("1", "0.2")
 QueueEncoding = Literal["none", "base64"]
 
 
@@ -40,7 +49,11 @@ class _Kebab(BaseModel):
 class MessageHeaders(_Kebab):
     # Unix seconds (10 digits at most, as the folder name's time); names the audit folder.
     creation_time: int = Field(ge=0, le=9_999_999_999)
-    payload_version: Literal["1"] = PAYLOAD_VERSION
+    payload_version: Literal["1", "0.2"] = PAYLOAD_VERSION
+    # Set on a request re-sent after a transient failure (backoff.py): this attempt's number
+    # and when the first one was made.
+    attempt: int | None = Field(None, ge=1, le=1000)
+    first_attempt_at: int | None = Field(None, ge=0, le=9_999_999_999)
 
 
 class MessagePayload(_Kebab):
@@ -53,7 +66,25 @@ class ScanMessage(_Kebab):
     payload: MessagePayload
 
     def to_text(self) -> str:
-        return self.model_dump_json(by_alias=True)
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    @property
+    def retry_state(self) -> RetryState:
+        return RetryState(attempt=self.headers.attempt or 1, first_attempt_at=self.headers.first_attempt_at)
+
+
+def retry_message(request: ScanRequest, state: RetryState) -> ScanMessage:
+    """The envelope that carries ``request`` to its next attempt (same audit id and
+    time, hence the same audit folder, whatever form the first message had)."""
+    assert request.image is not None
+    return ScanMessage(
+        headers=MessageHeaders(
+            creation_time=int(request.requested_at.timestamp()),
+            attempt=state.attempt if state.attempt > 1 else None,
+            first_attempt_at=state.first_attempt_at,
+        ),
+        payload=MessagePayload(image_scan_id=request.audit_id, image_full_name=request.image),
+    )
 
 
 def build_message(image: str, audit_id: str, created_at: float | None = None) -> ScanMessage:
@@ -74,6 +105,12 @@ def encode_body(text: str, encoding: QueueEncoding) -> str:
 def request_from_message(body: bytes, message_id: str | None, inserted_at: datetime | None) -> ScanRequest:
     """Parses a queue message body into a ``ScanRequest``; raises ``RequestError``
     naming the bad field when it can never be a valid request."""
+    return parse_message(body, message_id, inserted_at)[0]
+
+
+def parse_message(body: bytes, message_id: str | None, inserted_at: datetime | None) -> tuple[ScanRequest, RetryState]:
+    """The request and where it is in its retries. When a base64 body decodes to
+    text that is still unusable, the error describes the decoded text."""
     text = _text(body)
     try:
         return _from_text(text, message_id, inserted_at)
@@ -83,11 +120,11 @@ def request_from_message(body: bytes, message_id: str | None, inserted_at: datet
             raise plain_error from None
         try:
             return _from_text(decoded, message_id, inserted_at)
-        except RequestError:
-            raise plain_error from None
+        except RequestError as decoded_error:
+            raise RequestError(decoded_error.field, f"(in the base64-decoded body) {decoded_error.detail}") from None
 
 
-def _from_text(text: str, message_id: str | None, inserted_at: datetime | None) -> ScanRequest:
+def _from_text(text: str, message_id: str | None, inserted_at: datetime | None) -> tuple[ScanRequest, RetryState]:
     stripped = text.strip()
     if stripped.startswith("{"):
         return _from_envelope(stripped)
@@ -100,20 +137,23 @@ def _from_text(text: str, message_id: str | None, inserted_at: datetime | None) 
         ) from None
     if not message_id:
         raise RequestError("message", "a bare image reference needs the queue message id to name its audit")
-    return ScanRequest(
+    request = ScanRequest(
         audit_id=validate_audit_id(message_id, field="message-id"),
         requested_at=(inserted_at or datetime.now(timezone.utc)).astimezone(timezone.utc),
         image=stripped,
     )
+    return request, RetryState()
 
 
-def _from_envelope(text: str) -> ScanRequest:
+def _from_envelope(text: str) -> tuple[ScanRequest, RetryState]:
     try:
         document = json.loads(text)
     except ValueError as error:
         raise RequestError("message", f"is not valid JSON: {error}") from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise RequestError("message", "is JSON nested too deeply to be a scan-request envelope") from None
     try:
-        message = ScanMessage.model_validate(document)
+        message = ScanMessage.model_validate(canonical_keys(document, ScanMessage))
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in error.errors()
@@ -121,12 +161,13 @@ def _from_envelope(text: str) -> ScanRequest:
         first = ".".join(str(p) for p in error.errors()[0]["loc"]) or "message"
         raise RequestError(first, f"invalid scan-request envelope ({problems})") from None
     # The reference is checked by the core, which can then record the failure in the audit's meta.
-    return ScanRequest(
+    request = ScanRequest(
         audit_id=validate_audit_id(message.payload.image_scan_id, field="payload.image-scan-id"),
         requested_at=datetime.fromtimestamp(message.headers.creation_time, tz=timezone.utc),
         image=message.payload.image_full_name,
         image_field="payload.image-full-name",
     )
+    return request, message.retry_state
 
 
 def _text(body: bytes) -> str:
