@@ -1,4 +1,5 @@
-"""The one-time runner: ``python -m scanner_core scan|heartbeat``.
+"""The one-time runner: ``python -m scanner_core scan|heartbeat|enqueue|reindex``, and the
+stand-alone listener ``listen``.
 
 Runs the same core as the function app, once, with the environment's
 configuration. Exit codes: 0 succeeded, 1 the audit failed, 2 usage or
@@ -18,10 +19,10 @@ from .audit import AuditOutcome, ScanRequest, utc_now
 from .config import load_config
 from .core import Scanner
 from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerError, StorageError
-from .functions import load_function_settings, message_encoding
+from .functions import load_function_settings, max_dequeue_count, message_encoding
 from .heartbeat import write_heartbeat
 from .log import configure_cli_logging
-from .queue import build_message, enqueue
+from .queue import Listener, ListenerOptions, build_message, enqueue
 
 EXIT_OK, EXIT_AUDIT_FAILED, EXIT_USAGE, EXIT_NOT_STORED = 0, 1, 2, 3
 
@@ -57,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("image", help="image reference, e.g. registry.example.com/team/app:1.0")
     enqueue.add_argument("--audit-id", help="the audit's id (default: a new UUID)")
     enqueue.add_argument("--queue", help="queue name (default: SCAN_QUEUE_NAME, else trivy-scan-requests)")
+
+    listen = commands.add_parser(
+        "listen",
+        help="the stand-alone message listener: competing consumers on the trigger queue, the function app's "
+        "retry and quarantine rules (outside Azure Functions: Container Apps, AKS with KEDA, a VM)",
+    )
+    listen.add_argument("--concurrency", type=int, default=1, metavar="N", help="scans at once (default 1)")
+    listen.add_argument("--queue", help="queue name (default: SCAN_QUEUE_NAME, else trivy-scan-requests)")
+    listen.add_argument("--visibility-timeout", type=int, default=300, metavar="S",
+                        help="seconds a received message stays invisible, renewed every third of it (default 300)")
+    listen.add_argument("--grace-period", type=int, default=60, metavar="S",
+                        help="after SIGTERM/SIGINT, seconds running scans may take before they are abandoned "
+                        "(default 60)")
+    listen.add_argument("--max-dequeue-count", type=int, metavar="N",
+                        help="deliveries of one message at most (default: host.json maxDequeueCount, 3)")
     return parser
 
 
@@ -67,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("scan needs an IMAGE, --input TAR, or both")
     if args.command == "enqueue":
         return _enqueue(args)
+    if args.command == "listen":
+        return _listen(args)
     try:
         config = load_config()
     except ConfigurationError as error:
@@ -98,6 +116,33 @@ def _enqueue(args: argparse.Namespace) -> int:
     print(f"queued audit {message.payload.image_scan_id} for {args.image} on {sent.queue} (message {sent.message_id})")
     print(sent.body)
     return EXIT_OK
+
+
+def _listen(args: argparse.Namespace) -> int:
+    """Runs until SIGTERM/SIGINT; see ``scanner_core/queue/listener.py``."""
+    app_root = Path.cwd()
+    if args.concurrency < 1 or args.visibility_timeout < 10 or args.grace_period < 0:
+        print("error: --concurrency must be >= 1, --visibility-timeout >= 10, --grace-period >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config()
+        bindings = load_function_settings()
+    except ScannerError as error:
+        return _fail(error)
+    configure_cli_logging(config.settings.log_format)
+    options = ListenerOptions(
+        connection=bindings.queue_connection_value,
+        queue_name=args.queue or bindings.queue_name,
+        encoding=message_encoding(app_root),
+        concurrency=args.concurrency,
+        visibility_timeout=args.visibility_timeout,
+        grace_seconds=args.grace_period,
+        max_dequeue_count=args.max_dequeue_count or max_dequeue_count(app_root),
+    )
+    # No refresh timer beside it: a due DB is refreshed before a scan, as the one-time runner does.
+    listener = Listener(lambda: Scanner(config, app_root=app_root, refresh_db_before_scan=True), options)
+    listener.install_signal_handlers()
+    return listener.run()
 
 
 def _fail(error: ScannerError) -> int:

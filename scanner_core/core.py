@@ -25,6 +25,7 @@ from .errors import (
     StorageError,
 )
 from .log import ScanLogger
+from .log_records import install as install_log_redaction
 from .models import AuditMeta, AuditResult
 from .monitor import AuditFollowUp
 from .redact import Redactor
@@ -78,6 +79,7 @@ class Scanner:
         self.config = config
         self.refresh_db_before_scan = refresh_db_before_scan
         self.redactor = Redactor(config.secrets)
+        install_log_redaction(config.secrets)  # the exact secrets too, in every library's records
         self.logger = logger or ScanLogger(config.settings.log_format, self.redactor)
         sas_url = config.settings.az_blob_storage_sas.get_secret_value()
         self.blob_store = blob_store or AzureBlobStore(sas_url, self.redactor)

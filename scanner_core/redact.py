@@ -22,6 +22,17 @@ _CREDENTIAL_PATTERNS = (
 )
 
 
+# Tokens wherever they appear (a response body, a form logged at DEBUG): JWTs (AAD and ACR
+# access tokens) and the values of token/password fields in JSON or form encoding.
+_TOKEN_PATTERNS = (
+    (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), REDACTED),
+    (
+        re.compile(r"(?i)(\b(?:access_token|refresh_token|id_token|client_secret|password)\"?\s*[:=]\s*\"?)[^\"&\s,}]+"),
+        rf"\g<1>{REDACTED}",
+    ),
+)
+
+
 class Redactor:
     """Replaces known secret values and credential-shaped substrings."""
 
@@ -37,6 +48,8 @@ class Redactor:
             text = text.replace(secret, REDACTED)
         for pattern in _CREDENTIAL_PATTERNS:
             text = pattern.sub(_replacement, text)
+        for token, replacement in _TOKEN_PATTERNS:
+            text = token.sub(replacement, text)
         return text
 
 

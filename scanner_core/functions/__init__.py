@@ -9,6 +9,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "all_blueprints": ".blueprints",
     "APP_ROOT": ".host",
+    "max_dequeue_count": ".host",
     "message_encoding": ".host",
     "ApiContext": ".http_api",
     "get_audit": ".http_api",

@@ -17,6 +17,8 @@ _EXPORTS = {
     "RetryLater": ".delivery",
     "handle_delivery": ".delivery",
     "quarantine_record": ".delivery",
+    "Listener": ".listener",
+    "ListenerOptions": ".listener",
     "QueueEncoding": ".messages",
     "build_message": ".messages",
     "parse_message": ".messages",
