@@ -121,8 +121,8 @@ def _enqueue(args: argparse.Namespace) -> int:
 def _listen(args: argparse.Namespace) -> int:
     """Runs until SIGTERM/SIGINT; see ``scanner_core/queue/listener.py``."""
     app_root = Path.cwd()
-    if args.concurrency < 1 or args.visibility_timeout < 10 or args.grace_period < 0:
-        print("error: --concurrency must be >= 1, --visibility-timeout >= 10, --grace-period >= 0", file=sys.stderr)
+    if args.concurrency < 1 or args.visibility_timeout < 2 or args.grace_period < 0:
+        print("error: --concurrency must be >= 1, --visibility-timeout >= 2, --grace-period >= 0", file=sys.stderr)
         return EXIT_USAGE
     try:
         config = load_config()
