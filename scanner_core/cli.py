@@ -10,6 +10,7 @@ when the audit succeeded but its status is ``failed``.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import uuid
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from .core import Scanner
 from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerError, StorageError
 from .functions import load_function_settings, max_dequeue_count, message_encoding
 from .heartbeat import write_heartbeat
-from .log import configure_cli_logging
+from .log import LOGGER_NAME, configure_cli_logging
 from .queue import Listener, ListenerOptions, build_message, enqueue
 
 EXIT_OK, EXIT_AUDIT_FAILED, EXIT_USAGE, EXIT_NOT_STORED = 0, 1, 2, 3
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 60)")
     listen.add_argument("--max-dequeue-count", type=int, metavar="N",
                         help="deliveries of one message at most (default: host.json maxDequeueCount, 3)")
+    listen.add_argument("--log-level", choices=["debug", "info", "warning"], default="info",
+                        help="debug: every library's records too (the storage SDK, urllib3), redacted (default info)")
     return parser
 
 
@@ -129,7 +132,11 @@ def _listen(args: argparse.Namespace) -> int:
         bindings = load_function_settings()
     except ScannerError as error:
         return _fail(error)
-    configure_cli_logging(config.settings.log_format)
+    configure_cli_logging(config.settings.log_format, getattr(logging, args.log_level.upper()))
+    if args.log_level == "debug":  # as host.json logLevel "Debug": every logger, through the same handler
+        logging.getLogger().handlers[:] = logging.getLogger(LOGGER_NAME).handlers
+        logging.getLogger().setLevel(logging.DEBUG)
+        logging.getLogger("azure").setLevel(logging.DEBUG)
     options = ListenerOptions(
         connection=bindings.queue_connection_value,
         queue_name=args.queue or bindings.queue_name,

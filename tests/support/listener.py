@@ -80,17 +80,12 @@ def listener_env(connection: str, queue_name: str, **extra: str) -> dict[str, st
 
 
 def poison_entries(connection: str, queue_name: str) -> list[dict]:
-    """Every entry of ``<queue>-poison`` (peeked, left in place), as JSON objects."""
-    entries: list[dict] = []
+    """The entries of ``<queue>-poison`` (peeked, left in place: 32 at most), as JSON objects."""
     with QueueClient.from_connection_string(connection, f"{queue_name}-poison") as client:
         try:
-            received = list(client.receive_messages(max_messages=32, visibility_timeout=600))
-            while received:
-                entries += [json.loads(m.content) for m in received]
-                received = list(client.receive_messages(max_messages=32, visibility_timeout=600))
+            return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
         except ResourceNotFoundError:
             return []
-    return entries
 
 
 def visible_count(connection: str, queue_name: str) -> int:
