@@ -169,6 +169,14 @@ class Scanner:
             )
             return self._failed(base, folder, unexpected, final_attempt, log)
 
+    def record_failure(self, request: ScanRequest, failure: ScanFailed) -> AuditOutcome:
+        """Records ``failure`` in the audit's ``meta`` without scanning (e.g. a request
+        whose deliveries never finished). Raises like ``scan``."""
+        audit_id = validate_audit_id(request.audit_id)
+        folder = audit_folder(self.short_id, request.requested_at, audit_id)
+        log = self.logger.bind(audit_id=audit_id, image=request.image)
+        return self._failed(self._base_meta(audit_id, request), folder, failure, True, log)
+
     def _succeeded_meta(self, folder: str) -> AuditMeta | None:
         try:
             data = self.blob_store.download_bytes(f"{folder}/{META_BLOB}")

@@ -31,7 +31,7 @@ from datetime import datetime
 
 from ..audit import AuditOutcome, ScanRequest
 from ..core import Scanner
-from ..errors import FailureKind, RequestError, ScannerError
+from ..errors import FailureKind, RequestError, ScanFailed, ScannerError
 from ..log import ScanLogger
 from .backoff import RetryPolicy, RetryState
 from .messages import parse_message, retry_message
@@ -107,15 +107,7 @@ def handle_delivery(
     """Processes one delivery; see the module docstring for the rules."""
     log = scanner.logger.bind(message_id=delivery.message_id, dequeue_count=delivery.dequeue_count)
     if delivery.dequeue_count > max_dequeue_count:
-        reason = (
-            f"delivered {delivery.dequeue_count} times without an outcome (maximum {max_dequeue_count}): "
-            "the worker ended during each attempt (out of memory, instance recycled), or the queue was "
-            "unreachable each time a retry was to be queued"
-        )
-        log.error("message quarantined after too many deliveries", fields={"reason": reason})
-        quarantine(quarantine_record(delivery, reason, audit_id=None, failure_reason="too-many-deliveries",
-                                     kind=FailureKind.TRANSIENT))
-        return None
+        return _too_many_deliveries(delivery, scanner, max_dequeue_count, quarantine, log)
     try:
         request, state = parse_message(delivery.body, delivery.message_id, delivery.inserted_at)
     except RequestError as error:  # an unusable message: no audit folder can be named
@@ -148,6 +140,28 @@ def handle_delivery(
                                  failure_reason=outcome.meta.failure_reason or "permanent", attempt=attempt))
     log.info("request quarantined", fields={"reason": outcome.meta.failure_reason})
     return outcome
+
+
+def _too_many_deliveries(
+    delivery: Delivery, scanner: Scanner, max_dequeue_count: int, quarantine: Callable[[str], None], log: ScanLogger
+) -> None:
+    """No attempt finished: ``meta`` says so where the request names an audit, then quarantine."""
+    reason = (
+        f"delivered {delivery.dequeue_count} times without an outcome (maximum {max_dequeue_count}): "
+        "the worker ended during each attempt (out of memory, instance recycled), or the queue was "
+        "unreachable each time a retry was to be queued"
+    )
+    audit_id: str | None = None
+    try:
+        request, state = parse_message(delivery.body, delivery.message_id, delivery.inserted_at)
+        audit_id = request.audit_id
+        scanner.record_failure(request, ScanFailed(reason, kind=FailureKind.TRANSIENT, reason="too-many-deliveries"))
+    except ScannerError as error:  # an unusable message, or meta not writable: the quarantine entry says why
+        log.warning("no meta for a message delivered too often", fields={"error": str(error)})
+        state = RetryState()
+    log.error("message quarantined after too many deliveries", fields={"reason": reason})
+    quarantine(quarantine_record(delivery, reason, audit_id=audit_id, failure_reason="too-many-deliveries",
+                                 kind=FailureKind.TRANSIENT, attempt=_Attempt(state)))
 
 
 def _transient(
