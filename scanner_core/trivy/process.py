@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import errno
 import functools
 import json
 import os
@@ -49,6 +50,7 @@ _INHERITED_VARIABLES = (
 )
 _KILL_GRACE_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_EXEC_FAILED = (126, 127)  # "found but not executable", "not found"
 
 
 def child_environment(credentials: Credentials | None, home: Path) -> dict[str, str]:
@@ -102,6 +104,7 @@ def run_with_deadline(
     command: list[str], env: dict[str, str], stderr: object, cwd: str, timeout_ms: int
 ) -> int | None:
     """Runs ``command``; returns its exit code, or ``None`` if it was killed at the deadline."""
+    original = command
     command, preexec = die_with_parent(command)
     process = subprocess.Popen(
         command,
@@ -137,6 +140,10 @@ def run_with_deadline(
         assert timer is not None
         timer.join()  # the whole group is gone before we report
         return None
+    if preexec is None and command[0] != original[0] and returncode in _EXEC_FAILED:
+        # setpriv could not exec trivy (its exit status, as a shell's; trivy itself never uses
+        # these): the same error Popen raises when it cannot exec trivy directly.
+        raise OSError(errno.ENOEXEC, f"not an executable this system can run (exit status {returncode})")
     return returncode
 
 
