@@ -102,9 +102,11 @@ def handle_delivery(
     *,
     max_dequeue_count: int,
     quarantine: Callable[[str], None],
-    retry_later: RetryLater,
+    retry_later: RetryLater | None = None,
 ) -> AuditOutcome | None:
-    """Processes one delivery; see the module docstring for the rules."""
+    """Processes one delivery; see the module docstring for the rules. Without
+    ``retry_later`` a transient failure raises ``RetryableFailure`` (the platform's
+    fixed redelivery), as when the retry cannot be queued."""
     log = scanner.logger.bind(message_id=delivery.message_id, dequeue_count=delivery.dequeue_count)
     if delivery.dequeue_count > max_dequeue_count:
         return _too_many_deliveries(delivery, scanner, max_dequeue_count, quarantine, log)
@@ -172,7 +174,7 @@ def _transient(
     reason: str,
     description: str,
     quarantine: Callable[[str], None],
-    retry_later: RetryLater,
+    retry_later: RetryLater | None,
     log: ScanLogger,
     request: ScanRequest,
 ) -> None:
@@ -187,6 +189,8 @@ def _transient(
         return
     delay = policy.delay(state.attempt)
     try:
+        if retry_later is None:
+            raise ScannerError("no queue to send it to was given")
         retry_later(retry_message(request, state.next(now)).to_text(), delay)
     except ScannerError as error:
         raise RetryableFailure(
