@@ -33,7 +33,13 @@ import pytest
 
 from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, build_alpine_image
 from tests.support.java_db import build_java_db, publish_java_db
-from tests.support.java_fixtures import EXPECTED_MAVEN, JAR_FILES, JAVA_DB_ROWS, MAVEN_ADVISORIES, maven_findings
+from tests.support.java_fixtures import (
+    EXPECTED_MAVEN,
+    JAR_FILES,
+    JAVA_DB_ROWS,
+    MAVEN_ADVISORIES,
+    maven_findings,
+)
 from tests.support.oci_images import build_oci_index, push_oci_index
 from tests.support.registry import Registry
 from tests.support.trivy_db import build_trivy_db

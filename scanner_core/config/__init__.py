@@ -11,6 +11,7 @@ _EXPORTS = {
     "load_config": ".loader",
     "describe_error": ".problems",
     "DEFAULT_TRIVY_TIMEOUT_MS": ".settings",
+    "Settings": ".settings",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,8 +23,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .images import FIXED_CREATED, ApkPackage, apk_installed_db, deterministic_tar, os_release
-from .registry import PUSH_TIMEOUT, SKOPEO_EXECUTABLE, Registry, RegistryError, write_auth_file
+from .images import (
+    FIXED_CREATED,
+    ApkPackage,
+    apk_installed_db,
+    deterministic_tar,
+    os_release,
+)
+from .registry import (
+    PUSH_TIMEOUT,
+    SKOPEO_EXECUTABLE,
+    Registry,
+    RegistryError,
+    write_auth_file,
+)
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
