@@ -28,7 +28,7 @@ from .java_db import scan_with_java_db
 from .log import ScanLogger
 from .models import AuditMeta, AuditResult
 from .monitor import AuditFollowUp
-from .preflight import Preflight, preflight, scratch_dir
+from .preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
 from .redact import Redactor
 from .registry import (
     ImageReference,
@@ -167,14 +167,16 @@ class Scanner:
             target, label = self._target(request)
             base = base.model_copy(update={"image": label})
             scratch = scratch_dir(self.config.settings)
-            checked = preflight(self.config, request, target, scratch, log)
+            platform = requested_platform(self.config.settings, request.platform, request.platform_field)
+            base = base.model_copy(update={"platform": str(platform) if platform else None})
+            checked = preflight(self.config, platform, target, log)
             facts = checked.facts
             base = base.model_copy(update={
-                "platform": str(checked.platform) if checked.platform else None,
                 "image_digest": facts.digest if facts else None,
                 "platform_digest": facts.platform_digest if facts else None,
                 "image_size": facts.compressed_size if facts else None,
             })
+            check_size(facts, self.config.settings, scratch)
             with tempfile.TemporaryDirectory(prefix="scan-", dir=scratch) as workdir:
                 report_path = Path(workdir) / REPORT_BLOB
                 run = self._run_trivy(target, report_path, log, checked, scratch)

@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audit import ScanRequest
 from .config import ScannerConfig, Settings
 from .errors import FailureKind, ScanFailed
 from .log import ScanLogger
@@ -43,17 +42,14 @@ class Preflight:
     facts: ImageFacts | None = None
 
 
-def preflight(config: ScannerConfig, request: ScanRequest, target: ScanTarget, scratch: Path,
-              log: ScanLogger) -> Preflight:
-    """The platform to scan and, for a registry image, its manifests and size."""
+def preflight(config: ScannerConfig, platform: Platform | None, target: ScanTarget, log: ScanLogger) -> Preflight:
+    """For a registry image: its manifests (resolved to ``platform``) and its size, checked."""
     settings = config.settings
-    platform = requested_platform(settings, request.platform, request.platform_field)
     if target.image is None or target.input_tar is not None:
         return Preflight(platform)
     registry = find_credentials(target.image, config.file.registries)
     facts = inspect_before_pull(target.image, platform, resolve_credentials(registry),
                                 bool(registry and registry.insecure), log, settings.trivy_timeout_ms)
-    check_size(facts, settings, scratch)
     return Preflight(platform, facts)
 
 

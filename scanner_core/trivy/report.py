@@ -131,10 +131,12 @@ def _modified_finding(
     if prefix == _MODIFIED_PREFIX:
         if event == "start_map":
             return {}
-        if event == "end_map" and current is not None and current.get("Type", "vulnerability") == "vulnerability":
-            severity = str(current.get("Severity") or "UNKNOWN").upper()
-            summary.suppressed[severity if severity in summary.suppressed else "UNKNOWN"] += 1
-        return None
+        if event == "end_map":
+            if current is not None and current.get("Type", "vulnerability") == "vulnerability":
+                severity = str(current.get("Severity") or "UNKNOWN").upper()
+                summary.suppressed[severity if severity in summary.suppressed else "UNKNOWN"] += 1
+            return None
+        return current  # its keys (map_key events)
     if current is not None and event == "string":
         if prefix == f"{_MODIFIED_PREFIX}.Type":
             current["Type"] = value
