@@ -23,6 +23,7 @@ from scanner_core.trivy import classify_trivy_failure
 from tests.support.images import SAMPLE_PACKAGES
 from tests.support.oci_images import build_oci_index, push_oci_index
 from tests.test_function_app import deliver, folder_of
+from tests.test_scan_pipeline import blackhole  # noqa: F401 - a fixture
 from tests.test_http_api import error_of, http, make_api, queued, scan_request_of
 
 REQUESTED = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
@@ -183,3 +184,12 @@ def test_no_space_left_is_disk_full_and_transient():
               "write /tmp/scratch/trivy-run-x/fanal-123: no space left on device\n")
     failure = classify_trivy_failure(1, stderr)
     assert (failure.reason, failure.kind.value) == ("disk-full", "transient")
+
+
+def test_the_scratch_dir_is_emptied_after_a_timeout_kill(env, blackhole, tmp_path):
+    scratch = tmp_path / "scratch"
+    env.set(SCAN_SCRATCH_DIR=str(scratch), TRIVY_TIMEOUT="1500")
+    env.write_config({"registries": [{"address": blackhole, "insecure": True}]})
+    outcome = scan(f"{blackhole}/team/app:1.0")
+    assert outcome.meta.failure_reason == "timeout"
+    assert list(scratch.iterdir()) == []
