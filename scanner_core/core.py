@@ -224,7 +224,7 @@ class Scanner:
         return ScanTarget(image=image), request.image or image.canonical
 
     def _run_trivy(
-        self, target: ScanTarget, report_path: Path, log: ScanLogger, preflight: Preflight, scratch: Path
+        self, target: ScanTarget, report_path: Path, log: ScanLogger, checked: Preflight, scratch: Path
     ) -> TrivyRun:
         settings = self.config.settings
         database = self.database
@@ -251,9 +251,9 @@ class Scanner:
             severities=tuple(settings.trivy_severity),
             ignore_unfixed=settings.trivy_ignore_unfixed,
             scanners=tuple(settings.trivy_scanners),
-            # No scan ever downloads the Java DB either: it is fetched apart, once (see _scan_with_java_db).
+            # No scan ever downloads the Java DB either: it is fetched apart, once (see java_db.py).
             skip_java_db_update=True,
-            platform=str(preflight.platform) if preflight.platform and target.input_tar is None else None,
+            platform=str(checked.platform) if checked.platform and target.input_tar is None else None,
             ignorefile=settings.trivy_ignorefile,
             vex=tuple(settings.trivy_vex),
             scratch_dir=scratch,
