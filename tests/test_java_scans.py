@@ -166,3 +166,25 @@ def test_the_refresh_timer_keeps_a_present_java_db_and_never_fetches_an_absent_o
     functions.on_db_refresh(TimerRequest(past_due=False), REPO_ROOT)
     assert (cache / "java-db").is_symlink()  # the hand-placed one was adopted, then swapped for the mirror's
     assert json.loads((cache / "java-db" / "metadata.json").read_text())["UpdatedAt"] == "2026-11-19T01:00:00Z"
+
+
+def test_concurrent_first_jar_scans_fetch_the_java_db_once(java_env, jar_image, audits, monkeypatch):
+    from scanner_core.trivy.runner import Trivy
+
+    downloads: list[str] = []
+    original = Trivy.download_db
+
+    def counting(self, *args, **kwargs):
+        downloads.append(kwargs["kind"].name if kwargs.get("kind") else "vulnerability DB")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trivy, "download_db", counting)
+    outcomes: list = []
+    threads = [threading.Thread(target=lambda i=i: outcomes.append(scan(jar_image, f"cold-{i}"))) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert [o.succeeded for o in outcomes] == [True, True, True]
+    # One download: the scans that waited on the refresh lock found the Java DB there.
+    assert downloads == ["Java DB"]
