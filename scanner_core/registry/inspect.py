@@ -53,7 +53,9 @@ def inspect_image(
     host = _DOCKER_HUB_API if image.registry == DOCKER_HUB else image.registry
     reference = image.digest or image.tag or "latest"
     # Like trivy (go-containerregistry), a loopback registry is spoken to over plain HTTP.
-    with RegistryApi(host, credentials=credentials, insecure=insecure or _is_loopback(host), timeout=timeout) as api:
+    loopback = _is_loopback(host)
+    with RegistryApi(host, credentials=credentials, insecure=insecure or loopback, timeout=timeout,
+                     plain_http=loopback and not insecure) as api:
         top = api.manifest(image.repository, reference)
         digest = top.digest or image.digest
         if not top.is_index:
