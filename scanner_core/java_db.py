@@ -38,12 +38,15 @@ def scan_with_java_db(
             java.refresh()
         except ScanFailed as failure:
             log.warning("Java DB refresh failed; scanning with the Java DB in place", fields={"error": str(failure)})
+    had_java_db = java.usable()
     try:
         return trivy.scan(*scan)
     except ScanFailed as failure:
         if failure.reason != "java-db-missing":
             raise
-        if not java.updates_allowed or java.usable():
+        # A Java DB that was there before the scan and still fails is broken: fetching is not the cure.
+        # One that was missing may have just been fetched by a concurrent scan: ensure() then finds it.
+        if not java.updates_allowed or had_java_db:
             raise java_db_missing(java) from None
     log.info("the image has Java archives and there is no Java DB yet: fetching it once, then scanning again")
     java.ensure()  # a transient db-unavailable when the download fails
