@@ -10,6 +10,7 @@ import shutil
 from collections import namedtuple
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -122,6 +123,11 @@ def test_http_api_and_cli_take_a_platform(env, azurite, indexes, audits, capsys)
     assert scan_request_of(message).platform == "linux/arm64"
     bad = http_api.request_scan(http("POST", "scans", body={"image": indexes["two"].reference, "platform": "x"}), api)
     assert error_of(bad, 400)["field"] == "platform"
+    by_path = http_api.request_scan_by_path(http(
+        "POST", "images/x/1.0/scan", route_params={"name": quote("team/app", safe=""), "tag": "1.0"},
+        params={"platform": "linux/arm/v7"}), api)
+    assert by_path.status_code == 202
+    assert [scan_request_of(m).platform for m in queued(api)] == ["linux/arm/v7"]  # the first one is being received
 
     assert cli.main(["scan", indexes["arm"].reference, "--platform", "linux/arm64", "--audit-id", "cli-arm"]) == 0
     assert "platform: linux/arm64" in capsys.readouterr().out
