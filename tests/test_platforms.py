@@ -192,7 +192,7 @@ def test_no_space_left_is_disk_full_and_transient():
     assert (failure.reason, failure.kind.value) == ("disk-full", "transient")
 
 
-def test_the_scratch_dir_is_emptied_after_a_timeout_kill(env, blackhole, tmp_path):
+def test_the_scratch_dir_is_emptied_after_a_timeout_kill(env, blackhole, tmp_path):  # noqa: F811
     scratch = tmp_path / "scratch"
     env.set(SCAN_SCRATCH_DIR=str(scratch), TRIVY_TIMEOUT="1500")
     env.write_config({"registries": [{"address": blackhole, "insecure": True}]})
