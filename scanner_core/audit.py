@@ -21,6 +21,8 @@ class ScanRequest:
     image: str | None = None
     input_tar: Path | None = None
     image_field: str = "image"  # how errors name the reference: the message's field, or the CLI's
+    platform: str | None = None  # os/arch[/variant]; else TRIVY_PLATFORM
+    platform_field: str = "platform"
 
 
 @dataclass(frozen=True)

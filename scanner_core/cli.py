@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("image", nargs="?", help="image reference, e.g. registry.example.com/team/app:1.0")
     scan.add_argument("--input", type=Path, help="scan this image tarball (docker-archive or OCI) instead of pulling")
     scan.add_argument("--audit-id", help="the audit's id (default: a new UUID)")
+    scan.add_argument("--platform", help="os/arch[/variant] to scan in a multi-platform image (default: TRIVY_PLATFORM)")
     scan.add_argument(
         "--exit-code",
         type=int,
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("image", help="image reference, e.g. registry.example.com/team/app:1.0")
     enqueue.add_argument("--audit-id", help="the audit's id (default: a new UUID)")
     enqueue.add_argument("--queue", help="queue name (default: SCAN_QUEUE_NAME, else trivy-scan-requests)")
+    enqueue.add_argument("--platform", help="os/arch[/variant] to scan in a multi-platform image")
 
     listen = commands.add_parser(
         "listen",
@@ -107,7 +109,7 @@ def _enqueue(args: argparse.Namespace) -> int:
     app_root = Path.cwd()
     try:
         bindings = load_function_settings()
-        message = build_message(args.image, args.audit_id or str(uuid.uuid4()))
+        message = build_message(args.image, args.audit_id or str(uuid.uuid4()), platform=args.platform)
         sent = enqueue(
             message,
             connection=bindings.queue_connection_value,
@@ -187,6 +189,8 @@ def _scan(scanner: Scanner, args: argparse.Namespace) -> int:
         requested_at=utc_now(),
         image=args.image,
         input_tar=args.input,
+        platform=args.platform,
+        platform_field="--platform",
     )
     try:
         outcome = scanner.scan(request, final_attempt=True)
@@ -206,6 +210,8 @@ def _print_outcome(outcome: AuditOutcome) -> None:
     if meta.trivy_audit_path:
         print(f"  report: {meta.trivy_audit_path}")
     print(f"  image:  {meta.image}" + (f" ({meta.image_digest})" if meta.image_digest else ""))
+    if meta.platform:
+        print(f"  platform: {meta.platform}" + (f" ({meta.platform_digest})" if meta.platform_digest else ""))
     if meta.vulnerabilities is not None:
         counts = ", ".join(f"{count} {severity}" for severity, count in meta.vulnerabilities.items())
         print(f"  counts: {counts}")

@@ -24,10 +24,12 @@ from .errors import (
     ScannerError,
     StorageError,
 )
+from .java_db import scan_with_java_db
 from .log import ScanLogger
 from .log_records import install as install_log_redaction
 from .models import AuditMeta, AuditResult
 from .monitor import AuditFollowUp
+from .preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
 from .redact import Redactor
 from .registry import (
     ImageReference,
@@ -46,12 +48,18 @@ from .storage import (
     audit_folder,
     validate_audit_id,
 )
+from .suppressions import os_info, suppression_fields
 from .trivy import (
+    JAVA_DB,
+    VULNERABILITY_DB,
+    DatabaseKind,
     ReportSummary,
     ScanTarget,
     Trivy,
     TrivyOptions,
+    TrivyRun,
     VulnerabilityDatabase,
+    is_stale,
     locate_trivy,
     read_database_info,
     summarise_report,
@@ -100,23 +108,33 @@ class Scanner:
     @property
     def database(self) -> VulnerabilityDatabase:
         settings = self.config.settings
+        return self._database(VULNERABILITY_DB, settings.trivy_db_repository, not settings.trivy_skip_db_update)
+
+    @property
+    def java_database(self) -> VulnerabilityDatabase:
+        """The Java DB, needed by images with Java archives; managed like the vulnerability DB."""
+        settings = self.config.settings
+        return self._database(JAVA_DB, settings.trivy_java_db_repository, settings.java_db_updates_allowed)
+
+    def _database(self, kind: DatabaseKind, repositories: list[str], updates_allowed: bool) -> VulnerabilityDatabase:
+        settings = self.config.settings
         credentials, insecure = None, False
-        if settings.trivy_db_repository:
+        if repositories:
             # A private DB mirror uses the credentials configured for its registry.
             registry = find_credentials(
-                parse_image_reference(settings.trivy_db_repository[0], "TRIVY_DB_REPOSITORY"),
-                self.config.file.registries,
+                parse_image_reference(repositories[0], kind.repository_setting), self.config.file.registries
             )
             credentials = resolve_credentials(registry)
             insecure = bool(registry and registry.insecure)
         return VulnerabilityDatabase(
             settings.trivy_cache_dir,
             self.trivy,
-            repositories=settings.trivy_db_repository,
-            updates_allowed=not settings.trivy_skip_db_update,
+            repositories=repositories,
+            updates_allowed=updates_allowed,
             timeout_ms=settings.trivy_timeout_ms,
             credentials=credentials,
             insecure=insecure,
+            kind=kind,
         )
 
     @property
@@ -150,10 +168,22 @@ class Scanner:
         try:
             target, label = self._target(request)
             base = base.model_copy(update={"image": label})
-            with tempfile.TemporaryDirectory(prefix="scan-") as workdir:
+            scratch = scratch_dir(self.config.settings)
+            platform = requested_platform(self.config.settings, request.platform, request.platform_field)
+            base = base.model_copy(update={"platform": str(platform) if platform else None})
+            checked = preflight(self.config, platform, target, log)
+            facts = checked.facts
+            base = base.model_copy(update={
+                "image_digest": facts.digest if facts else None,
+                "platform_digest": facts.platform_digest if facts else None,
+                "image_size": facts.compressed_size if facts else None,
+            })
+            check_size(facts, self.config.settings, scratch)
+            with tempfile.TemporaryDirectory(prefix="scan-", dir=scratch) as workdir:
                 report_path = Path(workdir) / REPORT_BLOB
-                self._run_trivy(target, report_path, log)
+                run = self._run_trivy(target, report_path, log, checked, scratch)
                 summary = summarise_report(report_path)
+                base = base.model_copy(update={"scan_duration_ms": int(run.duration_seconds * 1000)})
                 return self._ship(base, folder, report_path, summary, log)
         except (RequestError, ScanFailed) as failure:
             return self._failed(base, folder, failure, final_attempt, log)
@@ -203,7 +233,9 @@ class Scanner:
             raise RequestError("image", "an image reference or an image tarball is required")
         return ScanTarget(image=image), request.image or image.canonical
 
-    def _run_trivy(self, target: ScanTarget, report_path: Path, log: ScanLogger) -> None:
+    def _run_trivy(
+        self, target: ScanTarget, report_path: Path, log: ScanLogger, checked: Preflight, scratch: Path
+    ) -> TrivyRun:
         settings = self.config.settings
         database = self.database
         try:
@@ -229,8 +261,17 @@ class Scanner:
             severities=tuple(settings.trivy_severity),
             ignore_unfixed=settings.trivy_ignore_unfixed,
             scanners=tuple(settings.trivy_scanners),
+            # No scan ever downloads the Java DB either: it is fetched apart, once (see java_db.py).
+            skip_java_db_update=True,
+            platform=str(checked.platform) if checked.platform and target.input_tar is None else None,
+            ignorefile=settings.trivy_ignorefile,
+            vex=tuple(settings.trivy_vex),
+            scratch_dir=scratch,
         )
-        self.trivy.scan(target, options, report_path, resolve_credentials(registry))
+        return scan_with_java_db(
+            self.trivy, self.java_database, (target, options, report_path, resolve_credentials(registry)), log,
+            refresh_first=self.refresh_db_before_scan,
+        )
 
     def _base_meta(self, audit_id: str, request: ScanRequest) -> AuditMeta:
         return AuditMeta(
@@ -248,16 +289,23 @@ class Scanner:
         self, base: AuditMeta, folder: str, report_path: Path, summary: ReportSummary, log: ScanLogger
     ) -> AuditOutcome:
         """``scan-result.json`` first, ``meta`` last: a reader who sees a meta can trust its folder."""
-        database = read_database_info(self.config.settings.trivy_cache_dir)
+        settings = self.config.settings
+        database = read_database_info(settings.trivy_cache_dir)
+        java_database = read_database_info(settings.trivy_cache_dir, JAVA_DB)
         meta = base.model_copy(
             update={
                 "audit_result": AuditResult.SUCCEEDED,
-                "image_digest": summary.image_digest,
+                "image_digest": summary.image_digest or base.image_digest,
                 "image_id": summary.image_id,
                 "trivy_version": self.trivy.version(),
                 "trivy_db_updated_at": database.updated_at,
                 "trivy_db_next_update": database.next_update,
                 "trivy_audit_path": f"{folder}/{REPORT_BLOB}",
+                "trivy_java_db_updated_at": java_database.updated_at,
+                "trivy_java_db_next_update": java_database.next_update,
+                "trivy_db_stale": is_stale(database, settings.trivy_db_stale_after_hours),
+                "os": os_info(summary),
+                **suppression_fields(settings, summary),
                 **self._verdict_fields(summary),
             }
         )
@@ -296,7 +344,7 @@ class Scanner:
     def _verdict_fields(self, summary: ReportSummary) -> dict[str, object]:
         settings = self.config.settings
         thresholds = Thresholds(critical=settings.trivy_critical_threshold, high=settings.trivy_high_threshold)
-        verdict = judge(summary, thresholds)
+        verdict = judge(summary, thresholds, fail_on_eosl=settings.trivy_fail_on_eosl)
         return {
             "vulnerabilities": verdict.vulnerabilities.model_dump(),
             # trivy's default scanners include "secret": then 0 is a finding too.

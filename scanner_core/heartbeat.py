@@ -10,12 +10,13 @@ from .core import JSON_CONTENT_TYPE, Scanner
 from .errors import ScannerError
 from .models import HeartbeatMeta
 from .storage import heartbeat_blob
-from .trivy import read_database_info
+from .trivy import JAVA_DB, is_stale, read_database_info
 
 
 def build_heartbeat(scanner: Scanner, now: float | None = None) -> HeartbeatMeta:
     settings = scanner.config.settings
     database = read_database_info(settings.trivy_cache_dir)
+    java_database = read_database_info(settings.trivy_cache_dir, JAVA_DB)
     try:
         trivy_version: str | None = scanner.trivy.version()
     except ScannerError:
@@ -28,6 +29,9 @@ def build_heartbeat(scanner: Scanner, now: float | None = None) -> HeartbeatMeta
         trivy_version=trivy_version,
         trivy_db_updated_at=database.updated_at,
         trivy_db_next_update=database.next_update,
+        trivy_java_db_updated_at=java_database.updated_at,
+        trivy_java_db_next_update=java_database.next_update,
+        trivy_db_stale=is_stale(database, settings.trivy_db_stale_after_hours),
     )
 
 

@@ -49,6 +49,22 @@ class AuditChanges(_BlobDocument):
     status_to: str | None = None
 
 
+class OsInfo(_BlobDocument):
+    """The image's OS as trivy detected it; ``eosl``: the distribution no longer supports it."""
+
+    family: str | None = None
+    name: str | None = None
+    eosl: bool = False
+
+
+class SuppressionFile(_BlobDocument):
+    """A suppression file trivy was given, and its content's SHA-256 at scan time."""
+
+    setting: Literal["TRIVY_IGNOREFILE", "TRIVY_VEX"]
+    file: str
+    sha256: str
+
+
 class AuditMeta(_BlobDocument):
     """The ``meta`` file of one audit folder."""
 
@@ -84,6 +100,17 @@ class AuditMeta(_BlobDocument):
     previous_audit_id: str | None = None
     changes: AuditChanges | None = None
     decision: Literal["rejected", "pending"] | None = None
+    # Real-world images (issue 8).
+    trivy_java_db_updated_at: str | None = None
+    trivy_java_db_next_update: str | None = None
+    trivy_db_stale: bool | None = None
+    platform: str | None = None
+    platform_digest: str | None = None
+    image_size: int | None = None
+    scan_duration_ms: int | None = None
+    os: OsInfo | None = None
+    suppressed: dict[str, int] | None = None
+    suppressions: list[SuppressionFile] | None = None
 
 
 class HeartbeatMeta(_BlobDocument):
@@ -98,3 +125,6 @@ class HeartbeatMeta(_BlobDocument):
     trivy_version: str | None = None
     trivy_db_updated_at: str | None = None
     trivy_db_next_update: str | None = None
+    trivy_java_db_updated_at: str | None = None
+    trivy_java_db_next_update: str | None = None
+    trivy_db_stale: bool | None = None

@@ -70,9 +70,16 @@ def summary_line(status: ScanStatus, counts: VulnerabilityCounts) -> str:
     return f"{status.value.upper()}: {what}"
 
 
-def judge(summary: ReportSummary, thresholds: Thresholds) -> Verdict:
+EOSL_NOTE = " (end-of-life OS)"
+
+
+def judge(summary: ReportSummary, thresholds: Thresholds, *, fail_on_eosl: bool = False) -> Verdict:
+    """The verdict; an end-of-life OS is named in the summary, and fails the image
+    when ``fail_on_eosl`` (``TRIVY_FAIL_ON_EOSL``)."""
     counts = VulnerabilityCounts(
         **{name.lower(): summary.counts[name] for name in SEVERITIES}, total=sum(summary.counts.values())
     )
-    status = decide_status(counts, thresholds)
-    return Verdict(vulnerabilities=counts, status=status, summary=summary_line(status, counts), details=summary.top_findings)
+    eosl = bool(summary.os_eosl)
+    status = ScanStatus.FAILED if eosl and fail_on_eosl else decide_status(counts, thresholds)
+    line = summary_line(status, counts) + (EOSL_NOTE if eosl else "")
+    return Verdict(vulnerabilities=counts, status=status, summary=line, details=summary.top_findings)

@@ -41,7 +41,8 @@ def test_counts_equal_a_hand_count_of_the_fixture(scanner_env, sample_image, aud
     assert {k: v for k, v in meta["vulnerabilities"].items() if k != "total" and v} == dict(from_report)
     # 1 critical > threshold 0
     assert (meta["scan-status"], meta["critical-threshold"], meta["high-threshold"]) == ("failed", 0, 10)
-    assert meta["summary"] == "FAILED: 1 critical, 2 high, 1 medium, 1 low, 1 unknown vulnerabilities"
+    # alpine 3.18 (the fixture's OS) is past its end of life for trivy 0.76, which the summary says.
+    assert meta["summary"] == "FAILED: 1 critical, 2 high, 1 medium, 1 low, 1 unknown vulnerabilities (end-of-life OS)"
 
 
 def test_details_are_most_severe_first_with_trivys_field_names(scanner_env, sample_image, audits):

@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ..registry import parse_image_reference
+from ..registry import parse_image_reference, parse_platform
 
 DEFAULT_TRIVY_TIMEOUT_MS = 300_000
 DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
@@ -32,6 +32,17 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def _readable_file(path: Path) -> None:
+    """A suppression file must be there and readable when the scanner starts."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise ValueError(f"{path}: {error.strerror or error} (a file trivy reads must exist and be readable)") from None
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
 
 
 class Settings(BaseSettings):
@@ -69,6 +80,18 @@ class Settings(BaseSettings):
     retry_backoff_base_seconds: int = Field(30, alias="RETRY_BACKOFF_BASE_SECONDS", ge=1, le=86_400)
     retry_backoff_max_seconds: int = Field(960, alias="RETRY_BACKOFF_MAX_SECONDS", ge=1, le=604_800)
     retry_max_attempts: int = Field(7, alias="RETRY_MAX_ATTEMPTS", ge=1, le=100)
+    # Real-world images (issue 8): the Java DB, platforms, big images, end-of-life OSes, suppressions.
+    trivy_java_db_repository: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="TRIVY_JAVA_DB_REPOSITORY"
+    )
+    trivy_skip_java_db_update: bool | None = Field(None, alias="TRIVY_SKIP_JAVA_DB_UPDATE")
+    trivy_platform: str | None = Field(None, alias="TRIVY_PLATFORM")
+    scan_scratch_dir: Path | None = Field(None, alias="SCAN_SCRATCH_DIR")
+    max_image_size_mb: int | None = Field(None, alias="MAX_IMAGE_SIZE_MB", ge=1)
+    trivy_fail_on_eosl: bool = Field(False, alias="TRIVY_FAIL_ON_EOSL")
+    trivy_db_stale_after_hours: float = Field(24.0, alias="TRIVY_DB_STALE_AFTER_HOURS", ge=0)
+    trivy_ignorefile: Path | None = Field(None, alias="TRIVY_IGNOREFILE")
+    trivy_vex: Annotated[list[Path], NoDecode] = Field(default_factory=list, alias="TRIVY_VEX")
 
     # Change notifications and the decision (issue 10, monitor/). Webhook URLs carry
     # their own credentials (Teams, Slack): secrets, never logged or quoted.
@@ -80,13 +103,17 @@ class Settings(BaseSettings):
     notify_timeout_s: float = Field(10.0, alias="NOTIFY_TIMEOUT", gt=0, le=60)
     trivy_auto_reject_critical: bool = Field(False, alias="TRIVY_AUTO_REJECT_CRITICAL")
 
-    _split = field_validator("trivy_db_repository", "trivy_severity", "trivy_scanners", mode="before")(_split_list)
+    _split = field_validator(
+        "trivy_db_repository", "trivy_severity", "trivy_scanners", "trivy_java_db_repository", "trivy_vex",
+        mode="before",
+    )(_split_list)
 
-    @field_validator("trivy_db_repository", mode="after")
+    @field_validator("trivy_db_repository", "trivy_java_db_repository", mode="after")
     @classmethod
-    def _check_repositories(cls, repositories: list[str]) -> list[str]:
+    def _check_repositories(cls, repositories: list[str], info: ValidationInfo) -> list[str]:
+        setting = "TRIVY_JAVA_DB_REPOSITORY" if info.field_name == "trivy_java_db_repository" else "TRIVY_DB_REPOSITORY"
         for repository in repositories:
-            parse_image_reference(repository, "TRIVY_DB_REPOSITORY")  # InvalidImageReference is a ValueError
+            parse_image_reference(repository, setting)  # InvalidImageReference is a ValueError
         return repositories
 
     @field_validator("notify_webhook_urls", mode="before")
@@ -103,6 +130,38 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"URL #{position} must be an http:// or https:// URL")
         return urls
+
+    @field_validator("trivy_platform", mode="after")
+    @classmethod
+    def _check_platform(cls, value: str | None) -> str | None:
+        return str(parse_platform(value, "TRIVY_PLATFORM")) if value else None  # InvalidPlatform is a ValueError
+
+    @field_validator("trivy_ignorefile", mode="after")
+    @classmethod
+    def _check_ignorefile(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            _readable_file(path)
+        return path
+
+    @field_validator("trivy_vex", mode="after")
+    @classmethod
+    def _check_vex(cls, paths: list[Path]) -> list[Path]:
+        for path in paths:
+            _readable_file(path)
+        return paths
+
+    @field_validator("scan_scratch_dir", mode="after")
+    @classmethod
+    def _check_scratch_dir(cls, path: Path | None) -> Path | None:
+        if path is not None and path.exists() and not path.is_dir():
+            raise ValueError(f"{path} exists and is not a directory")
+        return path
+
+    @property
+    def java_db_updates_allowed(self) -> bool:
+        """``TRIVY_SKIP_JAVA_DB_UPDATE``, which follows ``TRIVY_SKIP_DB_UPDATE`` when unset."""
+        skip = self.trivy_skip_db_update if self.trivy_skip_java_db_update is None else self.trivy_skip_java_db_update
+        return not skip
 
     @field_validator("az_blob_storage_sas", mode="after")
     @classmethod

@@ -78,15 +78,23 @@ def on_heartbeat(timer: func.TimerRequest, bindings: FunctionSettings, app_root:
 
 
 def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
-    """Refreshes the DB when it is due; a failure is logged and raised (visible in
-    monitoring) while scans go on with the DB in place."""
+    """Refreshes each DB (vulnerability, then Java) when it is due; a failure is logged
+    and, once both were tried, raised (visible in monitoring) while scans go on with
+    the DB in place."""
     scanner = make_scanner(app_root)
-    try:
-        result = scanner.database.refresh()
-    except Exception as error:
-        scanner.logger.error("vulnerability DB refresh failed; scans keep the DB in place", fields={"error": str(error)})
-        raise
-    scanner.logger.info(
-        "vulnerability DB refresh",
-        fields={"refreshed": result.refreshed, "reason": result.reason, "db-updated-at": result.database.updated_at},
-    )
+    failures: list[Exception] = []
+    # The Java DB (~500 MiB) is fetched when a scan first meets Java archives; from then on it is kept fresh here.
+    for database, only_if_present in ((scanner.database, False), (scanner.java_database, True)):
+        name = database.kind.name
+        try:
+            result = database.refresh(only_if_present=only_if_present)
+        except Exception as error:  # noqa: BLE001 - logged here, raised below once every DB was tried
+            scanner.logger.error(f"{name} refresh failed; scans keep the DB in place", fields={"error": str(error)})
+            failures.append(error)
+            continue
+        scanner.logger.info(
+            f"{name} refresh",
+            fields={"refreshed": result.refreshed, "reason": result.reason, "db-updated-at": result.database.updated_at},
+        )
+    if failures:
+        raise failures[0]

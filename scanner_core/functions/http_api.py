@@ -57,7 +57,7 @@ import azure.functions as func
 from ..config import ScannerConfig, load_config
 from ..errors import ConfigurationError, RequestError, StorageError
 from ..queue import QueueEncoding, build_message, enqueue
-from ..registry import parse_image_reference
+from ..registry import parse_image_reference, parse_platform
 from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, validate_audit_id
 from .host import message_encoding
 from .settings import load_function_settings
@@ -65,7 +65,7 @@ from .settings import load_function_settings
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 JSON_MIMETYPE = "application/json"
-SCAN_BODY_FIELDS = ("image", "audit-id")
+SCAN_BODY_FIELDS = ("image", "audit-id", "platform")
 _log = logging.getLogger("scanner_core.http_api")
 
 
@@ -144,7 +144,11 @@ def serve(handler: Handler, req: func.HttpRequest, app_root: Path, route_prefix:
 
 def request_scan_by_path(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
     """``POST images/{name}/{tag}/scan``."""
-    return _answer(req, ("POST",), lambda: _enqueue_scan(ctx, _image_from_route(req), req.params.get("audit-id")))
+    return _answer(
+        req,
+        ("POST",),
+        lambda: _enqueue_scan(ctx, _image_from_route(req), req.params.get("audit-id"), req.params.get("platform")),
+    )
 
 
 def request_scan(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
@@ -162,8 +166,9 @@ def request_scan(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
             )
         image = _string(body, "image")
         audit_id = _string(body, "audit-id") if "audit-id" in body else None
+        platform = _string(body, "platform") if "platform" in body else None
         parse_image_reference(image, field="image")
-        return _enqueue_scan(ctx, image, audit_id)
+        return _enqueue_scan(ctx, image, audit_id, platform)
 
     return _answer(req, ("POST",), run)
 
@@ -217,9 +222,10 @@ def security_summary(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespons
 # -- the parts ---------------------------------------------------------------
 
 
-def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None) -> func.HttpResponse:
+def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None, platform: str | None = None) -> func.HttpResponse:
     audit_id = validate_audit_id(audit_id, field="audit-id") if audit_id is not None else str(uuid.uuid4())
-    message = build_message(image, audit_id, created_at=time.time())
+    platform = str(parse_platform(platform, field="platform")) if platform is not None else None
+    message = build_message(image, audit_id, created_at=time.time(), platform=platform)
     requested_at = datetime.fromtimestamp(message.headers.creation_time, timezone.utc)
     try:
         sent = enqueue(
@@ -235,6 +241,7 @@ def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None) -> func.Htt
         {
             "audit-id": audit_id,
             "image": image,
+            **({"platform": platform} if platform else {}),
             "status": "queued",
             "requested-at": iso8601(message.headers.creation_time),
             "queue": sent.queue,

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..audit import ScanRequest
 from ..errors import InvalidImageReference, RequestError
-from ..registry import parse_image_reference
+from ..registry import parse_image_reference, parse_platform
 from ..storage import validate_audit_id
 from .backoff import RetryState
 from .keys import canonical_keys
@@ -59,6 +59,7 @@ class MessageHeaders(_Kebab):
 class MessagePayload(_Kebab):
     image_scan_id: str = Field(min_length=1, max_length=128)
     image_full_name: str = Field(min_length=1, max_length=512)
+    platform: str | None = Field(None, min_length=1, max_length=64)  # os/arch[/variant]; checked by the core
 
 
 class ScanMessage(_Kebab):
@@ -83,17 +84,23 @@ def retry_message(request: ScanRequest, state: RetryState) -> ScanMessage:
             attempt=state.attempt if state.attempt > 1 else None,
             first_attempt_at=state.first_attempt_at,
         ),
-        payload=MessagePayload(image_scan_id=request.audit_id, image_full_name=request.image),
+        payload=MessagePayload(
+            image_scan_id=request.audit_id, image_full_name=request.image, platform=request.platform
+        ),
     )
 
 
-def build_message(image: str, audit_id: str, created_at: float | None = None) -> ScanMessage:
-    """A valid envelope; the reference and the audit id are checked first."""
+def build_message(
+    image: str, audit_id: str, created_at: float | None = None, platform: str | None = None
+) -> ScanMessage:
+    """A valid envelope; the reference, the audit id and the platform are checked first."""
     parse_image_reference(image, field="payload.image-full-name")
     validate_audit_id(audit_id, field="payload.image-scan-id")
+    if platform is not None:
+        platform = str(parse_platform(platform, field="payload.platform"))
     return ScanMessage(
         headers=MessageHeaders(creation_time=int(created_at if created_at is not None else time.time())),
-        payload=MessagePayload(image_scan_id=audit_id, image_full_name=image),
+        payload=MessagePayload(image_scan_id=audit_id, image_full_name=image, platform=platform),
     )
 
 
@@ -166,6 +173,8 @@ def _from_envelope(text: str) -> tuple[ScanRequest, RetryState]:
         requested_at=datetime.fromtimestamp(message.headers.creation_time, tz=timezone.utc),
         image=message.payload.image_full_name,
         image_field="payload.image-full-name",
+        platform=message.payload.platform,
+        platform_field="payload.platform",
     )
     return request, message.retry_state
 

@@ -18,6 +18,14 @@ _EXPORTS = {
     "DOCKER_HUB": ".reference",
     "ImageReference": ".reference",
     "parse_image_reference": ".reference",
+    "DEFAULT_PLATFORM": ".platform",
+    "InvalidPlatform": ".platform",
+    "Platform": ".platform",
+    "offered_platforms": ".platform",
+    "parse_platform": ".platform",
+    "pick_platform": ".platform",
+    "ImageFacts": ".inspect",
+    "inspect_image": ".inspect",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -79,7 +79,9 @@ class RegistryApi:
         credentials: Credentials | None = None,
         insecure: bool = False,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        plain_http: bool = False,
     ) -> None:
+        """``plain_http``: speak HTTP only (a loopback registry, as trivy does), skipping the HTTPS try."""
         import requests  # imported on first use: not every process talks to a registry
 
         self.registry = registry
@@ -88,7 +90,7 @@ class RegistryApi:
         self._timeout = timeout
         self._session = requests.Session()
         self._session.verify = not insecure
-        self._scheme: str | None = None
+        self._scheme: str | None = "http" if plain_http else None
         self._tokens: dict[str, str] = {}
 
     def close(self) -> None:

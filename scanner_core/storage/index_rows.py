@@ -13,7 +13,7 @@ from urllib.parse import quote, unquote
 from ..errors import RequestError
 from ..models import AuditMeta, AuditResult
 from ..registry import parse_image_reference
-from ..verdict import ScanStatus, VulnerabilityCounts, summary_line
+from ..verdict import EOSL_NOTE, ScanStatus, VulnerabilityCounts, summary_line
 from .layout import META_BLOB
 
 INDEX_FORMAT = "1"
@@ -57,6 +57,7 @@ class AuditRow:
     digest: str | None = None
     db_updated_at: str | None = None
     decision: str | None = None
+    eosl: bool = False  # the image's OS is past its end of life
 
     @property
     def meta_path(self) -> str:
@@ -75,7 +76,8 @@ class AuditRow:
         if self.scan_status is None or self.vulnerabilities is None:
             return None
         try:
-            return summary_line(ScanStatus(self.scan_status), VulnerabilityCounts(**self.vulnerabilities))
+            line = summary_line(ScanStatus(self.scan_status), VulnerabilityCounts(**self.vulnerabilities))
+            return line + (EOSL_NOTE if self.eosl else "")
         except ValueError:
             return None
 
@@ -98,6 +100,7 @@ class AuditRow:
             digest=digest,
             db_updated_at=meta.trivy_db_updated_at,
             decision=meta.decision,
+            eosl=bool(meta.os and meta.os.eosl),
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -122,6 +125,8 @@ class AuditRow:
             "decision": self.decision,
         }
         metadata |= {key: _ascii(str(value)) for key, value in optional.items() if value is not None}
+        if self.eosl:
+            metadata["eosl"] = "true"
         if self.vulnerabilities is not None:
             metadata |= {name: str(int(self.vulnerabilities.get(name, 0))) for name in _SEVERITIES}
         return metadata
@@ -149,6 +154,7 @@ class AuditRow:
             digest=values.get("digest"),
             db_updated_at=values.get("dbupdated"),
             decision=values.get("decision"),
+            eosl=values.get("eosl") == "true",
         )
 
 

@@ -9,6 +9,10 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "VulnerabilityDatabase": ".database",
     "read_database_info": ".database",
+    "DatabaseKind": ".db_kind",
+    "JAVA_DB": ".db_kind",
+    "VULNERABILITY_DB": ".db_kind",
+    "is_stale": ".database",
     "classify_trivy_failure": ".failures",
     "locate_trivy": ".locate",
     "child_environment": ".process",
@@ -20,6 +24,7 @@ _EXPORTS = {
     "ScanTarget": ".runner",
     "Trivy": ".runner",
     "TrivyOptions": ".runner",
+    "TrivyRun": ".runner",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

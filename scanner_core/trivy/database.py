@@ -1,4 +1,7 @@
-"""The vulnerability DB in the shared cache dir, refreshed apart from scans.
+"""trivy's DBs in the shared cache dir, refreshed apart from scans.
+
+Two kinds (``DatabaseKind``): the vulnerability DB (``db/``) and the Java DB
+(``java-db/``, needed for images with Java archives). Both are handled alike:
 
 Scans only ever read the DB (``--skip-db-update``; trivy opens it read-only,
 so any number of scans share it), and each scan keeps its layer cache in
@@ -20,15 +23,16 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..errors import FailureKind, ScanFailed
 from ..registry import Credentials
+from .db_kind import JAVA_DB, VULNERABILITY_DB, DatabaseKind
 from .runner import Trivy
 
-_VERSIONS_DIR = "db-versions"
-_LOCK_FILE = ".db-refresh.lock"
+__all__ = ["JAVA_DB", "VULNERABILITY_DB", "DatabaseKind", "VulnerabilityDatabase", "is_stale", "read_database_info"]
+
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,8 @@ class RefreshResult:
 
 
 class VulnerabilityDatabase:
-    """The DB at ``<cache_dir>/db`` and how it is kept fresh."""
+    """One DB (``kind``, by default the vulnerability DB at ``<cache_dir>/db``) and
+    how it is kept fresh."""
 
     def __init__(
         self,
@@ -58,7 +63,9 @@ class VulnerabilityDatabase:
         timeout_ms: int = 300_000,
         credentials: Credentials | None = None,
         insecure: bool = False,
+        kind: DatabaseKind = VULNERABILITY_DB,
     ) -> None:
+        self.kind = kind
         self.cache_dir = cache_dir
         self.trivy = trivy
         self.repositories = tuple(repositories)
@@ -69,25 +76,29 @@ class VulnerabilityDatabase:
 
     @property
     def db_dir(self) -> Path:
-        return self.cache_dir / "db"
+        return self.cache_dir / self.kind.dir_name
 
     def usable(self) -> bool:
-        return (self.db_dir / "trivy.db").is_file() and (self.db_dir / "metadata.json").is_file()
+        return (self.db_dir / self.kind.db_file).is_file() and (self.db_dir / self.kind.metadata_file).is_file()
 
     def info(self) -> DatabaseInfo:
-        return read_database_info(self.cache_dir)
+        return read_database_info(self.cache_dir, self.kind)
 
     def ensure(self) -> None:
         """Before a scan: download a DB if there is none yet (and updates are allowed)."""
         if not self.usable() and self.updates_allowed:
             self.refresh(only_if_missing=True)
 
-    def refresh(self, *, force: bool = False, only_if_missing: bool = False) -> RefreshResult:
+    def refresh(
+        self, *, force: bool = False, only_if_missing: bool = False, only_if_present: bool = False
+    ) -> RefreshResult:
         """Downloads a new DB unless the current one is still fresh (its ``NextUpdate``
         is in the future). Raises a transient ``ScanFailed`` when the download fails;
         the DB in place, if any, stays."""
+        if only_if_present and not self.usable():
+            return RefreshResult(False, f"no {self.kind.name} yet: it is fetched when a scan first needs it", self.info())
         if not self.updates_allowed:
-            return RefreshResult(False, "updates are disabled (TRIVY_SKIP_DB_UPDATE=true)", self.info())
+            return RefreshResult(False, f"updates are disabled ({self.kind.skip_setting}=true)", self.info())
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with self._exclusive():
             # Checked again under the lock: another invocation may have just refreshed it.
@@ -99,21 +110,25 @@ class VulnerabilityDatabase:
         return RefreshResult(True, "downloaded", self.info())
 
     def _download_and_swap(self) -> None:
-        versions = self.cache_dir / _VERSIONS_DIR
+        kind = self.kind
+        versions = self.cache_dir / kind.versions_dir
         versions.mkdir(parents=True, exist_ok=True)
         # Always a new, empty directory: trivy skips the download into a dir that holds a recent DB.
         staging = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d%H%M%S-"), dir=versions))
         try:
-            self.trivy.download_db(staging, self.repositories, self.timeout_ms, self._credentials, self._insecure)
-            if not (staging / "db" / "trivy.db").is_file():
-                raise ScanFailed("trivy downloaded no DB", kind=FailureKind.TRANSIENT, reason="db-unavailable")
+            self.trivy.download_db(
+                staging, self.repositories, self.timeout_ms, self._credentials, self._insecure, kind=kind
+            )
+            if not (staging / kind.dir_name / kind.db_file).is_file():
+                raise ScanFailed(f"trivy downloaded no {kind.name}", kind=FailureKind.TRANSIENT,
+                                 reason="db-unavailable")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self._adopt_plain_directory(versions)
-        link = self.cache_dir / f".db-link-{os.getpid()}"
+        link = self.cache_dir / f".{kind.dir_name}-link-{os.getpid()}"
         link.unlink(missing_ok=True)
-        link.symlink_to(Path(_VERSIONS_DIR) / staging.name / "db", target_is_directory=True)
+        link.symlink_to(Path(kind.versions_dir) / staging.name / kind.dir_name, target_is_directory=True)
         os.replace(link, self.db_dir)  # atomic: readers see the old or the new DB
         self._remove_old_versions(versions, keep=staging.name)
 
@@ -124,8 +139,9 @@ class VulnerabilityDatabase:
             adopted = versions / "adopted"
             shutil.rmtree(adopted, ignore_errors=True)
             adopted.mkdir(parents=True)
-            os.rename(self.db_dir, adopted / "db")
-            self.db_dir.symlink_to(Path(_VERSIONS_DIR) / "adopted" / "db", target_is_directory=True)
+            os.rename(self.db_dir, adopted / self.kind.dir_name)
+            self.db_dir.symlink_to(Path(self.kind.versions_dir) / "adopted" / self.kind.dir_name,
+                                   target_is_directory=True)
 
     def _remove_old_versions(self, versions: Path, keep: str) -> None:
         # Scans that opened an older DB keep their open file; unlinking it is safe.
@@ -135,12 +151,24 @@ class VulnerabilityDatabase:
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
-        with (self.cache_dir / _LOCK_FILE).open("a") as lock:
+        with (self.cache_dir / self.kind.lock_file).open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def is_stale(info: DatabaseInfo, after_hours: float, now: datetime | None = None) -> bool | None:
+    """True when the DB is past its ``NextUpdate`` by more than ``after_hours``;
+    ``None`` when there is no DB (or no readable ``NextUpdate``) to judge."""
+    if not info.next_update:
+        return None
+    try:
+        next_update = datetime.fromisoformat(info.next_update.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return next_update + timedelta(hours=after_hours) < (now or datetime.now(timezone.utc))
 
 
 def _is_due(info: DatabaseInfo) -> bool:
@@ -153,10 +181,10 @@ def _is_due(info: DatabaseInfo) -> bool:
     return next_update <= datetime.now(timezone.utc)
 
 
-def read_database_info(cache_dir: Path) -> DatabaseInfo:
+def read_database_info(cache_dir: Path, kind: DatabaseKind = VULNERABILITY_DB) -> DatabaseInfo:
     """The DB's ``metadata.json`` (``UpdatedAt``/``NextUpdate``), when there is one."""
     try:
-        metadata = json.loads((cache_dir / "db" / "metadata.json").read_text(encoding="utf-8"))
+        metadata = json.loads((cache_dir / kind.dir_name / kind.metadata_file).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return DatabaseInfo()
     return DatabaseInfo(

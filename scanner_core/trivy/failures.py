@@ -40,11 +40,20 @@ def _rule(pattern: str, kind: FailureKind, reason: str, explanation: str) -> _Ru
 # Causes that concern the whole run, whatever its attempts say (checked first, in order).
 _RUN_RULES: tuple[_Rule, ...] = (
     _rule(r"context deadline exceeded|[Dd]eadline exceeded", T, "timeout", "trivy timed out"),
+    # Scans pass --skip-java-db-update, so this is always "no usable Java DB" (the core decides what follows).
+    _rule(r"Unable to initialize the Java DB|cannot skip downloading Java DB|'--skip-java-db-update' cannot be",
+          P, "java-db-missing", "the image has Java archives and there is no Java DB in the cache"),
+    _rule(r"no child with platform \S+ in index", P, "platform-not-found",
+          "the image index has no manifest for the requested platform"),
+    _rule(r"no space left on device|disk quota exceeded", T, "disk-full",
+          "the scratch disk (SCAN_SCRATCH_DIR) or the cache ran out of space"),
+    _rule(r"ignore file not found|VEX error|filter error: filtering error", P, "invalid-suppression-file",
+          "trivy could not read a suppression file (TRIVY_IGNOREFILE / TRIVY_VEX)"),
     _rule(r"cannot skip downloading DB|--skip-db-update cannot be specified on the first run", T, "db-missing",
           "there is no vulnerability DB in the cache yet and updates are disabled"),
     _rule(r"failed to download vulnerability DB|failed to download artifact|DB error|database error", T,
           "db-unavailable", "the vulnerability DB could not be downloaded or opened"),
-    _rule(r"[Pp]ermission denied|no space left on device|too many open files|[Rr]ead-only file system", T,
+    _rule(r"[Pp]ermission denied|too many open files|[Rr]ead-only file system", T,
           "local-io", "trivy could not read or write a local file"),
     _rule(r"failed to parse the image name|could not parse reference", P, "invalid-image",
           "trivy rejected the image reference"),

@@ -17,6 +17,7 @@ from ..models import Finding
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 _SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 _VULNERABILITY_PREFIX = "Results.item.Vulnerabilities.item"
+_MODIFIED_PREFIX = "Results.item.ExperimentalModifiedFindings.item"
 _FINDING_FIELDS = ("VulnerabilityID", "PkgName", "InstalledVersion", "FixedVersion", "Severity", "Title")
 
 
@@ -30,6 +31,11 @@ class ReportSummary:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
     top_findings: list[Finding] = field(default_factory=list)
     secrets: int = 0
+    os_family: str | None = None
+    os_name: str | None = None
+    os_eosl: bool | None = None
+    # Vulnerabilities an ignore file or a VEX document suppressed (listed with --show-suppressed).
+    suppressed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
 
     @property
     def image_digest(self) -> str | None:
@@ -80,9 +86,14 @@ def _findings(path: Path, summary: ReportSummary) -> Iterator[Finding]:
     with path.open("rb") as stream:
         target: str | None = None
         current: dict[str, Any] | None = None
+        modified: dict[str, Any] | None = None
         for prefix, event, value in ijson.parse(stream):
-            if prefix == "ArtifactName" and event == "string":
+            if prefix.startswith(_MODIFIED_PREFIX):
+                modified = _modified_finding(summary, modified, prefix, event, value)
+            elif prefix == "ArtifactName" and event == "string":
                 summary.artifact_name = value
+            elif prefix.startswith("Metadata.OS.") and event in ("string", "boolean"):
+                _os_field(summary, prefix, value)
             elif prefix == "Metadata.ImageID" and event == "string":
                 summary.image_id = value
             elif prefix == "Metadata.RepoDigests.item" and event == "string":
@@ -101,6 +112,37 @@ def _findings(path: Path, summary: ReportSummary) -> Iterator[Finding]:
                 name = prefix[len(_VULNERABILITY_PREFIX) + 1 :]
                 if name in _FINDING_FIELDS:
                     current[name] = value
+
+
+def _os_field(summary: ReportSummary, prefix: str, value: Any) -> None:
+    name = prefix.removeprefix("Metadata.OS.")
+    if name == "Family":
+        summary.os_family = value
+    elif name == "Name":
+        summary.os_name = value
+    elif name == "EOSL":
+        summary.os_eosl = bool(value)
+
+
+def _modified_finding(
+    summary: ReportSummary, current: dict[str, Any] | None, prefix: str, event: str, value: Any
+) -> dict[str, Any] | None:
+    """One entry of ``ExperimentalModifiedFindings``: a suppressed vulnerability is counted by its severity."""
+    if prefix == _MODIFIED_PREFIX:
+        if event == "start_map":
+            return {}
+        if event == "end_map":
+            if current is not None and current.get("Type", "vulnerability") == "vulnerability":
+                severity = str(current.get("Severity") or "UNKNOWN").upper()
+                summary.suppressed[severity if severity in summary.suppressed else "UNKNOWN"] += 1
+            return None
+        return current  # its keys (map_key events)
+    if current is not None and event == "string":
+        if prefix == f"{_MODIFIED_PREFIX}.Type":
+            current["Type"] = value
+        elif prefix == f"{_MODIFIED_PREFIX}.Finding.Severity":
+            current["Severity"] = value
+    return current
 
 
 def _to_finding(fields: dict[str, Any], target: str | None) -> Finding:

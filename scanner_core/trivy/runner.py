@@ -8,6 +8,7 @@ stopped is ``process.py``'s job; what its failures mean is ``failures.py``'s.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -16,12 +17,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import FailureKind, ScanFailed
 from ..redact import Redactor
 from ..registry import Credentials, ImageReference
 from .failures import classify_trivy_failure
 from .process import child_environment, run_with_deadline
+
+if TYPE_CHECKING:
+    from .db_kind import DatabaseKind
 
 _STDERR_TAIL_BYTES = 16 * 1024
 
@@ -53,6 +58,11 @@ class TrivyOptions:
     ignore_unfixed: bool = False
     scanners: Sequence[str] = ()
     cache_backend: str | None = None
+    skip_java_db_update: bool = False
+    platform: str | None = None
+    ignorefile: Path | None = None
+    vex: Sequence[Path] = ()
+    scratch_dir: Path | None = None  # the run's private TMPDIR is made under it
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,8 @@ class Trivy:
             command += ["--cache-backend", options.cache_backend]
         if options.skip_db_update:
             command.append("--skip-db-update")
+        if options.skip_java_db_update:
+            command.append("--skip-java-db-update")
         if options.offline_scan:
             command.append("--offline-scan")
         for repository in options.db_repositories:
@@ -120,6 +132,14 @@ class Trivy:
             command.append("--ignore-unfixed")
         if options.scanners:
             command += ["--scanners", ",".join(options.scanners)]
+        if options.ignorefile is not None:
+            command += ["--ignorefile", str(options.ignorefile)]
+        for document in options.vex:
+            command += ["--vex", str(document)]
+        if options.ignorefile is not None or options.vex:
+            command.append("--show-suppressed")  # the report keeps what was suppressed, and why
+        if options.platform:
+            command += ["--platform", options.platform]
         if target.input_tar is not None:
             command += ["--input", str(target.input_tar)]
             return command
@@ -144,7 +164,7 @@ class Trivy:
         command = self.build_command(target, options, output)
         secrets = [credentials.password] if credentials else []
         started = time.monotonic()
-        self._run(command, options.timeout_ms, credentials, self._redactor.with_secrets(secrets))
+        self._run(command, options.timeout_ms, credentials, self._redactor.with_secrets(secrets), options.scratch_dir)
         if not output.is_file():
             raise ScanFailed("trivy exited 0 but wrote no report", kind=FailureKind.TRANSIENT, reason="no-report")
         return TrivyRun(report_path=output, duration_seconds=time.monotonic() - started)
@@ -161,16 +181,20 @@ class Trivy:
         timeout_ms: int,
         credentials: Credentials | None = None,
         insecure: bool = False,
+        kind: DatabaseKind | None = None,
     ) -> None:
-        """``trivy image --download-db-only`` into ``cache_dir`` (repositories tried in order)."""
+        """``trivy image --download-db-only`` (or the ``kind``'s flag) into ``cache_dir``
+        (repositories tried in order)."""
+        download_flag = kind.download_flag if kind else "--download-db-only"
+        repository_flag = kind.repository_flag if kind else "--db-repository"
         command = [
-            str(self.executable), "image", "--download-db-only", "--cache-dir", str(cache_dir),
+            str(self.executable), "image", download_flag, "--cache-dir", str(cache_dir),
             "--no-progress", "--skip-version-check", "--disable-telemetry",
         ]
         if timeout_ms > 0:
             command += ["--timeout", f"{timeout_ms}ms"]
         for repository in repositories:
-            command += ["--db-repository", repository]
+            command += [repository_flag, repository]
         if insecure:
             command.append("--insecure")
         secrets = [credentials.password] if credentials else []
@@ -178,14 +202,23 @@ class Trivy:
             self._run(command, timeout_ms, credentials, self._redactor.with_secrets(secrets))
         except ScanFailed as failure:
             raise ScanFailed(
-                f"the vulnerability DB could not be downloaded: {failure}",
+                f"the {kind.name if kind else 'vulnerability DB'} could not be downloaded: {failure}",
                 kind=FailureKind.TRANSIENT,
                 reason="db-unavailable",
             ) from None
 
-    def _run(self, command: list[str], timeout_ms: int, credentials: Credentials | None, redactor: Redactor) -> None:
+    def _run(
+        self,
+        command: list[str],
+        timeout_ms: int,
+        credentials: Credentials | None,
+        redactor: Redactor,
+        scratch_dir: Path | None = None,
+    ) -> None:
+        """The run's private dir is trivy's HOME and TMPDIR (layers are extracted there);
+        it is removed when trivy is gone, also after a kill at the deadline."""
         try:
-            with tempfile.TemporaryDirectory(prefix="trivy-run-") as workdir:
+            with tempfile.TemporaryDirectory(prefix="trivy-run-", dir=scratch_dir) as workdir:
                 env = child_environment(credentials, Path(workdir))
                 with (Path(workdir) / "stderr").open("w+b") as stderr:
                     returncode = run_with_deadline(command, env, stderr, workdir, timeout_ms)
@@ -193,6 +226,9 @@ class Trivy:
                     stderr.seek(max(0, stderr.tell() - _STDERR_TAIL_BYTES))
                     stderr_text = redactor(stderr.read().decode("utf-8", "replace"))
         except OSError as error:  # cannot execute trivy (missing, not executable, busy), or no temp space
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ScanFailed(f"no space left for trivy's scratch directory: {error.strerror}",
+                                 kind=FailureKind.TRANSIENT, reason="disk-full") from None
             raise _unusable(self.executable, error) from None
         if returncode is None:
             raise ScanFailed(

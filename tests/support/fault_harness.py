@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field

@@ -8,6 +8,17 @@ reads, see trivy-db ``pkg/db`` and ``pkg/vulnsrc/alpine``)::
                                     "VendorSeverity", "References"}}
     "data-source"   -> {"alpine 3.18": {"ID", "Name", "URL"}}
 
+Maven advisories (trivy-db ``pkg/vulnsrc/ghsa``, read by trivy's Java
+library detector) go to one bucket per ecosystem and source::
+
+    "maven::GitHub Security Advisory Maven"
+        -> {"<groupId>:<artifactId>": {<vuln id>: {"PatchedVersions": [...],
+                                                   "VulnerableVersions": [...]}}}
+    "data-source" -> {"maven::GitHub Security Advisory Maven": {"ID": "ghsa", ...}}
+
+``VulnerableVersions`` are Maven ranges in trivy's comparer syntax
+(``">=2.0.0, <2.15.0"``); ``PatchedVersions`` become the reported FixedVersion.
+
 The advisory bucket is keyed by the apk *origin* (source package) name: trivy
 looks advisories up by ``SrcName`` and reports the binary package name.
 """
@@ -38,6 +49,33 @@ SEVERITY_SOURCE = "nvd"
 _DATA_SOURCES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {"alpine": {"ID": "alpine", "Name": "Alpine Secdb", "URL": "https://secdb.alpinelinux.org/"}}
 )
+
+
+MAVEN_BUCKET = "maven::GitHub Security Advisory Maven"
+_MAVEN_DATA_SOURCE = {
+    "ID": "ghsa",
+    "Name": "GitHub Security Advisory Maven",
+    "URL": "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Amaven",
+}
+
+
+@dataclass(frozen=True)
+class MavenAdvisory:
+    """One GHSA advisory for one Maven package (``group:artifact``)."""
+
+    vulnerability_id: str
+    package: str
+    vulnerable_versions: tuple[str, ...]
+    patched_versions: tuple[str, ...]
+    severity: str
+    title: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+        if ":" not in self.package:
+            raise ValueError(f"a Maven package is 'group:artifact', got {self.package!r}")
 
 
 @dataclass(frozen=True)
@@ -78,7 +116,7 @@ def _advisory_value(advisory: Advisory) -> bytes:
     return _json({"FixedVersion": advisory.fixed_version} if advisory.fixed_version else {})
 
 
-def _vulnerability_value(advisory: Advisory) -> dict[str, Any]:
+def _vulnerability_value(advisory: Advisory | MavenAdvisory) -> dict[str, Any]:
     """Details record; UNKNOWN is expressed by leaving severity out entirely.
 
     Writing ``Severity: "UNKNOWN"`` would make trivy log a "severities from
@@ -96,7 +134,7 @@ def _vulnerability_value(advisory: Advisory) -> dict[str, Any]:
     return detail
 
 
-def _vulnerability_bucket(advisories: Sequence[Advisory]) -> dict[bytes, BoltValue]:
+def _vulnerability_bucket(advisories: Sequence[Advisory | MavenAdvisory]) -> dict[bytes, BoltValue]:
     """One record per vulnerability id; conflicting duplicates are an error."""
     details: dict[str, dict[str, Any]] = {}
     for advisory in advisories:
@@ -107,7 +145,9 @@ def _vulnerability_bucket(advisories: Sequence[Advisory]) -> dict[bytes, BoltVal
     return {vid.encode(): _json(detail) for vid, detail in details.items()}
 
 
-def db_buckets(advisories: Sequence[Advisory]) -> dict[bytes, BoltValue]:
+def db_buckets(
+    advisories: Sequence[Advisory], maven_advisories: Sequence[MavenAdvisory] = ()
+) -> dict[bytes, BoltValue]:
     """The bolt root bucket content for ``advisories`` (no I/O)."""
     platforms: dict[bytes, dict[bytes, dict[bytes, BoltValue]]] = {}
     data_sources: dict[bytes, BoltValue] = {}
@@ -122,9 +162,25 @@ def db_buckets(advisories: Sequence[Advisory]) -> dict[bytes, BoltValue]:
         data_sources[platform] = _json(_DATA_SOURCES[advisory.os_family])
 
     root: dict[bytes, BoltValue] = dict(platforms)
-    root[b"vulnerability"] = _vulnerability_bucket(advisories)
+    if maven_advisories:
+        root[MAVEN_BUCKET.encode()] = _maven_bucket(maven_advisories)
+        data_sources[MAVEN_BUCKET.encode()] = _json(_MAVEN_DATA_SOURCE)
+    root[b"vulnerability"] = _vulnerability_bucket([*advisories, *maven_advisories])
     root[b"data-source"] = data_sources
     return root
+
+
+def _maven_bucket(advisories: Sequence[MavenAdvisory]) -> dict[bytes, BoltValue]:
+    packages: dict[bytes, dict[bytes, BoltValue]] = {}
+    for advisory in advisories:
+        vulns = packages.setdefault(advisory.package.encode(), {})
+        key = advisory.vulnerability_id.encode()
+        if key in vulns:
+            raise ValueError(f"duplicate advisory {advisory.vulnerability_id} for {advisory.package}")
+        vulns[key] = _json(
+            {"PatchedVersions": list(advisory.patched_versions), "VulnerableVersions": list(advisory.vulnerable_versions)}
+        )
+    return dict(packages)
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -154,6 +210,7 @@ def build_trivy_db(
     *,
     updated_at: datetime | None = None,
     next_update: datetime | None = None,
+    maven_advisories: Sequence[MavenAdvisory] = (),
 ) -> Path:
     """Write ``<cache_dir>/db/{trivy.db,metadata.json}``; return the db dir.
 
@@ -163,6 +220,6 @@ def build_trivy_db(
     next_update = next_update or updated_at + timedelta(hours=24)
     db_dir = Path(cache_dir) / "db"
     db_dir.mkdir(parents=True, exist_ok=True)
-    write_bolt(db_dir / "trivy.db", db_buckets(advisories))
+    write_bolt(db_dir / "trivy.db", db_buckets(advisories, maven_advisories))
     write_metadata(db_dir, updated_at, next_update)
     return db_dir
