@@ -21,6 +21,10 @@ class ScanRequest:
     image: str | None = None
     input_tar: Path | None = None
     image_field: str = "image"  # how errors name the reference: the message's field, or the CLI's
+    # The monitor loop's label and origin: the tag a digest was found under (the meta's
+    # ``image`` then reads ``repo:tag@digest``), and what asked for the scan.
+    tag: str | None = None
+    trigger: str | None = None
 
 
 @dataclass(frozen=True)
