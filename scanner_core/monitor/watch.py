@@ -10,10 +10,14 @@ is on the queue, so a run that dies in between enqueues it again next time
 (the dedup answers the second request without trivy).
 
 The first run over a repository is bounded: ``WATCH_MAX_NEW_TAGS`` (default
-10) of its unseen digests are enqueued, the newest by the registry's order
-(the last listed: distribution and ACR list tags in lexical order), and the
-others are recorded as ``baseline`` (already there, not scanned). ``all``
-enqueues every one. Later runs enqueue every new digest.
+10) of its unseen digests are enqueued, the newest first, and the others are
+recorded as ``baseline`` (already there, not scanned). ``all`` enqueues every
+one. Later runs enqueue every new digest. "Newest" is the highest tag in
+version order (``1.10`` after ``1.9``, digits compared as numbers): the OCI
+spec asks registries for lexical order, which puts ``1.10`` before ``1.9``,
+and distribution 2.x (Debian's ``docker-registry``) lists its directory order,
+so the registry's own order says nothing about age; reading every image's
+creation time instead would cost two requests per tag on a first run.
 
 A tag pointing to a multi-platform index is scanned for the entry's
 ``platform``: the platform's manifest digest is enqueued (the index's digest
@@ -23,6 +27,7 @@ enqueued and trivy picks its default platform.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +65,11 @@ class WatchResult:
             "enqueued": len(self.enqueued), "baseline": self.baseline, "skipped": len(self.skipped),
             "error": self.error,
         }
+
+
+def version_key(tag: str) -> tuple[tuple[int, int | str], ...]:
+    """Orders tags as versions: digit runs as numbers (``v1.10`` after ``v1.9``)."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", tag) if part)
 
 
 def registry_api(config: ScannerConfig, entry: WatchEntry) -> RegistryApi:
@@ -139,13 +149,12 @@ class Watcher:
             result.matching_tags = len(tags)
             seen = self.store.seen(repository)
             result.first_run = not self.store.watched_before(repository)
-            new: dict[str, str] = {}  # digest -> its last tag in the registry's order
+            new: dict[str, str] = {}  # digest -> its highest tag
             for tag in tags:
                 digest = api.digest(path, tag)
-                if digest not in seen:
-                    new.pop(digest, None)
+                if digest not in seen and (digest not in new or version_key(tag) > version_key(new[digest])):
                     new[digest] = tag
-            ordered = list(new.items())
+            ordered = sorted(new.items(), key=lambda item: version_key(item[1]))
             limit = self.config.settings.watch_max_new_tags
             cut = max(0, len(ordered) - limit) if result.first_run and limit != "all" else 0
             for digest, tag in reversed(ordered[cut:]):  # newest first
