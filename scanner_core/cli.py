@@ -1,4 +1,4 @@
-"""The one-time runner: ``python -m scanner_core scan|heartbeat``.
+"""The one-time runner: ``python -m scanner_core scan|heartbeat|enqueue|reindex|watch|rescan``.
 
 Runs the same core as the function app, once, with the environment's
 configuration. Exit codes: 0 succeeded, 1 the audit failed, 2 usage or
@@ -18,7 +18,7 @@ from .audit import AuditOutcome, ScanRequest, utc_now
 from .config import load_config
 from .core import Scanner
 from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerError, StorageError
-from .functions import load_function_settings, message_encoding
+from .functions import load_function_settings, message_encoding, on_rescan, on_watch
 from .heartbeat import write_heartbeat
 from .log import configure_cli_logging
 from .queue import build_message, enqueue
@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reindex", help="rebuild the HTTP API's audit index from the metas in Blob Storage (maintenance)"
     )
 
+    commands.add_parser("watch", help="one run of the watch timer: queue the new tags of the 'watch:' repositories")
+    commands.add_parser("rescan", help="one run of the rescan timer: queue the images whose scan used an older DB")
+
     enqueue = commands.add_parser(
         "enqueue",
         help="put a scan request on the trigger queue (connection: the app setting named by SCAN_QUEUE_CONNECTION, "
@@ -72,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         return _fail(error)
     configure_cli_logging(config.settings.log_format)
+    if args.command in ("watch", "rescan"):
+        return _monitor(args.command)
     # The one-time runner has no refresh timer beside it: it refreshes a due DB itself.
     scanner = Scanner(config, app_root=Path.cwd(), refresh_db_before_scan=True)
     if args.command == "heartbeat":
@@ -97,6 +102,21 @@ def _enqueue(args: argparse.Namespace) -> int:
         return _fail(error)
     print(f"queued audit {message.payload.image_scan_id} for {args.image} on {sent.queue} (message {sent.message_id})")
     print(sent.body)
+    return EXIT_OK
+
+
+def _monitor(command: str) -> int:
+    """The timer's body, once; requests go to the app's trigger queue (as ``enqueue``)."""
+    try:
+        if command == "watch":
+            for result in on_watch(None, Path.cwd()):
+                print(f"{result.repository}: {len(result.enqueued)} queued, {result.baseline} set aside"
+                      + (f", error: {result.error}" if result.error else ""))
+        else:
+            rescan = on_rescan(None, Path.cwd())
+            print(f"{len(rescan.enqueued)} of {rescan.images} images queued for a rescan (DB {rescan.current_db})")
+    except ScannerError as error:
+        return _fail(error)
     return EXIT_OK
 
 

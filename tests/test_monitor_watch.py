@@ -210,3 +210,32 @@ def test_newest_is_the_highest_version_not_the_lexical_last():
     tags = ["v1.9.0", "v1.10.0", "v1.2.3", "v2.0.0-rc1", "v2.0.0"]
     assert sorted(tags, key=version_key)[-2:] == ["v2.0.0", "v2.0.0-rc1"]
     assert sorted(tags, key=version_key)[:3] == ["v1.2.3", "v1.9.0", "v1.10.0"]
+
+
+def test_the_cli_runs_one_watch_and_one_rescan(monitor: Monitor, audits: Audits, capsys):
+    from scanner_core.cli import main
+
+    repo = "cli/app"
+    monitor.push(repo, "1.0")
+    monitor.configure([{"repository": f"{monitor.registry.address}/{repo}"}])
+    assert main(["watch"]) == 0
+    assert f"{monitor.registry.address}/{repo}: 1 queued, 0 set aside" in capsys.readouterr().out
+    assert len(monitor.queue.take()) == 1
+    assert main(["rescan"]) == 0
+    assert "0 of 0 images queued for a rescan (DB 2026-11-01T00:00:00Z)" in capsys.readouterr().out
+
+
+def test_the_monitor_functions_are_wired_from_settings(monkeypatch):
+    import azure.functions as func
+
+    from scanner_core.functions import monitor_loop
+
+    app = func.FunctionApp()
+    app.register_functions(monitor_loop.blueprint)
+    functions = {f.get_function_name(): json.loads(f.get_function_json())["bindings"] for f in app.get_functions()}
+    assert [(b["type"], b["schedule"]) for b in functions["watch_repositories"]] == [
+        ("timerTrigger", "0 */15 * * * *")]
+    assert [(b["type"], b["schedule"]) for b in functions["rescan_images"]] == [("timerTrigger", "0 0 3 * * *")]
+    pushed = {b["name"]: b for b in functions["image_pushed"]}
+    assert pushed["event"]["type"] == "eventGridTrigger"
+    assert (pushed["quarantine"]["type"], pushed["quarantine"]["queueName"]) == ("queue", "trivy-scan-requests-poison")

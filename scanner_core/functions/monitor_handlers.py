@@ -52,8 +52,8 @@ def monitor_store(scanner: Scanner) -> MonitorStore:
     return MonitorStore(scanner.config.settings.az_blob_storage_sas.get_secret_value(), scanner.short_id)
 
 
-def on_watch(timer: func.TimerRequest, app_root: Path, *, send: Enqueue | None = None) -> list[WatchResult]:
-    """Timer: enqueue the new digests of every watched repository."""
+def on_watch(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue | None = None) -> list[WatchResult]:
+    """Timer (or ``python -m scanner_core watch``): enqueue the new digests of every watched repository."""
     scanner = make_scanner(app_root)
     if not scanner.config.file.watch:
         scanner.logger.info("no repositories to watch ('watch:' in TRIVY_CONFIG_PATH)")
@@ -62,8 +62,8 @@ def on_watch(timer: func.TimerRequest, app_root: Path, *, send: Enqueue | None =
         return Watcher(scanner.config, store, send or queue_enqueue(app_root), scanner.logger).run()
 
 
-def on_rescan(timer: func.TimerRequest, app_root: Path, *, send: Enqueue | None = None) -> RescanResult:
-    """Timer: enqueue the images whose latest scan used an older DB."""
+def on_rescan(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue | None = None) -> RescanResult:
+    """Timer (or ``python -m scanner_core rescan``): enqueue the images whose latest scan used an older DB."""
     scanner = make_scanner(app_root)
     with monitor_store(scanner) as store:
         return Rescanner(scanner.config, store, send or queue_enqueue(app_root), scanner.database,
