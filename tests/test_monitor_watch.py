@@ -239,3 +239,21 @@ def test_the_monitor_functions_are_wired_from_settings(monkeypatch):
     pushed = {b["name"]: b for b in functions["image_pushed"]}
     assert pushed["event"]["type"] == "eventGridTrigger"
     assert (pushed["quarantine"]["type"], pushed["quarantine"]["queueName"]) == ("queue", "trivy-scan-requests-poison")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"image-full-name": "r.example/team/app:1.0", "tag": "2.0"}, "invalid-payload.tag"),  # no digest
+        ({"image-full-name": f"r.example/team/app:1.0@sha256:{'e' * 64}", "tag": "2.0"}, "invalid-payload.tag"),
+        ({"image-full-name": f"r.example/team/app@sha256:{'e' * 64}", "tag": "-bad"}, "invalid-payload.tag"),
+        ({"image-full-name": "r.example/team/app:1.0", "trigger": "cron"}, "invalid-payload.trigger"),
+    ],
+)
+def test_a_bad_tag_label_or_trigger_is_quarantined(monitor: Monitor, audits: Audits, payload, reason):
+    from tests.support.monitor import QueuedMessage
+
+    body = json.dumps({"headers": {"creation-time": 1795300000, "payload-version": "1"},
+                       "payload": {"image-scan-id": "labelled", **payload}})
+    (record,) = [json.loads(text) for text in monitor.queue.deliver(QueuedMessage("m-1", body, None), REPO_ROOT)]
+    assert record["failure-reason"] == reason and audits.names() == []
