@@ -244,8 +244,10 @@ class Scanner:
         answer = self.reuse.answer(request, target.image, base, self.database, lambda: self.trivy.version(), log)
         if answer is None:
             return None
-        meta, scanned_at = answer
+        meta, scanned_at, earlier = answer
+        meta = self.follow_up.annotate_reused(meta, earlier, log)
         self._write_meta(folder, meta, log)
+        self.follow_up.notify(meta, folder, log)
         outcome = AuditOutcome(meta=meta, folder=folder, meta_written=True)
         self._remember(request, target, outcome, log, scanned_at)
         return outcome

@@ -83,6 +83,7 @@ def test_a_rescan_after_a_db_refresh_selects_the_image_and_finds_the_new_cve(mon
     assert (second["vulnerabilities"]["critical"], first["vulnerabilities"]["critical"]) == (2, 1)
     assert (second["trigger"], second["image"]) == ("rescan", f"{monitor.registry.address}/rescan/app:1.0@{digest}")
     assert second["trivy-db-updated-at"] == "2026-11-02T06:00:00Z"
+    assert second["previous-audit-id"] == first["audit-id"] and "CVE-2099-0100" in second["changes"]["new"]
     assert monitor_handlers.on_rescan(TimerRequest(), REPO_ROOT).enqueued == []  # scanned with the current DB
 
 
@@ -110,6 +111,10 @@ def test_a_rescan_with_the_same_db_reuses_the_audit_without_running_trivy(
     for field in ("scan-status", "vulnerabilities", "details", "trivy-db-updated-at", "image-digest", "summary"):
         assert reused[field] == first[field]
     assert (reused["trigger"], reused["audit-result"]) == ("rescan", "succeeded")
+    # The follow-up of a reused audit: compared with the previous audit of the image, from the earlier findings.
+    assert reused["previous-audit-id"] == first["audit-id"]
+    assert (reused["changes"]["new"], reused["changes"]["fixed"]) == ([], [])
+    assert reused["decision"] == first["decision"] == "pending"
     folder = reused["trivy-audit-path"].rsplit("/", 1)[0]
     new_folder = next(n for n in audits.names() if n.endswith(f"-{reused['audit-id']}/meta")).rsplit("/", 1)[0]
     assert new_folder != folder and [n for n in audits.names() if n.startswith(new_folder + "/")] == [

@@ -31,8 +31,8 @@ from .records import ImageRecord, MonitorStore
 
 # Fields of a meta that belong to the new request, not to the scan it reuses.
 _REQUEST_FIELDS = ("audit_id", "requested_at", "image", "trigger")
-# Fields that describe the earlier audit's place in its image's history (issue 10's
-# change tracking); they are not copied.
+# Fields that describe the earlier audit's place in its image's history: not copied
+# (the core's follow-up computes them anew for the new audit).
 _HISTORY_FIELDS = ("previous_audit_id", "changes")
 
 
@@ -95,8 +95,8 @@ class AuditReuse:
         database: VulnerabilityDatabase,
         trivy_version: Callable[[], str],
         log: ScanLogger,
-    ) -> tuple[AuditMeta, int] | None:
-        """The new audit's meta and the earlier scan's time, or ``None``: scan.
+    ) -> tuple[AuditMeta, int, AuditMeta] | None:
+        """The new audit's meta, the earlier scan's time and the earlier meta, or ``None``: scan.
         Any doubt, or any error, means scan (the scan path reports real failures)."""
         if not self.applies(image) or image is None:
             return None
@@ -111,12 +111,12 @@ class AuditReuse:
         earlier, record = found
         meta = self.reused_meta(earlier, base)
         log.info("answered from an earlier audit; trivy not run", fields={"reused-from": meta.reused_from})
-        return meta, record.scanned_at
+        return meta, record.scanned_at, earlier
 
     def reused_meta(self, earlier: AuditMeta, base: AuditMeta) -> AuditMeta:
         """The new audit's meta: the earlier verdict, this request's identity."""
         update: dict[str, object] = {name: getattr(base, name) for name in _REQUEST_FIELDS}
-        update |= {name: None for name in _HISTORY_FIELDS if name in AuditMeta.model_fields}
+        update |= dict.fromkeys(_HISTORY_FIELDS)
         update |= {"reused_from": earlier.reused_from or earlier.audit_id, "timestamp": int(time.time())}
         return earlier.model_copy(update=update)
 
