@@ -23,6 +23,10 @@ class ScanRequest:
     image_field: str = "image"  # how errors name the reference: the message's field, or the CLI's
     platform: str | None = None  # os/arch[/variant]; else TRIVY_PLATFORM
     platform_field: str = "platform"
+    # The monitor loop's label and origin: the tag a digest was found under (the meta's
+    # ``image`` then reads ``repo:tag@digest``), and what asked for the scan.
+    tag: str | None = None
+    trigger: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The one-time runner: ``python -m scanner_core scan|heartbeat|enqueue|reindex``, and the
+"""The one-time runner: ``python -m scanner_core scan|heartbeat|enqueue|reindex|watch|rescan``, and the
 stand-alone listener ``listen``.
 
 Runs the same core as the function app, once, with the environment's
@@ -20,7 +20,7 @@ from .audit import AuditOutcome, ScanRequest, utc_now
 from .config import load_config
 from .core import Scanner
 from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerError, StorageError
-from .functions import load_function_settings, max_dequeue_count, message_encoding
+from .functions import load_function_settings, max_dequeue_count, message_encoding, on_rescan, on_watch
 from .heartbeat import write_heartbeat
 from .log import LOGGER_NAME, configure_cli_logging
 from .queue import Listener, ListenerOptions, build_message, enqueue
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "reindex", help="rebuild the HTTP API's audit index from the metas in Blob Storage (maintenance)"
     )
+
+    commands.add_parser("watch", help="one run of the watch timer: queue the new tags of the 'watch:' repositories")
+    commands.add_parser("rescan", help="one run of the rescan timer: queue the images whose scan used an older DB")
 
     enqueue = commands.add_parser(
         "enqueue",
@@ -95,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         return _fail(error)
     configure_cli_logging(config.settings.log_format)
+    if args.command in ("watch", "rescan"):
+        return _monitor(args.command)
     # The one-time runner has no refresh timer beside it: it refreshes a due DB itself.
     scanner = Scanner(config, app_root=Path.cwd(), refresh_db_before_scan=True)
     if args.command == "heartbeat":
@@ -152,6 +157,21 @@ def _listen(args: argparse.Namespace) -> int:
     listener = Listener(lambda: Scanner(config, app_root=app_root, refresh_db_before_scan=True), options)
     listener.install_signal_handlers()
     return listener.run()
+
+
+def _monitor(command: str) -> int:
+    """The timer's body, once; requests go to the app's trigger queue (as ``enqueue``)."""
+    try:
+        if command == "watch":
+            for result in on_watch(None, Path.cwd()):
+                print(f"{result.repository}: {len(result.enqueued)} queued, {result.baseline} set aside"
+                      + (f", error: {result.error}" if result.error else ""))
+        else:
+            rescan = on_rescan(None, Path.cwd())
+            print(f"{len(rescan.enqueued)} of {rescan.images} images queued for a rescan (DB {rescan.current_db})")
+    except ScannerError as error:
+        return _fail(error)
+    return EXIT_OK
 
 
 def _fail(error: ScannerError) -> int:

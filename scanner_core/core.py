@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from functools import cached_property
 from pathlib import Path
 
 from . import __version__
@@ -28,7 +29,7 @@ from .java_db import scan_with_java_db
 from .log import ScanLogger
 from .log_records import install as install_log_redaction
 from .models import AuditMeta, AuditResult
-from .monitor import AuditFollowUp
+from .monitor import AuditFollowUp, AuditReuse, MonitorStore, tag_label
 from .preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
 from .redact import Redactor
 from .registry import (
@@ -179,12 +180,16 @@ class Scanner:
                 "image_size": facts.compressed_size if facts else None,
             })
             check_size(facts, self.config.settings, scratch)
+            if (reused := self._reuse(request, target, base, folder, log)) is not None:
+                return reused
             with tempfile.TemporaryDirectory(prefix="scan-", dir=scratch) as workdir:
                 report_path = Path(workdir) / REPORT_BLOB
                 run = self._run_trivy(target, report_path, log, checked, scratch)
                 summary = summarise_report(report_path)
                 base = base.model_copy(update={"scan_duration_ms": int(run.duration_seconds * 1000)})
-                return self._ship(base, folder, report_path, summary, log)
+                outcome = self._ship(base, folder, report_path, summary, log)
+                self._remember(request, target, outcome, log)
+                return outcome
         except (RequestError, ScanFailed) as failure:
             return self._failed(base, folder, failure, final_attempt, log)
         except (AuditNotRecorded, StorageError):
@@ -231,7 +236,7 @@ class Scanner:
             return ScanTarget(image=image, input_tar=request.input_tar), label
         if image is None:
             raise RequestError("image", "an image reference or an image tarball is required")
-        return ScanTarget(image=image), request.image or image.canonical
+        return ScanTarget(image=image), tag_label(request.image, image, request.tag) or image.canonical
 
     def _run_trivy(
         self, target: ScanTarget, report_path: Path, log: ScanLogger, checked: Preflight, scratch: Path
@@ -273,6 +278,42 @@ class Scanner:
             refresh_first=self.refresh_db_before_scan,
         )
 
+    @cached_property
+    def reuse(self) -> AuditReuse | None:
+        """Dedup and the images' latest audits (monitor/); off for a caller's own blob store."""
+        if not isinstance(self.blob_store, AzureBlobStore):
+            return None
+        sas_url = self.config.settings.az_blob_storage_sas.get_secret_value()
+        return AuditReuse(self.config, MonitorStore(sas_url, self.short_id), self.blob_store)
+
+    def _reuse(
+        self, request: ScanRequest, target: ScanTarget, base: AuditMeta, folder: str, log: ScanLogger
+    ) -> AuditOutcome | None:
+        """Dedup (monitor/reuse.py): answered from an earlier audit, trivy not run."""
+        if self.reuse is None or self.refresh_db_before_scan:
+            return None
+        answer = self.reuse.answer(request, target.image, base, self.database, lambda: self.trivy.version(), log)
+        if answer is None:
+            return None
+        meta, scanned_at, earlier = answer
+        meta = self.follow_up.annotate_reused(meta, earlier, log)
+        self._write_meta(folder, meta, log)
+        self.follow_up.notify(meta, folder, log)
+        outcome = AuditOutcome(meta=meta, folder=folder, meta_written=True)
+        self._remember(request, target, outcome, log, scanned_at)
+        return outcome
+
+    def _remember(
+        self, request: ScanRequest, target: ScanTarget, outcome: AuditOutcome, log: ScanLogger,
+        scanned_at: int | None = None,
+    ) -> None:
+        if self.reuse is None or target.image is None or not outcome.succeeded:
+            return
+        try:
+            self.reuse.remember(outcome.meta, outcome.folder, request, target.image, scanned_at)
+        except Exception as error:  # noqa: BLE001 - bookkeeping never fails a recorded audit
+            log.warning("image record not updated", fields={"error": self.redactor(str(error))})
+
     def _base_meta(self, audit_id: str, request: ScanRequest) -> AuditMeta:
         return AuditMeta(
             audit_id=audit_id,
@@ -280,6 +321,7 @@ class Scanner:
             scanner_version=__version__,
             timestamp=int(time.time()),
             requested_at=int(request.requested_at.timestamp()),
+            trigger=request.trigger,  # type: ignore[arg-type]
             audit_result=AuditResult.AUDIT_FAILED,
             image=request.image,
             image_tag=request.image,

@@ -75,6 +75,7 @@ class AuditMeta(_BlobDocument):
     scanner_version: str
     timestamp: int
     requested_at: int
+    trigger: Literal["request", "watch", "event", "rescan"] | None = None  # what asked for the scan (monitor/)
     audit_result: AuditResult
     failure_description: str | None = None
     failure_reason: str | None = None
@@ -88,6 +89,9 @@ class AuditMeta(_BlobDocument):
     trivy_db_next_update: str | None = None
     trivy_audit_path: str | None = None
     sbom_path: str | None = None
+    # Answered from an earlier audit of the same digest, DB and settings (monitor/reuse.py):
+    # its id; the report and SBOM paths above are that audit's.
+    reused_from: str | None = None
     # The verdict (present when the scan succeeded); see verdict.py for the counting rule.
     vulnerabilities: dict[str, int] | None = None
     secrets: int | None = None

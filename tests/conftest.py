@@ -90,8 +90,8 @@ class Audits:
     client: ContainerClient = field(repr=False)
 
     def names(self) -> list[str]:
-        """The audit results and heartbeats: everything but the HTTP API's index."""
-        return [name for name in self.all_names() if "/index/" not in name]
+        """The audit results and heartbeats: everything but the HTTP API's index and the monitor's records."""
+        return [name for name in self.all_names() if "/index/" not in name and "/monitor/" not in name]
 
     def all_names(self) -> list[str]:
         return sorted(blob.name for blob in self.client.list_blobs())

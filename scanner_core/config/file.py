@@ -1,4 +1,4 @@
-"""The YAML file at ``TRIVY_CONFIG_PATH``: heartbeat period and registries."""
+"""The YAML file at ``TRIVY_CONFIG_PATH``: heartbeat period, registries, watched repositories."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigurationError
+from ..monitor import WatchEntry
 from ..registry import RegistryCredentials
 from .problems import describe_error
 
@@ -21,6 +22,7 @@ class ScannerFileConfig(BaseModel):
 
     heartbeat_period: int = Field(DEFAULT_HEARTBEAT_PERIOD_SECONDS, alias="heartbeat-period", gt=0)
     registries: list[RegistryCredentials] = Field(default_factory=list)
+    watch: list[WatchEntry] = Field(default_factory=list)  # repositories whose new tags are scanned (monitor/)
 
 
 def load_file_config(path: Path) -> ScannerFileConfig:

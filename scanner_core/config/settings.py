@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # The verdict (the second seed's names and defaults):
     trivy_critical_threshold: int = Field(0, alias="TRIVY_CRITICAL_THRESHOLD", ge=0)
     trivy_high_threshold: int = Field(10, alias="TRIVY_HIGH_THRESHOLD", ge=0)
+    # The monitor loop (monitor/): new tags of watched repositories, rescans, reuse of audits.
+    watch_max_new_tags: int | Literal["all"] = Field(10, alias="WATCH_MAX_NEW_TAGS")
+    rescan_max_age_hours: float = Field(24, alias="RESCAN_MAX_AGE_HOURS", ge=0)
+    rescan_window_days: float = Field(30, alias="RESCAN_WINDOW_DAYS", gt=0)
+    scan_dedup: bool = Field(True, alias="SCAN_DEDUP")
     # Product setting: also store a CycloneDX SBOM (sbom.cdx.json) converted from the report.
     scan_sbom: Literal["none", "cyclonedx"] = Field("none", alias="SCAN_SBOM")
     # Retries of transient failures (queue/backoff.py): 30 s doubling to 16 min, 7 attempts,
@@ -162,6 +167,13 @@ class Settings(BaseSettings):
         """``TRIVY_SKIP_JAVA_DB_UPDATE``, which follows ``TRIVY_SKIP_DB_UPDATE`` when unset."""
         skip = self.trivy_skip_db_update if self.trivy_skip_java_db_update is None else self.trivy_skip_java_db_update
         return not skip
+
+    @field_validator("watch_max_new_tags", mode="after")
+    @classmethod
+    def _check_max_new_tags(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 or more, or 'all'")
+        return value
 
     @field_validator("az_blob_storage_sas", mode="after")
     @classmethod

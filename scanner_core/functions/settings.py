@@ -17,6 +17,8 @@ from ..errors import ConfigurationError
 
 DEFAULT_HEARTBEAT_SCHEDULE = "0 */5 * * * *"  # every 300 s: the default heartbeat-period
 DEFAULT_DB_REFRESH_SCHEDULE = "0 30 */6 * * *"  # every 6 h; trivy's DB is rebuilt every 6 h
+DEFAULT_WATCH_SCHEDULE = "0 */15 * * * *"  # the watch list's registries, every 15 minutes
+DEFAULT_RESCAN_SCHEDULE = "0 0 3 * * *"  # rescans, daily at 03:00 UTC
 AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true"
 
 
@@ -30,6 +32,8 @@ class FunctionSettings(BaseSettings):
     queue_connection: str = Field("AzureWebJobsStorage", alias="SCAN_QUEUE_CONNECTION", min_length=1)
     heartbeat_schedule: str = Field(DEFAULT_HEARTBEAT_SCHEDULE, alias="HEARTBEAT_SCHEDULE")
     db_refresh_schedule: str = Field(DEFAULT_DB_REFRESH_SCHEDULE, alias="DB_REFRESH_SCHEDULE")
+    watch_schedule: str = Field(DEFAULT_WATCH_SCHEDULE, alias="WATCH_SCHEDULE")
+    rescan_schedule: str = Field(DEFAULT_RESCAN_SCHEDULE, alias="RESCAN_SCHEDULE")
 
     @property
     def poison_queue_name(self) -> str:

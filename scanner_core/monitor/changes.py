@@ -86,17 +86,24 @@ def previous_findings(index: AuditIndex, row: AuditRow, min_severity: str) -> tu
     if data is None:
         return None  # the index outlived the folder
     previous = AuditMeta.model_validate_json(data)
-    details = previous.details or []
-    total = (previous.vulnerabilities or {}).get("total", 0)
+    keys = findings_of(index, previous, row.folder, min_severity)
+    return None if keys is None else (previous, keys)
+
+
+def findings_of(index: AuditIndex, audit: AuditMeta, folder: str, min_severity: str) -> set[Key] | None:
+    """A recorded audit's findings: from ``details`` when they are complete, else
+    streamed from its stored report (``None`` when that is gone)."""
+    details = audit.details or []
+    total = (audit.vulnerabilities or {}).get("total", 0)
     limit = severity_rank(min_severity)
     # details are the most severe first: if they end below the threshold, they hold all that matter.
     complete = len(details) >= total or bool(details and severity_rank(details[-1].severity) > limit)
     if complete:
-        return previous, keys_of(details, min_severity)
-    report = index.read(previous.trivy_audit_path or f"{row.folder}/{REPORT_BLOB}")
+        return keys_of(details, min_severity)
+    report = index.read(audit.trivy_audit_path or f"{folder}/{REPORT_BLOB}")
     if report is None:
         return None
-    return previous, keys_of(_stream(report), min_severity)
+    return keys_of(_stream(report), min_severity)
 
 
 def current_findings(report_path: Path, min_severity: str) -> set[Key]:

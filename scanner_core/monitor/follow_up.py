@@ -8,6 +8,7 @@ the audit goes on without the annotation or the notification.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import ScannerConfig
@@ -15,7 +16,7 @@ from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
 from ..redact import Redactor
 from ..storage import AuditIndex, BlobStore
-from .changes import Key, compare, current_findings, find_previous, previous_findings
+from .changes import Key, compare, current_findings, find_previous, findings_of, previous_findings
 from .decision import decide
 from .notify import Delivery, Notifier, build_event, should_notify
 
@@ -45,6 +46,22 @@ class AuditFollowUp:
 
     def annotate(self, meta: AuditMeta, report_path: Path, log: ScanLogger) -> AuditMeta:
         """``meta`` with its decision and what changed since the previous audit of the image."""
+        return self._annotate(meta, lambda threshold: current_findings(report_path, threshold), log)
+
+    def annotate_reused(self, meta: AuditMeta, earlier: AuditMeta, log: ScanLogger) -> AuditMeta:
+        """The same for an audit answered from ``earlier`` (dedup, ``reuse.py``): its
+        findings are the earlier audit's, read from its details or stored report."""
+
+        def findings(threshold: str) -> set[Key]:
+            folder = (earlier.trivy_audit_path or "").rsplit("/", 1)[0]
+            keys = findings_of(self.audit_index, earlier, folder, threshold) if self.audit_index else None
+            if keys is None:
+                raise ValueError("the earlier audit's findings cannot be read")
+            return keys
+
+        return self._annotate(meta, findings, log)
+
+    def _annotate(self, meta: AuditMeta, current: Callable[[str], set[Key]], log: ScanLogger) -> AuditMeta:
         if meta.audit_result is not AuditResult.SUCCEEDED:
             return meta
         update: dict[str, object] = {"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
@@ -56,7 +73,7 @@ class AuditFollowUp:
             if self.audit_index is not None and (row := find_previous(self.audit_index, meta)) is not None:
                 if (found := previous_findings(self.audit_index, row, threshold)) is not None:
                     (previous, previous_keys), previous_id = found, row.audit_id
-            changes = compare(previous, previous_keys, meta.scan_status, current_findings(report_path, threshold))
+            changes = compare(previous, previous_keys, meta.scan_status, current(threshold))
             update |= {"previous_audit_id": previous_id, "changes": changes}
         except Exception as error:  # noqa: BLE001 - a comparison never fails an audit
             log.warning("changes since the previous audit not computed", fields={"error": self._describe(error)})

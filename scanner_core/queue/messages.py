@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..audit import ScanRequest
 from ..errors import InvalidImageReference, RequestError
-from ..registry import parse_image_reference, parse_platform
+from ..registry import ImageReference, parse_image_reference, parse_platform
 from ..storage import validate_audit_id
 from .backoff import RetryState
 from .keys import canonical_keys
@@ -56,10 +56,16 @@ class MessageHeaders(_Kebab):
     first_attempt_at: int | None = Field(None, ge=0, le=9_999_999_999)
 
 
+Trigger = Literal["request", "watch", "event", "rescan"]
+
+
 class MessagePayload(_Kebab):
     image_scan_id: str = Field(min_length=1, max_length=128)
     image_full_name: str = Field(min_length=1, max_length=512)
     platform: str | None = Field(None, min_length=1, max_length=64)  # os/arch[/variant]; checked by the core
+    # Optional (the monitor loop): the tag an image@digest was found under, and why it is scanned.
+    tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    trigger: Trigger | None = None
 
 
 class ScanMessage(_Kebab):
@@ -85,23 +91,42 @@ def retry_message(request: ScanRequest, state: RetryState) -> ScanMessage:
             first_attempt_at=state.first_attempt_at,
         ),
         payload=MessagePayload(
-            image_scan_id=request.audit_id, image_full_name=request.image, platform=request.platform
+            image_scan_id=request.audit_id, image_full_name=request.image, platform=request.platform,
+            tag=request.tag, trigger=request.trigger,
         ),
     )
 
 
 def build_message(
-    image: str, audit_id: str, created_at: float | None = None, platform: str | None = None
+    image: str,
+    audit_id: str,
+    created_at: float | None = None,
+    platform: str | None = None,
+    *,
+    tag: str | None = None,
+    trigger: Trigger | None = None,
 ) -> ScanMessage:
-    """A valid envelope; the reference, the audit id and the platform are checked first."""
-    parse_image_reference(image, field="payload.image-full-name")
+    """A valid envelope; the reference, the audit id, the platform and the tag label are checked first."""
+    reference = parse_image_reference(image, field="payload.image-full-name")
     validate_audit_id(audit_id, field="payload.image-scan-id")
     if platform is not None:
         platform = str(parse_platform(platform, field="payload.platform"))
+    if tag is not None:
+        check_tag_label(reference, tag)
     return ScanMessage(
         headers=MessageHeaders(creation_time=int(created_at if created_at is not None else time.time())),
-        payload=MessagePayload(image_scan_id=audit_id, image_full_name=image, platform=platform),
+        payload=MessagePayload(
+            image_scan_id=audit_id, image_full_name=image, platform=platform, tag=tag, trigger=trigger
+        ),
     )
+
+
+def check_tag_label(reference: ImageReference, tag: str) -> None:
+    """A tag label belongs to a reference by digest, and never contradicts a tag in it."""
+    if reference.digest is None:
+        raise RequestError("payload.tag", "labels a reference by digest (repo@sha256:...); this one has none")
+    if reference.tag is not None and reference.tag != tag:
+        raise RequestError("payload.tag", f"{tag!r} contradicts the reference's own tag {reference.tag!r}")
 
 
 def encode_body(text: str, encoding: QueueEncoding) -> str:
@@ -168,13 +193,23 @@ def _from_envelope(text: str) -> tuple[ScanRequest, RetryState]:
         first = ".".join(str(p) for p in error.errors()[0]["loc"]) or "message"
         raise RequestError(first, f"invalid scan-request envelope ({problems})") from None
     # The reference is checked by the core, which can then record the failure in the audit's meta.
+    audit_id = validate_audit_id(message.payload.image_scan_id, field="payload.image-scan-id")
+    if message.payload.tag is not None:
+        try:
+            reference = parse_image_reference(message.payload.image_full_name, "payload.image-full-name")
+        except InvalidImageReference:
+            pass  # recorded by the core as the audit's failure
+        else:
+            check_tag_label(reference, message.payload.tag)
     request = ScanRequest(
-        audit_id=validate_audit_id(message.payload.image_scan_id, field="payload.image-scan-id"),
+        audit_id=audit_id,
         requested_at=datetime.fromtimestamp(message.headers.creation_time, tz=timezone.utc),
         image=message.payload.image_full_name,
         image_field="payload.image-full-name",
         platform=message.payload.platform,
         platform_field="payload.platform",
+        tag=message.payload.tag,
+        trigger=message.payload.trigger,
     )
     return request, message.retry_state
 

@@ -12,6 +12,7 @@ tried over HTTPS without verification, then plain HTTP, as trivy's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -116,6 +117,17 @@ class RegistryApi:
         media_type = response.headers.get("Content-Type", "").split(";")[0] or document.get("mediaType", "")
         return Manifest(media_type, response.headers.get("Docker-Content-Digest"), document)
 
+    def digest(self, repository: str, reference: str, accept: tuple[str, ...] = MANIFEST_TYPES) -> str:
+        """The manifest digest of a tag: ``HEAD /v2/<repository>/manifests/<tag>`` and its
+        ``Docker-Content-Digest`` (a GET and the body's SHA-256 when a registry omits it)."""
+        headers = {"Accept": ", ".join(accept)}
+        response = self._get(f"/v2/{repository}/manifests/{reference}", repository, headers, method="HEAD")
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:
+            body = self._get(f"/v2/{repository}/manifests/{reference}", repository, headers).content
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        return digest
+
     def tags(self, repository: str, page_size: int | None = None) -> Iterator[str]:
         """Every tag, in the registry's order, following ``Link: <...>; rel="next"``."""
         path: str | None = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
@@ -125,17 +137,17 @@ class RegistryApi:
             link = _NEXT_LINK.search(response.headers.get("Link", ""))
             path = urljoin(path, link.group(1)) if link else None
 
-    def _get(self, path: str, repository: str, headers: dict[str, str]) -> requests.Response:
+    def _get(self, path: str, repository: str, headers: dict[str, str], method: str = "GET") -> requests.Response:
         scope = f"repository:{repository}:pull"
-        response = self._send(path, headers, scope)
+        response = self._send(path, headers, scope, method)
         if response.status_code == 401:
             self._authenticate(response, scope)
-            response = self._send(path, headers, scope)
+            response = self._send(path, headers, scope, method)
         if response.ok:
             return response
         raise _status_error(self.registry, path, response.status_code)
 
-    def _send(self, path: str, headers: dict[str, str], scope: str) -> requests.Response:
+    def _send(self, path: str, headers: dict[str, str], scope: str, method: str = "GET") -> requests.Response:
         import requests
 
         headers = dict(headers)
@@ -143,7 +155,9 @@ class RegistryApi:
             headers["Authorization"] = token
         for scheme in self._schemes():
             try:
-                response = self._session.get(f"{scheme}://{self.registry}{path}", headers=headers, timeout=self._timeout)
+                response = self._session.request(
+                    method, f"{scheme}://{self.registry}{path}", headers=headers, timeout=self._timeout
+                )
             except requests.exceptions.SSLError:
                 if self._insecure and scheme == "https":
                     continue  # an insecure registry may speak plain HTTP

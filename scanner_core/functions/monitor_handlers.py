@@ -1,0 +1,115 @@
+"""The bodies of the monitor loop's functions: the watch timer, the rescan
+timer and the Event Grid trigger (``monitor_loop.py`` wires them). Each takes an
+``enqueue`` for tests; by default requests go to the trigger queue as the
+HTTP API sends them (``SCAN_QUEUE_CONNECTION``, ``SCAN_QUEUE_NAME``,
+host.json's ``messageEncoding``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import azure.functions as func
+
+from ..core import Scanner
+from ..errors import RequestError
+from ..monitor import (
+    Enqueue,
+    IgnoredEvent,
+    MonitorStore,
+    PushHandler,
+    Rescanner,
+    RescanResult,
+    Watcher,
+    WatchResult,
+    parse_image_pushed,
+)
+from ..queue import build_message, enqueue
+from .handlers import make_scanner
+from .host import message_encoding
+from .settings import load_function_settings
+
+
+def queue_enqueue(app_root: Path) -> Enqueue:
+    """Sends scan requests to the trigger queue (the queue is created once per run)."""
+    bindings = load_function_settings()
+    encoding = message_encoding(app_root)
+    created = False
+
+    def send(image: str, audit_id: str, *, tag: str | None, trigger: str, created_at: float) -> None:
+        nonlocal created
+        message = build_message(image, audit_id, created_at, tag=tag, trigger=trigger)  # type: ignore[arg-type]
+        enqueue(message, connection=bindings.queue_connection_value, queue_name=bindings.queue_name,
+                encoding=encoding, create_queue=not created)
+        created = True
+
+    return send
+
+
+def monitor_store(scanner: Scanner) -> MonitorStore:
+    return MonitorStore(scanner.config.settings.az_blob_storage_sas.get_secret_value(), scanner.short_id)
+
+
+def on_watch(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue | None = None) -> list[WatchResult]:
+    """Timer (or ``python -m scanner_core watch``): enqueue the new digests of every watched repository."""
+    scanner = make_scanner(app_root)
+    if not scanner.config.file.watch:
+        scanner.logger.info("no repositories to watch ('watch:' in TRIVY_CONFIG_PATH)")
+        return []
+    with monitor_store(scanner) as store:
+        return Watcher(scanner.config, store, send or queue_enqueue(app_root), scanner.logger).run()
+
+
+def on_rescan(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue | None = None) -> RescanResult:
+    """Timer (or ``python -m scanner_core rescan``): enqueue the images whose latest scan used an older DB."""
+    scanner = make_scanner(app_root)
+    with monitor_store(scanner) as store:
+        return Rescanner(scanner.config, store, send or queue_enqueue(app_root), scanner.database,
+                         scanner.logger).run()
+
+
+def on_image_pushed(
+    event: func.EventGridEvent, quarantine: Callable[[str], None], app_root: Path, *, send: Enqueue | None = None
+) -> str | None:
+    """Event Grid trigger: ACR's ImagePushed → a scan request; the audit id, or ``None``.
+
+    A malformed event is quarantined with its reason (on the scan queue's
+    poison queue) and not retried; a storage, queue or registry failure
+    raises, and Event Grid delivers the event again with its retry policy.
+    """
+    scanner = make_scanner(app_root)
+    log = scanner.logger.bind(event_id=event.id)
+    try:
+        pushed = parse_image_pushed(event.event_type, event.id, event.get_json(), event.event_time)
+    except IgnoredEvent as reason:
+        log.info("event ignored", fields={"reason": str(reason)})
+        return None
+    except RequestError as error:
+        log.error("malformed event quarantined", fields={"error": str(error)})
+        quarantine(quarantine_record(event, error))
+        return None
+    with monitor_store(scanner) as store:
+        return PushHandler(scanner.config, store, send or queue_enqueue(app_root), log).handle(pushed)
+
+
+def quarantine_record(event: func.EventGridEvent, error: RequestError) -> str:
+    """The poison-queue entry of a malformed event, in the scan queue's quarantine format."""
+    original = {
+        "id": event.id, "topic": event.topic, "subject": event.subject, "eventType": event.event_type,
+        "eventTime": event.event_time.isoformat() if event.event_time else None,
+        "dataVersion": event.data_version, "data": event.get_json(),
+    }
+    return json.dumps(
+        {
+            "original-message": json.dumps(original),
+            "reason": str(error),
+            "failure-reason": f"invalid-{error.field}",
+            "failure-kind": "permanent",
+            "audit-id": None,
+            "message-id": event.id,
+            "dequeue-count": None,
+            "quarantined-at": int(time.time()),
+        }
+    )

@@ -1,0 +1,119 @@
+"""Rescans as the DB learns: one run of the rescan timer.
+
+Every image's latest succeeded audit is one record (``records.py``); an image
+is rescanned when all of these hold:
+
+* it was *seen* in the last ``RESCAN_WINDOW_DAYS`` (default 30): its latest
+  request that was not itself a rescan (a push, a watch run, a person's
+  request) is that recent, so images nobody uses any more age out;
+* its latest scan is older than ``RESCAN_MAX_AGE_HOURS`` (default 24);
+* that scan's DB (``UpdatedAt``) is older than the DB in place now.
+
+The rescan enqueues ``registry/repository@digest`` (the same manifest, not
+what its tag points to today: the watch timer follows tags), labelled with
+its tag, trigger ``rescan``. Should the scanning instance still have the
+DB the image was scanned with, the request is answered from the earlier
+audit (``reuse.py``) instead of running trivy again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..config import ScannerConfig
+from ..errors import ScanFailed
+from ..log import ScanLogger
+from ..trivy import VulnerabilityDatabase
+from .records import ImageRecord, MonitorStore
+from .watch import Enqueue, audit_id_for
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """trivy's RFC 3339 times (``2026-11-20T06:00:00Z``, maybe with fractions)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def due_for_rescan(
+    records: Iterable[ImageRecord], *, now: float, current_db: datetime, max_age_hours: float, window_days: float
+) -> list[ImageRecord]:
+    """The records to rescan (see the module docstring), oldest scan first."""
+    due = []
+    for record in records:
+        scanned_with = parse_time(record.db_updated_at)
+        if (
+            record.seen_at >= now - window_days * 86_400
+            and record.scanned_at <= now - max_age_hours * 3_600
+            and (scanned_with is None or scanned_with < current_db)
+        ):
+            due.append(record)
+    return sorted(due, key=lambda record: record.scanned_at)
+
+
+@dataclass
+class RescanResult:
+    images: int = 0
+    enqueued: list[tuple[str, str]] = field(default_factory=list)  # (image, audit id)
+    current_db: str | None = None
+    error: str | None = None
+
+    def document(self) -> dict[str, object]:
+        return {"images": self.images, "enqueued": len(self.enqueued), "current-db": self.current_db,
+                "error": self.error}
+
+
+class Rescanner:
+    """One run of the rescan timer."""
+
+    def __init__(
+        self,
+        config: ScannerConfig,
+        store: MonitorStore,
+        enqueue: Enqueue,
+        database: VulnerabilityDatabase,
+        log: ScanLogger,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.enqueue = enqueue
+        self.database = database
+        self.log = log
+        self.clock = clock
+
+    def run(self) -> RescanResult:
+        """Enqueues the due rescans. Without a usable DB nothing is due (logged).
+        ``StorageError`` when Blob Storage or the queue fails."""
+        result = RescanResult()
+        try:
+            self.database.ensure()
+        except ScanFailed as error:
+            self.log.warning("vulnerability DB not downloaded", fields={"error": str(error)})
+        current = parse_time(self.database.info().updated_at)
+        if current is None:
+            result.error = "no usable vulnerability DB on this instance: nothing can be judged out of date"
+            self.log.error("rescan skipped", fields=result.document())
+            return result
+        result.current_db = self.database.info().updated_at
+        now = self.clock()
+        settings = self.config.settings
+        records = list(self.store.images())
+        result.images = len(records)
+        for record in due_for_rescan(
+            records, now=now, current_db=current,
+            max_age_hours=settings.rescan_max_age_hours, window_days=settings.rescan_window_days,
+        ):
+            image = f"{record.repository}@{record.digest}"
+            audit_id = audit_id_for("rescan", record.digest, now)
+            self.enqueue(image, audit_id, tag=record.tag, trigger="rescan", created_at=now)
+            result.enqueued.append((image, audit_id))
+        self.log.info("rescan", fields=result.document())
+        return result

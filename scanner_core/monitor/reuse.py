@@ -1,0 +1,149 @@
+"""Dedup: a request for a digest already scanned with the same trivy, DB,
+settings and suppression files is answered from that audit, without trivy.
+
+The answer is a new audit folder whose ``meta`` copies the earlier verdict,
+says ``reused-from: <audit id>`` and points to the earlier ``scan-result.json``
+(``trivy-audit-path``); nothing else is written to the folder. Only requests
+*by digest* are answered this way (the watch timer, Event Grid, rescans, and
+anyone who sends ``repo@sha256:...``): a tag may have moved since, so a
+request by tag is always scanned. ``SCAN_DEDUP=false`` turns it off.
+
+After every succeeded audit of a registry image, ``remember`` records it as
+the image's latest audit (``records.py``), with its fingerprint: that record
+is what the next request's lookup reads (one HEAD), and what rescans select.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .. import __version__
+from ..audit import ScanRequest
+from ..config import ScannerConfig
+from ..log import ScanLogger
+from ..models import AuditMeta, AuditResult
+from ..registry import ImageReference
+from ..storage import META_BLOB, BlobStore
+from ..trivy import VulnerabilityDatabase
+from .fingerprint import ScanIdentity, scan_fingerprint
+from .records import ImageRecord, MonitorStore
+
+# Fields of a meta that belong to the new request, not to the scan it reuses.
+_REQUEST_FIELDS = ("audit_id", "requested_at", "image", "trigger")
+# Fields that describe the earlier audit's place in its image's history: not copied
+# (the core's follow-up computes them anew for the new audit).
+_HISTORY_FIELDS = ("previous_audit_id", "changes")
+
+
+class AuditReuse:
+    """The dedup lookup and bookkeeping of one scanner."""
+
+    def __init__(self, config: ScannerConfig, store: MonitorStore, blob_store: BlobStore) -> None:
+        self.config = config
+        self.store = store
+        self.blob_store = blob_store
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.settings.scan_dedup
+
+    def applies(self, image: ImageReference | None) -> bool:
+        return self.enabled and image is not None and image.digest is not None
+
+    def identity(
+        self, image: ImageReference, digest: str, trivy_version: str | None, db_updated_at: str | None,
+        request: ScanRequest,
+    ) -> ScanIdentity:
+        return ScanIdentity(
+            repository=f"{image.registry}/{image.repository}",
+            digest=digest,
+            trivy_version=trivy_version,
+            db_updated_at=db_updated_at,
+            platform=getattr(request, "platform", None),
+            scanner_version=__version__,
+        )
+
+    def find(
+        self, image: ImageReference, request: ScanRequest, trivy_version: str, db_updated_at: str | None
+    ) -> tuple[AuditMeta, ImageRecord] | None:
+        """The earlier succeeded audit this request can be answered from, with its record."""
+        if not self.applies(image) or image.digest is None or db_updated_at is None:
+            return None
+        identity = self.identity(image, image.digest, trivy_version, db_updated_at, request)
+        record = self.store.latest(identity.repository, image.digest)
+        if record is None or record.fingerprint != scan_fingerprint(self.config, identity):
+            return None
+        data = self.blob_store.download_bytes(f"{record.folder}/{META_BLOB}")
+        if data is None:
+            return None  # the folder is gone (retention): scan again
+        earlier = AuditMeta.model_validate_json(data)
+        if (
+            earlier.audit_result is not AuditResult.SUCCEEDED
+            or earlier.audit_id != record.audit_id
+            or earlier.trivy_audit_path is None
+            or not self.store.exists(earlier.trivy_audit_path)
+        ):
+            return None
+        return earlier, record
+
+    def answer(
+        self,
+        request: ScanRequest,
+        image: ImageReference | None,
+        base: AuditMeta,
+        database: VulnerabilityDatabase,
+        trivy_version: Callable[[], str],
+        log: ScanLogger,
+    ) -> tuple[AuditMeta, int, AuditMeta] | None:
+        """The new audit's meta, the earlier scan's time and the earlier meta, or ``None``: scan.
+        Any doubt, or any error, means scan (the scan path reports real failures)."""
+        if not self.applies(image) or image is None:
+            return None
+        try:
+            database.ensure()
+            found = self.find(image, request, trivy_version(), database.info().updated_at)
+        except Exception as error:  # noqa: BLE001 - never fails a request that can be scanned
+            log.warning("dedup lookup failed; scanning", fields={"error": str(error)})
+            return None
+        if found is None:
+            return None
+        earlier, record = found
+        meta = self.reused_meta(earlier, base)
+        log.info("answered from an earlier audit; trivy not run", fields={"reused-from": meta.reused_from})
+        return meta, record.scanned_at, earlier
+
+    def reused_meta(self, earlier: AuditMeta, base: AuditMeta) -> AuditMeta:
+        """The new audit's meta: the earlier verdict, this request's identity."""
+        update: dict[str, object] = {name: getattr(base, name) for name in _REQUEST_FIELDS}
+        update |= dict.fromkeys(_HISTORY_FIELDS)
+        update |= {"reused_from": earlier.reused_from or earlier.audit_id, "timestamp": int(time.time())}
+        return earlier.model_copy(update=update)
+
+    def remember(
+        self, meta: AuditMeta, folder: str, request: ScanRequest, image: ImageReference,
+        scanned_at: int | None = None,
+    ) -> ImageRecord | None:
+        """Records a succeeded audit as its image's latest (with its fingerprint)."""
+        digest = meta.image_digest or image.digest
+        if meta.audit_result is not AuditResult.SUCCEEDED or digest is None:
+            return None
+        identity = self.identity(image, digest, meta.trivy_version, meta.trivy_db_updated_at, request)
+        try:
+            fingerprint: str | None = scan_fingerprint(self.config, identity)
+        except OSError:
+            fingerprint = None  # a suppression file vanished: recorded, never reused
+        record = ImageRecord(
+            repository=identity.repository,
+            digest=digest,
+            audit_id=meta.audit_id,
+            folder=folder,
+            requested_at=meta.requested_at,
+            scanned_at=scanned_at if scanned_at is not None else meta.timestamp,
+            seen_at=meta.requested_at,
+            tag=request.tag or image.tag,
+            db_updated_at=meta.trivy_db_updated_at,
+            fingerprint=fingerprint,
+            trigger=request.trigger,
+        )
+        return self.store.remember(record)
