@@ -79,7 +79,7 @@ class Scanner:
         self.refresh_db_before_scan = refresh_db_before_scan
         self.redactor = Redactor(config.secrets)
         self.logger = logger or ScanLogger(config.settings.log_format, self.redactor)
-        sas_url = config.settings.az_blob_storage_sas.get_secret_value()
+        sas_url = config.settings.blob_container_url  # with a SAS, or plain for the app's identity
         self.blob_store = blob_store or AzureBlobStore(sas_url, self.redactor)
         # The HTTP API's index beside the metas; a caller that brings its own store brings its own index.
         self.audit_index = audit_index or (
@@ -105,7 +105,12 @@ class Scanner:
                 parse_image_reference(settings.trivy_db_repository[0], "TRIVY_DB_REPOSITORY"),
                 self.config.file.registries,
             )
-            credentials = resolve_credentials(registry)
+            try:
+                credentials = resolve_credentials(registry)
+            except ScanFailed as failure:
+                # A refused or unreachable token exchange must not stop scans with a usable DB;
+                # a download without credentials then fails as unauthorized (db-unavailable).
+                self.logger.warning("no credentials for the DB mirror", fields={"error": str(failure)})
             insecure = bool(registry and registry.insecure)
         return VulnerabilityDatabase(
             settings.trivy_cache_dir,

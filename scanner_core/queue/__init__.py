@@ -8,6 +8,11 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "enqueue": ".client",
+    "queue_client": ".client",
+    "QueueConnection": ".connection",
+    "resolve_queue_connection": ".connection",
+    "QUEUE_PROCESSOR_ROLE": ".connection",
+    "QUEUE_SENDER_ROLE": ".connection",
     "Delivery": ".delivery",
     "RetryableFailure": ".delivery",
     "handle_delivery": ".delivery",

@@ -16,6 +16,10 @@ _EXPORTS = {
     "RegistryCredentials": ".credentials",
     "find_credentials": ".credentials",
     "DOCKER_HUB": ".reference",
+    "ACR_USERNAME": ".acr",
+    "acr_refresh_token": ".acr",
+    "forget_refresh_tokens": ".acr",
+    "is_acr_host": ".acr",
     "ImageReference": ".reference",
     "parse_image_reference": ".reference",
 }
