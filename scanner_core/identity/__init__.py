@@ -8,6 +8,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "azure_credential": ".credential",
+    "forget_credentials": ".credential",
     "identity_available": ".credential",
     "identity_label": ".credential",
     "token_claims": ".credential",

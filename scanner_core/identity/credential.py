@@ -68,3 +68,9 @@ def token_claims(token: str) -> dict[str, Any]:
     except (IndexError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def forget_credentials() -> None:
+    """Empties the per-process credential cache (tests; a changed ``AZURE_CLIENT_ID`` needs none)."""
+    with _lock:
+        _credentials.clear()

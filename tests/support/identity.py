@@ -89,7 +89,7 @@ class ManagedIdentityEndpoint:
     """The endpoint double: ``with ManagedIdentityEndpoint() as msi: msi.environment()``.
 
     ``system`` is the system-assigned identity; ``user_assigned`` more, selected by
-    ``client_id`` or ``principal_id``. ``lifetime`` and ``audience_override`` let a
+    ``client_id`` or ``principal_id``. ``lifetime`` (``lifetimes`` per resource) and ``audience_override`` let a
     test hand out expired or wrong-audience tokens; ``requests`` records
     ``(resource, client_id)`` per call.
     """
@@ -100,6 +100,7 @@ class ManagedIdentityEndpoint:
         self.minter = TokenMinter()
         self.header_secret = secrets.token_urlsafe(24)
         self.lifetime = DEFAULT_LIFETIME
+        self.lifetimes: dict[str, int] = {}  # per resource, over ``lifetime``
         self.audience_override: str | None = None
         self.requests: list[tuple[str, str | None]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -149,7 +150,8 @@ class ManagedIdentityEndpoint:
         if identity is None:
             return 400, {"statusCode": 400, "message": "no managed identity with that id is assigned to this app"}
         self.requests.append((resource, query.get("client_id")))
-        token, expires_on = self.minter.mint(identity, resource, lifetime=self.lifetime,
+        lifetime = self.lifetimes.get(resource, self.lifetime)
+        token, expires_on = self.minter.mint(identity, resource, lifetime=lifetime,
                                              audience=self.audience_override)
         return 200, {
             "access_token": token,

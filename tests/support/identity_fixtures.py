@@ -37,6 +37,7 @@ def fresh_msi(msi: ManagedIdentityEndpoint) -> Iterator[ManagedIdentityEndpoint]
     """The endpoint with its per-test knobs reset afterwards."""
     yield msi
     msi.lifetime, msi.audience_override = 3600, None
+    msi.lifetimes.clear()
 
 
 @pytest.fixture(scope="session")
