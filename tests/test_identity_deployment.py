@@ -37,6 +37,9 @@ from scanner_core.storage import AzureBlobStore
 from tests.conftest import REPO_ROOT
 from tests.support.acr import AcrDouble
 from tests.support.azurite import Azurite
+from tests.support.images import SAMPLE_ADVISORIES
+from tests.support.oci_db import publish_trivy_db
+from tests.support.trivy_db import build_trivy_db
 from tests.support.identity import Identity, ManagedIdentityEndpoint
 from tests.support.identity_fixtures import (  # noqa: F401 - fixtures
     SAMPLE_REPOSITORY,
@@ -210,3 +213,18 @@ def test_enqueue_uses_the_hosts_identity_based_queue_settings(
     with QueueClient(deployment.azurite.queue_endpoint, queue, credential=ManagedIdentityCredential()) as client:
         bodies = [m.content for m in client.receive_messages()]
     assert len(bodies) == 1 and '"image-scan-id": "q-1"' in bodies[0].replace('":"', '": "')
+
+
+def test_a_db_mirror_in_acr_is_downloaded_with_the_identity(deployment: Deployment, tmp_path: Path) -> None:
+    source = tmp_path / "published"
+    build_trivy_db(source, SAMPLE_ADVISORIES, updated_at=datetime(2026, 11, 20, 6, tzinfo=UTC),
+                   next_update=datetime(2099, 1, 1, tzinfo=UTC))
+    publish_trivy_db(deployment.acr.address, "mirror/trivy-db", "2", source / "db", username="", password="",
+                     authorization=deployment.acr.admin_bearer("mirror/trivy-db"))
+    cache = tmp_path / "cache"
+    deployment.set(TRIVY_CACHE_DIR=str(cache), TRIVY_SKIP_DB_UPDATE="false",
+                   TRIVY_DB_REPOSITORY=f"{deployment.acr.address}/mirror/trivy-db:2")
+    exchanges = deployment.acr.exchanges
+    Scanner(load_config()).database.refresh(force=True)
+    assert json.loads((cache / "db" / "metadata.json").read_text())["UpdatedAt"] == "2026-11-20T06:00:00Z"
+    assert deployment.acr.exchanges == exchanges + 1

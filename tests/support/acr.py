@@ -123,6 +123,12 @@ class AcrDouble:
             raise RegistryError(f"skopeo copy through the ACR double failed: {result.stderr.strip()}")
         return digest_file.read_text(encoding="utf-8").strip()
 
+    def admin_bearer(self, repository: str) -> str:
+        """An ``Authorization`` header value to push to ``repository`` directly (as the admin)."""
+        _, body = self.token(self.admin_username, self.admin_password, self.address,
+                             [f"repository:{repository}:pull,push"])
+        return f"Bearer {body['access_token']}"
+
     # -- the token service ---------------------------------------------------
 
     def exchange(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
