@@ -78,6 +78,11 @@ class Deployment:
             return {b.name: container.download_blob(b.name).readall() + repr(b.metadata).encode()
                     for b in container.list_blobs(include=["metadata"])}
 
+    def read(self, name: str) -> bytes:
+        with BlobServiceClient.from_connection_string(self.azurite.connection_string,
+                                                      connection_verify=self.azurite.ca_bundle) as service:
+            return service.get_blob_client(self.container, name).download_blob().readall()
+
     def scan(self, audit_id: str) -> dict:
         request = ScanRequest(image=self.image, audit_id=audit_id, requested_at=datetime.now(UTC))
         outcome = Scanner(load_config()).scan(request)
@@ -228,3 +233,14 @@ def test_a_db_mirror_in_acr_is_downloaded_with_the_identity(deployment: Deployme
     Scanner(load_config()).database.refresh(force=True)
     assert json.loads((cache / "db" / "metadata.json").read_text())["UpdatedAt"] == "2026-11-20T06:00:00Z"
     assert deployment.acr.exchanges == exchanges + 1
+
+
+def test_the_heartbeat_is_written_with_the_identity(deployment: Deployment) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **deployment.env}
+    assert not any(name in env for name in ("AZ_BLOB_STORAGE_SAS", "AzureWebJobsStorage"))
+    result = subprocess.run([sys.executable, "-m", "scanner_core", "heartbeat"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    short = deployment.env["SCANNER_IDENTIFIER"].replace("-", "")[:8]
+    heartbeat = json.loads(deployment.read(f"trivy-{short}/trivy-{short}.meta"))
+    assert heartbeat["scanner-id"] == deployment.env["SCANNER_IDENTIFIER"]
