@@ -32,24 +32,22 @@ from scanner_core.core import Scanner
 from scanner_core.errors import StorageError
 from scanner_core.identity import forget_credentials
 from scanner_core.redact import Redactor
-from scanner_core.registry import ACR_USERNAME, RegistryApi, acr_refresh_token, forget_refresh_tokens, resolve_credentials
+from scanner_core.registry import (
+    ACR_USERNAME,
+    RegistryApi,
+    acr_refresh_token,
+    forget_refresh_tokens,
+    resolve_credentials,
+)
 from scanner_core.storage import AzureBlobStore
 from tests.conftest import REPO_ROOT
 from tests.support.acr import AcrDouble
 from tests.support.azurite import Azurite
+from tests.support.identity import Identity, ManagedIdentityEndpoint
+from tests.support.identity_fixtures import SAMPLE_REPOSITORY, SAMPLE_TAG
 from tests.support.images import SAMPLE_ADVISORIES
 from tests.support.oci_db import publish_trivy_db
 from tests.support.trivy_db import build_trivy_db
-from tests.support.identity import Identity, ManagedIdentityEndpoint
-from tests.support.identity_fixtures import (  # noqa: F401 - fixtures
-    SAMPLE_REPOSITORY,
-    SAMPLE_TAG,
-    acr,
-    fresh_msi,
-    msi,
-    oauth_azurite,
-    user_assigned,
-)
 
 
 class Deployment:

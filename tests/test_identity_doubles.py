@@ -24,15 +24,7 @@ from azure.storage.queue import QueueClient
 from tests.support.acr import ACR_USERNAME, AcrDouble
 from tests.support.azurite import Azurite
 from tests.support.identity import Identity, ManagedIdentityEndpoint
-from tests.support.identity_fixtures import (  # noqa: F401 - fixtures
-    SAMPLE_REPOSITORY,
-    SAMPLE_TAG,
-    acr,
-    fresh_msi,
-    msi,
-    oauth_azurite,
-    user_assigned,
-)
+from tests.support.identity_fixtures import SAMPLE_REPOSITORY, SAMPLE_TAG
 
 ARM = "https://management.azure.com/.default"
 STORAGE = "https://storage.azure.com/.default"
@@ -108,10 +100,12 @@ def test_azurite_refuses_a_token_for_another_audience(identity_env, oauth_azurit
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(oauth_azurite.ca_bundle))
     oauth_azurite.create_container("doubles")
     identity_env.audience_override = "https://vault.azure.net"
-    with ContainerClient.from_container_url(f"{oauth_azurite.blob_endpoint}/doubles",
-                                            credential=ManagedIdentityCredential()) as blobs:
-        with pytest.raises(HttpResponseError) as refused:
-            blobs.upload_blob("nope.txt", b"x", overwrite=True)
+    with (
+        ContainerClient.from_container_url(f"{oauth_azurite.blob_endpoint}/doubles",
+                                           credential=ManagedIdentityCredential()) as blobs,
+        pytest.raises(HttpResponseError) as refused,
+    ):
+        blobs.upload_blob("nope.txt", b"x", overwrite=True)
     assert refused.value.status_code == 403
 
 

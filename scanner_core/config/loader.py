@@ -68,10 +68,10 @@ def _blob_container_problems() -> list[str]:
     that it is reported with the other settings' problems)."""
     given = [bool(os.environ.get("AZ_BLOB_STORAGE_SAS")), bool(os.environ.get("AZ_BLOB_STORAGE_URL"))]
     if all(given):
-        return ["AZ_BLOB_STORAGE_URL, AZ_BLOB_STORAGE_SAS: set only one: the container URL (the app's Azure "
-                "identity is used) or the container URL with a SAS token"]
+        return [("AZ_BLOB_STORAGE_URL, AZ_BLOB_STORAGE_SAS: set only one: the container URL (the app's Azure "
+                 "identity is used) or the container URL with a SAS token")]
     if not any(given):
-        return ["AZ_BLOB_STORAGE_URL or AZ_BLOB_STORAGE_SAS: one is required: the container URL, used with the "
-                "app's Azure identity (e.g. https://<account>.blob.core.windows.net/<container>), or the container "
-                "URL with a SAS token"]
+        return [("AZ_BLOB_STORAGE_URL or AZ_BLOB_STORAGE_SAS: one is required: the container URL, used with the "
+                 "app's Azure identity (e.g. https://<account>.blob.core.windows.net/<container>), or the container "
+                 "URL with a SAS token")]
     return []

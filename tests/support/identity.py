@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -108,7 +108,7 @@ class ManagedIdentityEndpoint:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> ManagedIdentityEndpoint:
+    def start(self) -> Self:
         handler = type("Handler", (_Handler,), {"endpoint": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -121,7 +121,7 @@ class ManagedIdentityEndpoint:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> ManagedIdentityEndpoint:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -173,7 +173,7 @@ class ManagedIdentityEndpoint:
 class _Handler(BaseHTTPRequestHandler):
     endpoint: ManagedIdentityEndpoint
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         status, body = self.endpoint.answer(query, self.headers.get("X-IDENTITY-HEADER"))
@@ -184,5 +184,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: Any) -> None:
         return
