@@ -151,3 +151,10 @@ def test_an_unknown_credential_kind_is_a_configuration_error() -> None:
 
 def test_nothing_set_means_azurite() -> None:
     assert resolve_queue_connection("AzureWebJobsStorage", {}).value == "UseDevelopmentStorage=true"
+
+
+def test_any_jwt_is_scrubbed_from_text_that_leaves_the_process() -> None:
+    from scanner_core.redact import Redactor
+
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0xMjM0NTY.c2lnbmF0dXJlLWJ5dGVz"
+    assert Redactor()(f"refused: token={token}, retry") == "refused: token=***, retry"

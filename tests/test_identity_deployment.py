@@ -242,3 +242,26 @@ def test_the_heartbeat_is_written_with_the_identity(deployment: Deployment) -> N
     short = deployment.env["SCANNER_IDENTIFIER"].replace("-", "")[:8]
     heartbeat = json.loads(deployment.read(f"trivy-{short}/trivy-{short}.meta"))
     assert heartbeat["scanner-id"] == deployment.env["SCANNER_IDENTIFIER"]
+
+
+def test_the_http_api_queues_and_reads_audits_with_the_identity(deployment: Deployment) -> None:
+    import azure.functions as func
+
+    from scanner_core.functions.http_api import get_audit, request_scan, serve
+
+    queue = f"api-{uuid.uuid4().hex[:10]}"
+    deployment.set(SCAN_QUEUE_NAME=queue, SCAN_QUEUE_CONNECTION="ScanQueue",
+                   ScanQueue__queueServiceUri=deployment.azurite.queue_endpoint)
+    with QueueClient(deployment.azurite.queue_endpoint, queue, credential=ManagedIdentityCredential()) as client:
+        client.create_queue()
+    body = json.dumps({"image": deployment.image, "audit-id": "api-1"}).encode()
+    queued = serve(request_scan, func.HttpRequest("POST", "http://localhost/api/scans", body=body,
+                                                  headers={"content-type": "application/json"}), REPO_ROOT)
+    assert queued.status_code == 202, queued.get_body()
+    with QueueClient(deployment.azurite.queue_endpoint, queue, credential=ManagedIdentityCredential()) as client:
+        assert len(list(client.receive_messages())) == 1
+
+    assert deployment.scan("api-1")["audit-result"] == "succeeded"
+    found = serve(get_audit, func.HttpRequest("GET", "http://localhost/api/audits/api-1", body=b"",
+                                              route_params={"audit_id": "api-1"}), REPO_ROOT)
+    assert found.status_code == 200 and json.loads(found.get_body())["audit-id"] == "api-1"
