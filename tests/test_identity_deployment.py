@@ -265,3 +265,17 @@ def test_the_http_api_queues_and_reads_audits_with_the_identity(deployment: Depl
     found = serve(get_audit, func.HttpRequest("GET", "http://localhost/api/audits/api-1", body=b"",
                                               route_params={"audit_id": "api-1"}), REPO_ROOT)
     assert found.status_code == 200 and json.loads(found.get_body())["audit-id"] == "api-1"
+
+
+def test_a_refresh_token_is_exchanged_again_shortly_before_it_expires(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address, before = deployment.acr.address, deployment.acr.exchanges
+    first = acr_refresh_token(address, insecure=True)
+    assert acr_refresh_token(address, insecure=True) == first  # cached: ~3 h left
+    assert deployment.acr.exchanges == before + 1
+    forget_refresh_tokens()
+    monkeypatch.setattr(deployment.acr, "refresh_lifetime", 240)  # inside the 5-minute margin
+    acr_refresh_token(address, insecure=True)
+    acr_refresh_token(address, insecure=True)
+    assert deployment.acr.exchanges == before + 3
