@@ -90,7 +90,7 @@ class Scanner:
         self.redactor = Redactor(config.secrets)
         install_log_redaction(config.secrets)  # the exact secrets too, in every library's records
         self.logger = logger or ScanLogger(config.settings.log_format, self.redactor)
-        sas_url = config.settings.az_blob_storage_sas.get_secret_value()
+        sas_url = config.settings.blob_container_url  # with a SAS, or plain for the app's identity
         self.blob_store = blob_store or AzureBlobStore(sas_url, self.redactor)
         # The HTTP API's index beside the metas; a caller that brings its own store brings its own index.
         self.audit_index = audit_index or (
@@ -125,7 +125,12 @@ class Scanner:
             registry = find_credentials(
                 parse_image_reference(repositories[0], kind.repository_setting), self.config.file.registries
             )
-            credentials = resolve_credentials(registry)
+            try:
+                credentials = resolve_credentials(registry)
+            except ScanFailed as failure:
+                # A refused or unreachable token exchange must not stop scans with a usable DB;
+                # a download without credentials then fails as unauthorized (db-unavailable).
+                self.logger.warning("no credentials for the DB mirror", fields={"error": str(failure)})
             insecure = bool(registry and registry.insecure)
         return VulnerabilityDatabase(
             settings.trivy_cache_dir,
@@ -283,8 +288,7 @@ class Scanner:
         """Dedup and the images' latest audits (monitor/); off for a caller's own blob store."""
         if not isinstance(self.blob_store, AzureBlobStore):
             return None
-        sas_url = self.config.settings.az_blob_storage_sas.get_secret_value()
-        return AuditReuse(self.config, MonitorStore(sas_url, self.short_id), self.blob_store)
+        return AuditReuse(self.config, MonitorStore(self.config.settings.blob_container_url, self.short_id), self.blob_store)
 
     def _reuse(
         self, request: ScanRequest, target: ScanTarget, base: AuditMeta, folder: str, log: ScanLogger

@@ -19,6 +19,8 @@ _CREDENTIAL_PATTERNS = (
     re.compile(r"(?i)(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]+"),
     re.compile(r"(?i)(authorization:\s*)(basic|bearer)\s+[^\s'\"]+"),
     re.compile(r"(?i)(://)[^/\s:@]+:[^/\s@]+@"),
+    # JSON Web Tokens (Azure AD access tokens, ACR refresh and access tokens), wherever quoted.
+    re.compile(r"(eyJ)[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
 )
 
 
@@ -58,6 +60,8 @@ def _replacement(match: re.Match[str]) -> str:
     prefix = groups[0] if groups else ""
     if prefix in ("?", "&"):
         return f"{prefix}{groups[1]}={REDACTED}"
+    if prefix == "eyJ":
+        return REDACTED
     if prefix == "://":
         return f"://{REDACTED}@"
     if prefix.lower().startswith("authorization"):

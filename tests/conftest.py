@@ -26,6 +26,8 @@ from tests.support.registry import Registry
 from tests.support.trivy_db import build_trivy_db
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The identity doubles' fixtures (msi, oauth_azurite, acr, user_assigned...).
+pytest_plugins = ["tests.support.identity_fixtures"]
 SAMPLE_REPOSITORY, SAMPLE_TAG = "team/app", "1.0"
 
 

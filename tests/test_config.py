@@ -71,7 +71,7 @@ def test_missing_required_variables_are_named(environment):
     with pytest.raises(ConfigurationError) as caught:
         load_config()
     assert "SCANNER_IDENTIFIER: Field required" in str(caught.value)
-    assert "AZ_BLOB_STORAGE_SAS: Field required" in str(caught.value)
+    assert "AZ_BLOB_STORAGE_URL or AZ_BLOB_STORAGE_SAS: one is required" in str(caught.value)
 
 
 def test_config_file_is_read_and_validated(environment, tmp_path):

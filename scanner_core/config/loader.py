@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,11 +24,14 @@ class ScannerConfig(BaseModel):
     @property
     def secrets(self) -> list[str]:
         """Every secret value, so that logs and errors can be scrubbed of them."""
-        values = [self.settings.az_blob_storage_sas.get_secret_value()]
-        query = urlsplit(values[0]).query
-        values += [part.split("=", 1)[1] for part in query.split("&") if part.startswith("sig=")]
+        values = []
+        if self.settings.az_blob_storage_sas is not None:
+            values.append(self.settings.az_blob_storage_sas.get_secret_value())
+            query = urlsplit(values[0]).query
+            values += [part.split("=", 1)[1] for part in query.split("&") if part.startswith("sig=")]
         values += [r.password.get_secret_value() for r in self.file.registries if r.password]
         values += [url.get_secret_value() for url in self.settings.notify_webhook_urls]
+        values += [v for r in self.file.registries if r.password_setting and (v := os.environ.get(r.password_setting))]
         return values
 
 
@@ -52,6 +56,22 @@ def load_config() -> ScannerConfig:
         except ConfigurationError as exc:
             problems += exc.problems
 
+    problems += _blob_container_problems()
+    problems += [problem for entry in file_config.registries if (problem := entry.setting_problem())]
     if problems or settings is None:
         raise ConfigurationError(problems)
     return ScannerConfig(settings=settings, file=file_config)
+
+
+def _blob_container_problems() -> list[str]:
+    """Exactly one way to reach the results container (read from the environment, so
+    that it is reported with the other settings' problems)."""
+    given = [bool(os.environ.get("AZ_BLOB_STORAGE_SAS")), bool(os.environ.get("AZ_BLOB_STORAGE_URL"))]
+    if all(given):
+        return [("AZ_BLOB_STORAGE_URL, AZ_BLOB_STORAGE_SAS: set only one: the container URL (the app's Azure "
+                 "identity is used) or the container URL with a SAS token")]
+    if not any(given):
+        return [("AZ_BLOB_STORAGE_URL or AZ_BLOB_STORAGE_SAS: one is required: the container URL, used with the "
+                 "app's Azure identity (e.g. https://<account>.blob.core.windows.net/<container>), or the container "
+                 "URL with a SAS token")]
+    return []

@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     messaging_service_type: Literal["azure-queue"] = Field("azure-queue", alias="MESSAGING_SERVICE_TYPE")
     scanner_identifier: UUID = Field(alias="SCANNER_IDENTIFIER")
     log_format: Literal["plain-text", "json"] = Field("plain-text", alias="LOG_FORMAT")
-    az_blob_storage_sas: SecretStr = Field(alias="AZ_BLOB_STORAGE_SAS")
+    # Exactly one of the two (checked in loader.py): a SAS URL, or a plain container URL
+    # reached with the app's Azure identity (DefaultAzureCredential).
+    az_blob_storage_sas: SecretStr | None = Field(None, alias="AZ_BLOB_STORAGE_SAS")
+    az_blob_storage_url: str | None = Field(None, alias="AZ_BLOB_STORAGE_URL")
 
     trivy_path: str | None = Field(None, alias="TRIVY_PATH")
     trivy_timeout_ms: int = Field(DEFAULT_TRIVY_TIMEOUT_MS, alias="TRIVY_TIMEOUT", ge=0)
@@ -177,7 +180,9 @@ class Settings(BaseSettings):
 
     @field_validator("az_blob_storage_sas", mode="after")
     @classmethod
-    def _check_container_sas_url(cls, value: SecretStr) -> SecretStr:
+    def _check_container_sas_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         url = urlsplit(value.get_secret_value())
         if url.scheme not in ("http", "https") or not url.netloc or url.path.strip("/") == "":
             raise ValueError(
@@ -187,6 +192,28 @@ class Settings(BaseSettings):
         if "sig=" not in url.query:
             raise ValueError("the container URL carries no SAS token (no 'sig=' in its query string)")
         return value
+
+    @field_validator("az_blob_storage_url", mode="after")
+    @classmethod
+    def _check_container_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urlsplit(value)
+        if url.scheme != "https" or not url.netloc or url.path.strip("/") == "":
+            raise ValueError(
+                "must be an https container URL, e.g. https://<account>.blob.core.windows.net/<container> "
+                "(Azure AD tokens are only sent over HTTPS)"
+            )
+        if url.query:
+            raise ValueError("must carry no query string: a URL with a SAS token goes in AZ_BLOB_STORAGE_SAS")
+        return value.rstrip("/")
+
+    @property
+    def blob_container_url(self) -> str:
+        """The container to write to: the SAS URL, or the plain URL used with the app's identity."""
+        if self.az_blob_storage_sas is not None:
+            return self.az_blob_storage_sas.get_secret_value()
+        return self.az_blob_storage_url or ""
 
     @property
     def scanner_short_id(self) -> str:

@@ -56,7 +56,7 @@ import azure.functions as func
 
 from ..config import ScannerConfig, load_config
 from ..errors import ConfigurationError, RequestError, StorageError
-from ..queue import QueueEncoding, build_message, enqueue
+from ..queue import QueueConnection, QueueEncoding, build_message, enqueue
 from ..registry import parse_image_reference, parse_platform
 from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, validate_audit_id
 from .host import message_encoding
@@ -75,7 +75,7 @@ class ApiContext:
     (``from_environment``) or by tests."""
 
     config: ScannerConfig
-    queue_connection: str = field(repr=False)
+    queue_connection: str | QueueConnection = field(repr=False)
     queue_name: str
     message_encoding: QueueEncoding
     route_prefix: str = "api"
@@ -98,7 +98,7 @@ class ApiContext:
         return self.config.settings.scanner_short_id
 
     def audit_index(self) -> AuditIndex:
-        return AuditIndex(self.config.settings.az_blob_storage_sas.get_secret_value(), self.short_id)
+        return AuditIndex(self.config.settings.blob_container_url, self.short_id)
 
     def path(self, route: str) -> str:
         """A root-relative link: right behind any proxy or custom domain."""

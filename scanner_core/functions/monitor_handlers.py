@@ -49,7 +49,7 @@ def queue_enqueue(app_root: Path) -> Enqueue:
 
 
 def monitor_store(scanner: Scanner) -> MonitorStore:
-    return MonitorStore(scanner.config.settings.az_blob_storage_sas.get_secret_value(), scanner.short_id)
+    return MonitorStore(scanner.config.settings.blob_container_url, scanner.short_id)
 
 
 def on_watch(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue | None = None) -> list[WatchResult]:

@@ -6,7 +6,6 @@ when a setting is unset; changing an app setting restarts the app.
 
 from __future__ import annotations
 
-import os
 import re
 
 from pydantic import Field, ValidationError
@@ -14,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..config import describe_error
 from ..errors import ConfigurationError
+from ..queue import QueueConnection, resolve_queue_connection
 
 DEFAULT_HEARTBEAT_SCHEDULE = "0 */5 * * * *"  # every 300 s: the default heartbeat-period
 DEFAULT_DB_REFRESH_SCHEDULE = "0 30 */6 * * *"  # every 6 h; trivy's DB is rebuilt every 6 h
@@ -40,13 +40,11 @@ class FunctionSettings(BaseSettings):
         return f"{self.queue_name}-poison"
 
     @property
-    def queue_connection_value(self) -> str:
-        """The connection string (or queue URL with SAS) in the setting ``queue_connection`` names.
-
-        Identity-based connections (``<setting>__queueServiceUri``) carry no key or SAS:
-        the trigger can use them, enqueueing from outside cannot, so they are not read here.
-        """
-        return os.environ.get(self.queue_connection) or AZURITE_CONNECTION_STRING
+    def queue_connection_value(self) -> QueueConnection:
+        """The connection the setting ``queue_connection`` names, resolved as the host does:
+        a connection string (or queue URL with SAS), or the identity-based
+        ``<setting>__queueServiceUri``/``__accountName`` settings; Azurite when none is set."""
+        return resolve_queue_connection(self.queue_connection)
 
 
 def load_function_settings() -> FunctionSettings:

@@ -31,6 +31,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.storage.blob import BlobPrefix, ContainerClient
 
 from ..errors import StorageError
+from ..storage import container_client
 
 WATCHED_MARKER = ".watched"
 _PAGE = 5000
@@ -107,7 +108,7 @@ class MonitorStore:
     def __init__(self, container: ContainerClient | str, scanner_short_id: str) -> None:
         self._owns_client = isinstance(container, str)
         if isinstance(container, str):
-            container = ContainerClient.from_container_url(
+            container = container_client(
                 container, retry_total=3, connection_timeout=10, read_timeout=60
             )
         self._container = container

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient
 
 from ..errors import StorageError
 from ..redact import Redactor
+from .connection import QUEUE_SENDER_ROLE, QueueConnection
 from .messages import QueueEncoding, ScanMessage, encode_body
 
 
@@ -20,9 +20,11 @@ class EnqueuedMessage:
     body: str
 
 
-def queue_client(connection: str, queue_name: str, **options: Any) -> QueueClient:
-    """From a connection string, or a queue URL carrying its SAS token. ``options`` go to
-    the SDK client (e.g. ``retry_total``, ``connection_timeout``)."""
+def queue_client(connection: str | QueueConnection, queue_name: str, **options: object) -> QueueClient:
+    """The one queue-client factory: from a resolved connection (``resolve_queue_connection``:
+    identity-based or not), a connection string, or a queue URL carrying its SAS token."""
+    if isinstance(connection, QueueConnection):
+        return connection.client(queue_name, **options)
     if connection.startswith(("http://", "https://")):
         return QueueClient.from_queue_url(connection, **options)
     return QueueClient.from_connection_string(connection, queue_name, **options)
@@ -31,14 +33,14 @@ def queue_client(connection: str, queue_name: str, **options: Any) -> QueueClien
 def enqueue(
     message: ScanMessage,
     *,
-    connection: str,
+    connection: str | QueueConnection,
     queue_name: str,
     encoding: QueueEncoding,
     create_queue: bool = True,
 ) -> EnqueuedMessage:
     """Sends one message, encoded as the host expects (``host.json`` ``messageEncoding``)."""
     body = encode_body(message.to_text(), encoding)
-    redactor = Redactor([connection])
+    redactor = Redactor(connection.secrets if isinstance(connection, QueueConnection) else [connection])
     try:
         with queue_client(connection, queue_name) as client:
             if create_queue:
@@ -50,6 +52,8 @@ def enqueue(
             return EnqueuedMessage(queue=client.queue_name, message_id=sent.id, body=body)
     except AzureError as error:
         reason = getattr(error, "error_code", None) or type(error).__name__
+        if isinstance(connection, QueueConnection) and connection.uses_identity and _status(error) == 403:
+            reason = f"{reason}: forbidden: the app's identity needs the role '{QUEUE_SENDER_ROLE}' on the queue"
         raise StorageError(redactor(f"could not put the message on queue {queue_name!r}: {reason}")) from None
     except ValueError as error:
         raise StorageError(
@@ -57,17 +61,21 @@ def enqueue(
         ) from None
 
 
+def _status(error: AzureError) -> int | None:
+    return getattr(error, "status_code", None)
+
+
 class QueueSender:
     """Sends texts to one queue, encoded as the host expects, optionally invisible for a
     while (a retry after its backoff delay; a quarantine entry has none). The client comes
     from ``queue_client``, the one factory; the queue is created on first use."""
 
-    def __init__(self, connection: str, queue_name: str, encoding: QueueEncoding) -> None:
+    def __init__(self, connection: str | QueueConnection, queue_name: str, encoding: QueueEncoding) -> None:
         self._connection = connection
         self._queue_name = queue_name
         self._encoding = encoding
         self._client: QueueClient | None = None
-        self._redactor = Redactor([connection])
+        self._redactor = Redactor(connection.secrets if isinstance(connection, QueueConnection) else [connection])
 
     def send(self, text: str, delay_seconds: int = 0) -> str:
         """Returns the new message's id; raises ``StorageError`` (redacted)."""

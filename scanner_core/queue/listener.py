@@ -38,6 +38,7 @@ from ..heartbeat import write_heartbeat
 from ..log import ScanLogger
 from .backoff import RetryPolicy
 from .client import QueueSender, queue_client
+from .connection import QueueConnection
 from .delivery import Delivery, RetryableFailure, handle_delivery
 from .lease import Lease
 from .messages import QueueEncoding
@@ -47,7 +48,7 @@ _CLIENT_OPTIONS = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 3
 
 @dataclass(frozen=True)
 class ListenerOptions:
-    connection: str
+    connection: str | QueueConnection
     queue_name: str
     encoding: QueueEncoding = "none"
     concurrency: int = 1

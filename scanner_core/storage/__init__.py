@@ -10,6 +10,8 @@ _EXPORTS = {
     "AzureBlobStore": ".blob",
     "BlobStore": ".blob",
     "AuditIndex": ".index",
+    "BLOB_ROLE": ".container",
+    "container_client": ".container",
     "AuditRow": ".index_rows",
     "InvalidCursor": ".index_rows",
     "MAX_IMAGE_CHARS": ".index_rows",

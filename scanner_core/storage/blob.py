@@ -21,11 +21,12 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import ContainerClient, ContentSettings
+from azure.storage.blob import ContentSettings
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..errors import StorageError
 from ..redact import Redactor
+from .container import container_client, forbidden_hint
 
 UPLOAD_ATTEMPTS = 5
 _T = TypeVar("_T")
@@ -55,7 +56,7 @@ def _is_retryable(error: BaseException) -> bool:
 
 
 class AzureBlobStore:
-    """One container, addressed by its SAS URL (Azure or Azurite)."""
+    """One container, addressed by its SAS URL or, without a SAS, with the app's identity."""
 
     def __init__(
         self,
@@ -67,7 +68,8 @@ class AzureBlobStore:
         backoff_max: float = 8.0,
     ) -> None:
         self._redactor = redactor
-        self._container = ContainerClient.from_container_url(
+        self._url = container_sas_url
+        self._container = container_client(
             container_sas_url,
             retry_total=0,
             connection_timeout=10,
@@ -142,7 +144,7 @@ class AzureBlobStore:
         """A one-line, secret-free description of an SDK error."""
         if isinstance(error, HttpResponseError) and error.status_code is not None:
             code = getattr(error, "error_code", None) or getattr(error.response, "reason", "")
-            text = f"HTTP {error.status_code} {code}".strip()
+            text = f"HTTP {error.status_code} {code}".strip() + forbidden_hint(self._url, error.status_code)
         elif isinstance(error, (ServiceRequestError, ServiceResponseError)):
             text = f"{type(error).__name__}: storage endpoint unreachable ({_first_line(str(error))})"
         else:

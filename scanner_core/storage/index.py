@@ -73,6 +73,7 @@ from .index_rows import (
     encode_cursor,
     int_or_none,
 )
+from .container import container_client, forbidden_hint
 from .layout import META_BLOB, scanner_folder, validate_audit_id
 
 
@@ -85,10 +86,9 @@ class AuditIndex:
 
     def __init__(self, container: ContainerClient | str, scanner_short_id: str) -> None:
         self._owns_client = isinstance(container, str)  # a client handed in is the caller's to close
+        self._url = container.url if isinstance(container, ContainerClient) else container
         if isinstance(container, str):
-            container = ContainerClient.from_container_url(
-                container, retry_total=3, connection_timeout=10, read_timeout=60
-            )
+            container = container_client(container, retry_total=3, connection_timeout=10, read_timeout=60)
         self._container = container
         self.prefix = f"{scanner_folder(scanner_short_id)}/index/"
         self._scanner_prefix = f"{scanner_folder(scanner_short_id)}/"
@@ -262,7 +262,7 @@ class AuditIndex:
             self._container.delete_blob(name)
 
     def _storage(self, what: str) -> _StorageErrors:
-        return _StorageErrors(what)
+        return _StorageErrors(what, self._url)
 
     def close(self) -> None:
         if self._owns_client:
@@ -279,8 +279,9 @@ class _StorageErrors:
     """Turns SDK errors into ``StorageError`` quoting only status and error code:
     SDK messages may quote the request URL, SAS token included."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, url: str = "") -> None:
         self.what = what
+        self.url = url
 
     def __enter__(self) -> None:
         return None
@@ -291,6 +292,7 @@ class _StorageErrors:
         if isinstance(exc, AzureError):
             if isinstance(exc, HttpResponseError) and exc.status_code is not None:
                 reason = f"HTTP {exc.status_code} {getattr(exc, 'error_code', None) or ''}".strip()
+                reason += forbidden_hint(self.url, exc.status_code)
             else:
                 reason = type(exc).__name__
             raise StorageError(f"{self.what} failed: {reason}") from None

@@ -4,6 +4,11 @@ One Azurite process serves blob, queue and table on loopback ports chosen by
 the kernel. The ports and the ``--location`` data folder are kept across
 ``stop()``/``start()``, so a test can take storage away (uploads then fail with
 "connection refused") and bring it back at the same URLs with its data intact.
+
+``Azurite(workdir, oauth=True)`` serves HTTPS with a self-signed certificate
+made for the run (``ca_bundle``) and checks bearer tokens (``--oauth basic``:
+issuer, audience and lifetime, not the signature), so a token credential is
+really used; trust it with ``REQUESTS_CA_BUNDLE`` or ``connection_verify``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from azure.storage.blob import BlobServiceClient, generate_container_sas
 from azure.storage.queue import QueueServiceClient
 
 from .ports import ServiceProcess, log_tail, port_accepts, signal_group, wait_until
+from .tls import self_signed
 
 DEV_ACCOUNT_NAME = "devstoreaccount1"
 # The fixed, publicly documented key of the emulator's development account.
@@ -31,7 +37,7 @@ HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 30.0
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-_LISTENING = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at http://[^:]+:(\d+)")
+_LISTENING = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at https?://[^:]+:(\d+)")
 
 
 def default_executable() -> Path:
@@ -61,8 +67,11 @@ class Azurite(ServiceProcess):
         executable: Path | None = None,
         *,
         startup_timeout: float = STARTUP_TIMEOUT,
+        oauth: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.oauth = oauth
+        self._tls = self_signed(workdir / "tls", "azurite") if oauth else None
         self.executable = executable if executable is not None else default_executable()
         self.startup_timeout = startup_timeout
         self.log_path = workdir / "azurite.log"
@@ -120,21 +129,30 @@ class Azurite(ServiceProcess):
         return self._ports
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.oauth else "http"
+
+    @property
+    def ca_bundle(self) -> str | bool:
+        """What clients pass as ``connection_verify``: the run's certificate with ``oauth``."""
+        return str(self._tls.cert_path) if self._tls is not None else True
+
+    @property
     def blob_endpoint(self) -> str:
-        return f"http://{HOST}:{self.ports.blob}/{DEV_ACCOUNT_NAME}"
+        return f"{self.scheme}://{HOST}:{self.ports.blob}/{DEV_ACCOUNT_NAME}"
 
     @property
     def queue_endpoint(self) -> str:
-        return f"http://{HOST}:{self.ports.queue}/{DEV_ACCOUNT_NAME}"
+        return f"{self.scheme}://{HOST}:{self.ports.queue}/{DEV_ACCOUNT_NAME}"
 
     @property
     def table_endpoint(self) -> str:
-        return f"http://{HOST}:{self.ports.table}/{DEV_ACCOUNT_NAME}"
+        return f"{self.scheme}://{HOST}:{self.ports.table}/{DEV_ACCOUNT_NAME}"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT_NAME};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={DEV_ACCOUNT_NAME};"
             f"AccountKey={DEV_ACCOUNT_KEY};BlobEndpoint={self.blob_endpoint};"
             f"QueueEndpoint={self.queue_endpoint};TableEndpoint={self.table_endpoint};"
         )
@@ -143,7 +161,7 @@ class Azurite(ServiceProcess):
 
     def create_container(self, name: str) -> None:
         """Create a blob container; an existing one is left as it is."""
-        service = BlobServiceClient.from_connection_string(self.connection_string)
+        service = BlobServiceClient.from_connection_string(self.connection_string, connection_verify=self.ca_bundle)
         with service, contextlib.suppress(ResourceExistsError):
             service.create_container(name)
 
@@ -167,6 +185,9 @@ class Azurite(ServiceProcess):
     # -- internals -----------------------------------------------------------
 
     def _command(self, ports: AzuritePorts) -> list[str]:
+        tls = []
+        if self._tls is not None:
+            tls = ["--oauth", "basic", "--cert", str(self._tls.cert_path), "--key", str(self._tls.key_path)]
         return [
             str(self.executable),
             "--blobHost", HOST, "--blobPort", str(ports.blob),
@@ -179,6 +200,7 @@ class Azurite(ServiceProcess):
             "--skipApiVersionCheck",  # the SDK may be newer than the emulator
             "--disableProductStyleUrl",  # account always from the path, never from the host name
             "--disableTelemetry",  # no outbound calls from tests
+            *tls,
         ]  # fmt: skip
 
     def _await_ports(self, log_offset: int) -> AzuritePorts:
@@ -206,11 +228,13 @@ class Azurite(ServiceProcess):
                 return False
             try:
                 with BlobServiceClient.from_connection_string(
-                    self.connection_string, retry_total=0, connection_timeout=2, read_timeout=5
+                    self.connection_string, retry_total=0, connection_timeout=2, read_timeout=5,
+                    connection_verify=self.ca_bundle,
                 ) as blobs:
                     blobs.get_service_properties()
                 with QueueServiceClient.from_connection_string(
-                    self.connection_string, retry_total=0, connection_timeout=2, read_timeout=5
+                    self.connection_string, retry_total=0, connection_timeout=2, read_timeout=5,
+                    connection_verify=self.ca_bundle,
                 ) as queues:
                     queues.get_service_properties()
             except Exception:  # any failure just means "not yet"

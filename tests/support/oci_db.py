@@ -109,11 +109,12 @@ def db_manifest(layer: bytes, *, legacy_config: bool = False) -> tuple[bytes, by
 class _RegistryClient:
     """Just enough of the distribution v2 API to push blobs and a manifest."""
 
-    def __init__(self, address: str, repository: str, username: str, password: str) -> None:
+    def __init__(self, address: str, repository: str, username: str, password: str,
+                 authorization: str | None = None) -> None:
         self.base = f"http://{address}"
         self.repository = repository.strip("/")
         token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-        self.authorization = f"Basic {token}"
+        self.authorization = authorization or f"Basic {token}"
         # No proxies: the registry is local, and an http_proxy in the environment must not apply.
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -198,15 +199,17 @@ def publish_trivy_db(
     username: str,
     password: str,
     legacy_config: bool = False,
+    authorization: str | None = None,
 ) -> str:
     """Push ``db_dir/{trivy.db,metadata.json}`` as ``<registry_address>/<repository>:<tag>``.
 
-    Plain HTTP with basic auth. Returns the manifest digest ``sha256:...``.
+    Plain HTTP with basic auth (or ``authorization``, a whole header value such as a
+    token-auth registry's ``Bearer ...``). Returns the manifest digest ``sha256:...``.
     trivy then fetches it with ``--db-repository <registry_address>/<repository>:<tag>``.
     """
     layer = db_layer(Path(db_dir))
     manifest, config = db_manifest(layer, legacy_config=legacy_config)
-    client = _RegistryClient(registry_address, repository, username, password)
+    client = _RegistryClient(registry_address, repository, username, password, authorization)
     client.push_blob(config)
     client.push_blob(layer)
     return client.push_manifest(tag, manifest)

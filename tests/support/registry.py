@@ -4,6 +4,9 @@ Plain HTTP on 127.0.0.1, its own config, storage and log in ``workdir``; it
 needs neither /etc/docker/registry nor the Debian package's systemd service
 (which, if running, listens on :5000 and is left alone). Images are pushed with
 skopeo, credentials going through an auth file, never on the command line.
+
+``auth=`` replaces the htpasswd section of the registry's config, e.g. with
+``{"token": {...}}`` for a registry behind a token service (``tests/support/acr.py``).
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ class Registry(ServiceProcess):
         password: str | None = None,
         executable: Path = REGISTRY_EXECUTABLE,
         startup_timeout: float = STARTUP_TIMEOUT,
+        auth: dict | None = None,
     ) -> None:
         self.workdir = workdir
+        self.auth = auth
         self.username = username
         self.password = password if password is not None else secrets.token_urlsafe(16)
         self.executable = executable
@@ -188,7 +193,7 @@ class Registry(ServiceProcess):
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
             "http": {"addr": self.address, "secret": secrets.token_hex(16)},
-            "auth": {"htpasswd": {"realm": "test-registry", "path": str(self.htpasswd_path)}},
+            "auth": self.auth or {"htpasswd": {"realm": "test-registry", "path": str(self.htpasswd_path)}},
             "health": {"storagedriver": {"enabled": False}},
         }
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
