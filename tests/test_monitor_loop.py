@@ -92,10 +92,10 @@ def test_push_scan_learn_rescan_notify_and_see_it_on_the_dashboard(
     assert high_and_critical(second) == high_and_critical(first) + 1
 
 
-def watch(monitor: Monitor) -> list:
+def watch(running: Monitor) -> list:
     """One run of the watch timer; the messages it put on the trigger queue."""
     monitor_handlers.on_watch(TimerRequest(), REPO_ROOT)
-    return monitor.queue.take()
+    return running.queue.take()
 
 
 @pytest.fixture(autouse=True)
