@@ -133,7 +133,8 @@ def trivy_pull(trivy: Path, cache: Path, home: Path, acr: AcrDouble, password: s
         auths[acr.address] = {"auth": base64.b64encode(f"{ACR_USERNAME}:{password}".encode()).decode()}
     (docker / "config.json").write_text(json.dumps({"auths": auths}))
     return subprocess.run(
-        [str(trivy), "image", "--cache-dir", str(cache), "--skip-db-update", "--offline-scan", "--insecure",
+        [str(trivy), "image", "--cache-dir", str(cache), "--cache-backend", "memory",  # never write the shared cache
+         "--skip-db-update", "--offline-scan", "--insecure",
          "--format", "json", "--quiet", "--image-src", "remote", "--", f"{acr.address}/{SAMPLE_REPOSITORY}:{SAMPLE_TAG}"],
         env={"PATH": "/usr/bin:/bin", "HOME": str(home), "DOCKER_CONFIG": str(docker)},
         capture_output=True, text=True, timeout=120, check=False,
