@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from . import __version__
@@ -52,18 +53,20 @@ from .suppressions import os_info, suppression_fields
 from .trivy import (
     JAVA_DB,
     VULNERABILITY_DB,
-    DatabaseKind,
+    ReportSummariser,
     ReportSummary,
     ScanTarget,
+    ServerConnection,
+    ServerInfo,
     Trivy,
     TrivyOptions,
     TrivyRun,
     VulnerabilityDatabase,
-    is_stale,
     locate_trivy,
-    read_database_info,
-    summarise_report,
 )
+from .db_snapshot import DbSnapshot, database_for, ensure_database, snapshot_for
+from .server_mode import ask_server_ahead, database_fields, server_connection
+from .shipping import PointerLookup, finish_summary, lookup_ahead, record_in_index, upload_failed_fields, upload_report
 from .verdict import Thresholds, judge
 
 JSON_CONTENT_TYPE = "application/json"
@@ -108,39 +111,30 @@ class Scanner:
     @property
     def database(self) -> VulnerabilityDatabase:
         settings = self.config.settings
-        return self._database(VULNERABILITY_DB, settings.trivy_db_repository, not settings.trivy_skip_db_update)
+        return database_for(self.config, self.trivy, VULNERABILITY_DB, settings.trivy_db_repository,
+                            not settings.trivy_skip_db_update, self.db_snapshot)  # fmt: skip
 
     @property
     def java_database(self) -> VulnerabilityDatabase:
         """The Java DB, needed by images with Java archives; managed like the vulnerability DB."""
         settings = self.config.settings
-        return self._database(JAVA_DB, settings.trivy_java_db_repository, settings.java_db_updates_allowed)
+        return database_for(self.config, self.trivy, JAVA_DB, settings.trivy_java_db_repository,
+                            settings.java_db_updates_allowed, self.db_snapshot)  # fmt: skip
 
-    def _database(self, kind: DatabaseKind, repositories: list[str], updates_allowed: bool) -> VulnerabilityDatabase:
-        settings = self.config.settings
-        credentials, insecure = None, False
-        if repositories:
-            # A private DB mirror uses the credentials configured for its registry.
-            registry = find_credentials(
-                parse_image_reference(repositories[0], kind.repository_setting), self.config.file.registries
-            )
-            credentials = resolve_credentials(registry)
-            insecure = bool(registry and registry.insecure)
-        return VulnerabilityDatabase(
-            settings.trivy_cache_dir,
-            self.trivy,
-            repositories=repositories,
-            updates_allowed=updates_allowed,
-            timeout_ms=settings.trivy_timeout_ms,
-            credentials=credentials,
-            insecure=insecure,
-            kind=kind,
-        )
+    @property
+    def db_snapshot(self) -> DbSnapshot | None:
+        """``DB_SNAPSHOT=blob``: the fleet's DB snapshot beside the audits (db_snapshot.py)."""
+        return snapshot_for(self.config, self.redactor, self.logger)
 
     @property
     def follow_up(self) -> AuditFollowUp:
         """previous-audit-id, changes and decision before the meta; the notification after."""
         return AuditFollowUp(self.config, self.blob_store, self.audit_index, self.redactor)
+
+    @property
+    def server(self) -> ServerConnection | None:
+        """``TRIVY_SERVER``: scans ask that trivy server (client/server mode)."""
+        return server_connection(self.config)
 
     @property
     def short_id(self) -> str:
@@ -179,12 +173,14 @@ class Scanner:
                 "image_size": facts.compressed_size if facts else None,
             })
             check_size(facts, self.config.settings, scratch)
+            # The index pointer's HEAD and the trivy server's DB age are asked while trivy runs.
+            pointer = lookup_ahead(self.audit_index, audit_id)
+            server = ask_server_ahead(self.server)
             with tempfile.TemporaryDirectory(prefix="scan-", dir=scratch) as workdir:
                 report_path = Path(workdir) / REPORT_BLOB
                 run = self._run_trivy(target, report_path, log, checked, scratch)
-                summary = summarise_report(report_path)
                 base = base.model_copy(update={"scan_duration_ms": int(run.duration_seconds * 1000)})
-                return self._ship(base, folder, report_path, summary, log)
+                return self._ship(base, folder, report_path, log, pointer, server)
         except (RequestError, ScanFailed) as failure:
             return self._failed(base, folder, failure, final_attempt, log)
         except (AuditNotRecorded, StorageError):
@@ -237,17 +233,8 @@ class Scanner:
         self, target: ScanTarget, report_path: Path, log: ScanLogger, checked: Preflight, scratch: Path
     ) -> TrivyRun:
         settings = self.config.settings
-        database = self.database
-        try:
-            if self.refresh_db_before_scan:
-                database.refresh()
-            else:
-                database.ensure()
-        except ScanFailed as failure:
-            if not database.usable():
-                raise
-            # An unreachable or rate-limited DB host never fails a scan that has a usable DB.
-            log.warning("DB refresh failed; scanning with the DB in place", fields={"error": str(failure)})
+        if self.server is None:  # in client/server mode the server holds the DB
+            ensure_database(self.database, refresh=self.refresh_db_before_scan, log=log)
         registry = find_credentials(target.image, self.config.file.registries) if target.image else None
         options = TrivyOptions(
             cache_dir=settings.trivy_cache_dir,
@@ -267,6 +254,7 @@ class Scanner:
             ignorefile=settings.trivy_ignorefile,
             vex=tuple(settings.trivy_vex),
             scratch_dir=scratch,
+            server=self.server,
         )
         return scan_with_java_db(
             self.trivy, self.java_database, (target, options, report_path, resolve_credentials(registry)), log,
@@ -286,48 +274,50 @@ class Scanner:
         )
 
     def _ship(
-        self, base: AuditMeta, folder: str, report_path: Path, summary: ReportSummary, log: ScanLogger
+        self,
+        base: AuditMeta,
+        folder: str,
+        report_path: Path,
+        log: ScanLogger,
+        pointer: PointerLookup = None,
+        server: Future[ServerInfo] | None = None,
     ) -> AuditOutcome:
-        """``scan-result.json`` first, ``meta`` last: a reader who sees a meta can trust its folder."""
+        """``scan-result.json`` first, ``meta`` last: a reader who sees a meta can trust its folder.
+        The report is summarised from the bytes being uploaded (one read; see ``shipping.py``)."""
+        collect_keys, current_keys = self.follow_up.key_collector()
+        summariser = ReportSummariser(on_finding=collect_keys)
+        looked_back = self.follow_up.look_back(base)  # beside the upload: it needs only the image
+        failure: ScannerError | None = None
+        sbom_path: str | None = None
+        try:
+            upload_report(self.blob_store, f"{folder}/{REPORT_BLOB}", report_path, JSON_CONTENT_TYPE, summariser)
+            if self.config.settings.scan_sbom == "cyclonedx":
+                sbom_path = self._ship_sbom(folder, report_path)
+        except StorageError as error:
+            failure = error
+        summary, read_once = finish_summary(summariser, report_path)
         settings = self.config.settings
-        database = read_database_info(settings.trivy_cache_dir)
-        java_database = read_database_info(settings.trivy_cache_dir, JAVA_DB)
         meta = base.model_copy(
             update={
                 "audit_result": AuditResult.SUCCEEDED,
                 "image_digest": summary.image_digest or base.image_digest,
                 "image_id": summary.image_id,
                 "trivy_version": self.trivy.version(),
-                "trivy_db_updated_at": database.updated_at,
-                "trivy_db_next_update": database.next_update,
                 "trivy_audit_path": f"{folder}/{REPORT_BLOB}",
-                "trivy_java_db_updated_at": java_database.updated_at,
-                "trivy_java_db_next_update": java_database.next_update,
-                "trivy_db_stale": is_stale(database, settings.trivy_db_stale_after_hours),
+                "sbom_path": sbom_path,
+                **database_fields(settings, self.server, server, log),  # the DBs' ages (server_mode.py)
                 "os": os_info(summary),
                 **suppression_fields(settings, summary),
                 **self._verdict_fields(summary),
             }
         )
-        failure: ScannerError | None = None
-        try:
-            self.blob_store.upload_file(f"{folder}/{REPORT_BLOB}", report_path, JSON_CONTENT_TYPE)
-            if self.config.settings.scan_sbom == "cyclonedx":
-                meta = meta.model_copy(update={"sbom_path": self._ship_sbom(folder, report_path)})
-        except StorageError as error:
-            failure = error
-            meta = meta.model_copy(
-                update={
-                    "audit_result": AuditResult.UPLOAD_FAILED,
-                    "failure_description": f"the scan succeeded but its report could not be stored: {error}",
-                    "failure_reason": "upload-failed",
-                    "failure_kind": FailureKind.TRANSIENT.value,
-                    "trivy_audit_path": None,
-                }
-            )
-        meta = self.follow_up.annotate(meta, report_path, log)
+        if failure is not None:
+            meta = meta.model_copy(update=upload_failed_fields(failure))
+        meta = self.follow_up.annotate(
+            meta, report_path, log, looked_back=looked_back, current_keys=current_keys if read_once else None
+        )
         meta = meta.model_copy(update={"timestamp": int(time.time())})
-        self._write_meta(folder, meta, log)
+        self._write_meta(folder, meta, log, pointer)
         self.follow_up.notify(meta, folder, log)
         log.info(
             "audit recorded",
@@ -385,21 +375,21 @@ class Scanner:
         except ScannerError:
             return None
 
-    def _write_meta(self, folder: str, meta: AuditMeta, log: ScanLogger) -> None:
+    def _write_meta(self, folder: str, meta: AuditMeta, log: ScanLogger, pointer: PointerLookup = None) -> None:
         try:
             self.blob_store.upload_bytes(f"{folder}/{META_BLOB}", meta.to_json_bytes(), JSON_CONTENT_TYPE)
         except StorageError as error:
             log.error("meta could not be written", fields={"error": str(error)})
             raise AuditNotRecorded(f"the audit's meta could not be written to {folder}/{META_BLOB}: {error}") from None
-        self._index(meta, folder, log)
+        self._index(meta, folder, log, pointer)
 
-    def _index(self, meta: AuditMeta, folder: str, log: ScanLogger) -> None:
+    def _index(self, meta: AuditMeta, folder: str, log: ScanLogger, pointer: PointerLookup = None) -> None:
         """The meta is the contract; the index only serves the HTTP API, so a failure
         here is logged (the audit is indexed again on redelivery or by ``reindex``)."""
         if self.audit_index is None:
             return
         try:
-            self.audit_index.record(meta, folder)
+            record_in_index(self.audit_index, meta, folder, pointer)
         except Exception as error:  # noqa: BLE001 - the index must never fail an audit that is recorded
             log.warning("audit index not updated", fields={"error": self.redactor(str(error))})
 

@@ -28,6 +28,8 @@ class ScannerConfig(BaseModel):
         values += [part.split("=", 1)[1] for part in query.split("&") if part.startswith("sig=")]
         values += [r.password.get_secret_value() for r in self.file.registries if r.password]
         values += [url.get_secret_value() for url in self.settings.notify_webhook_urls]
+        if self.settings.trivy_server_token is not None:
+            values.append(self.settings.trivy_server_token.get_secret_value())
         return values
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..registry import DOCKER_HUB, Credentials
+from .deadline import wait_with_pidfd
 
 _INHERITED_VARIABLES = (
     "PATH",
@@ -117,7 +118,19 @@ def run_with_deadline(
         start_new_session=True,  # its own process group, so the whole tree can be killed
     )
     # A blocking wait() returns the moment trivy exits; wait(timeout=...) would poll with
-    # sleeps of up to 50 ms (measured: ~30 ms added to every scan). The deadline is a timer.
+    # sleeps of up to 50 ms (measured: ~30 ms added to every scan). The deadline is a
+    # pidfd (deadline.py), or a timer where there is none.
+    if timeout_ms > 0:
+        try:
+            finished = wait_with_pidfd(process, timeout_ms)
+        except BaseException:
+            _kill_group(process)
+            raise
+        if finished is False:
+            _kill_group(process)
+            return None
+        if finished:
+            return process.wait()
     timed_out = threading.Event()
 
     def expire() -> None:
