@@ -120,6 +120,18 @@ def run_with_deadline(
     # A blocking wait() returns the moment trivy exits; wait(timeout=...) would poll with
     # sleeps of up to 50 ms (measured: ~30 ms added to every scan). The deadline is a
     # pidfd (deadline.py), or a timer where there is none.
+    returncode = _wait_with_deadline(process, timeout_ms)
+    if returncode is None:
+        return None
+    if preexec is None and command[0] != original[0] and returncode in _EXEC_FAILED:
+        # setpriv could not exec trivy (its exit status, as a shell's; trivy itself never uses
+        # these): the same error Popen raises when it cannot exec trivy directly.
+        raise OSError(errno.ENOEXEC, f"not an executable this system can run (exit status {returncode})")
+    return returncode
+
+
+def _wait_with_deadline(process: subprocess.Popen[bytes], timeout_ms: int) -> int | None:
+    """The exit code, or ``None`` when the deadline passed and the group was killed."""
     if timeout_ms > 0:
         try:
             finished = wait_with_pidfd(process, timeout_ms)
@@ -153,10 +165,6 @@ def run_with_deadline(
         assert timer is not None
         timer.join()  # the whole group is gone before we report
         return None
-    if preexec is None and command[0] != original[0] and returncode in _EXEC_FAILED:
-        # setpriv could not exec trivy (its exit status, as a shell's; trivy itself never uses
-        # these): the same error Popen raises when it cannot exec trivy directly.
-        raise OSError(errno.ENOEXEC, f"not an executable this system can run (exit status {returncode})")
     return returncode
 
 
