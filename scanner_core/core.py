@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
 from . import __version__
@@ -57,7 +56,6 @@ from .trivy import (
     ReportSummary,
     ScanTarget,
     ServerConnection,
-    ServerInfo,
     Trivy,
     TrivyOptions,
     TrivyRun,
@@ -66,7 +64,7 @@ from .trivy import (
 )
 from .db_snapshot import DbSnapshot, database_for, ensure_database, snapshot_for
 from .server_mode import ask_server_ahead, database_fields, server_connection
-from .shipping import PointerLookup, finish_summary, lookup_ahead, record_in_index, upload_failed_fields, upload_report
+from .shipping import Ahead, PointerLookup, finish_summary, lookup_ahead, record_in_index, upload_failed_fields, upload_report
 from .verdict import Thresholds, judge
 
 JSON_CONTENT_TYPE = "application/json"
@@ -173,14 +171,14 @@ class Scanner:
                 "image_size": facts.compressed_size if facts else None,
             })
             check_size(facts, self.config.settings, scratch)
-            # The index pointer's HEAD and the trivy server's DB age are asked while trivy runs.
-            pointer = lookup_ahead(self.audit_index, audit_id)
-            server = ask_server_ahead(self.server)
+            # The index pointer, the previous audit and the server's DB age are asked while trivy runs.
+            ahead = Ahead(lookup_ahead(self.audit_index, audit_id), ask_server_ahead(self.server),
+                          self.follow_up.look_back(base))  # fmt: skip
             with tempfile.TemporaryDirectory(prefix="scan-", dir=scratch) as workdir:
                 report_path = Path(workdir) / REPORT_BLOB
                 run = self._run_trivy(target, report_path, log, checked, scratch)
                 base = base.model_copy(update={"scan_duration_ms": int(run.duration_seconds * 1000)})
-                return self._ship(base, folder, report_path, log, pointer, server)
+                return self._ship(base, folder, report_path, log, ahead)
         except (RequestError, ScanFailed) as failure:
             return self._failed(base, folder, failure, final_attempt, log)
         except (AuditNotRecorded, StorageError):
@@ -279,14 +277,12 @@ class Scanner:
         folder: str,
         report_path: Path,
         log: ScanLogger,
-        pointer: PointerLookup = None,
-        server: Future[ServerInfo] | None = None,
+        ahead: Ahead,
     ) -> AuditOutcome:
         """``scan-result.json`` first, ``meta`` last: a reader who sees a meta can trust its folder.
         The report is summarised from the bytes being uploaded (one read; see ``shipping.py``)."""
         collect_keys, current_keys = self.follow_up.key_collector()
         summariser = ReportSummariser(on_finding=collect_keys)
-        looked_back = self.follow_up.look_back(base)  # beside the upload: it needs only the image
         failure: ScannerError | None = None
         sbom_path: str | None = None
         try:
@@ -305,7 +301,7 @@ class Scanner:
                 "trivy_version": self.trivy.version(),
                 "trivy_audit_path": f"{folder}/{REPORT_BLOB}",
                 "sbom_path": sbom_path,
-                **database_fields(settings, self.server, server, log),  # the DBs' ages (server_mode.py)
+                **database_fields(settings, self.server, ahead.server, log),  # the DBs' ages (server_mode.py)
                 "os": os_info(summary),
                 **suppression_fields(settings, summary),
                 **self._verdict_fields(summary),
@@ -314,10 +310,10 @@ class Scanner:
         if failure is not None:
             meta = meta.model_copy(update=upload_failed_fields(failure))
         meta = self.follow_up.annotate(
-            meta, report_path, log, looked_back=looked_back, current_keys=current_keys if read_once else None
+            meta, report_path, log, looked_back=ahead.looked_back, current_keys=current_keys if read_once else None
         )
         meta = meta.model_copy(update={"timestamp": int(time.time())})
-        self._write_meta(folder, meta, log, pointer)
+        self._write_meta(folder, meta, log, ahead.pointer)
         self.follow_up.notify(meta, folder, log)
         log.info(
             "audit recorded",

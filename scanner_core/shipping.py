@@ -16,13 +16,15 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from .errors import FailureKind
 from .models import AuditMeta, AuditResult
+from .monitor import LookBack
 from .storage import AuditIndex, BlobStore, io_pool
-from .trivy import ReportSummariser, ReportSummary, summarise_report
+from .trivy import ReportSummariser, ReportSummary, ServerInfo, summarise_report
 
 PointerLookup = Optional["Future[dict[str, str] | None]"]
 
@@ -68,6 +70,16 @@ def finish_summary(summariser: ReportSummariser, path: Path) -> tuple[ReportSumm
     if summariser.error is not None:
         summariser.close()  # raises the parse error: the report is not JSON
     return summarise_report(path), False
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What a scan asks while trivy runs: the index pointer, the trivy server's DB age
+    (client/server mode) and the previous audit of the image (the monitor's changes)."""
+
+    pointer: Future[dict[str, str] | None] | None
+    server: Future[ServerInfo] | None
+    looked_back: Future[LookBack] | None
 
 
 def upload_failed_fields(failure: Exception) -> dict[str, object]:
