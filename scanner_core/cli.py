@@ -15,15 +15,16 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .audit import AuditOutcome, ScanRequest, utc_now
-from .config import load_config
-from .core import Scanner
 from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerError, StorageError
-from .functions import load_function_settings, max_dequeue_count, message_encoding, on_rescan, on_watch
-from .heartbeat import write_heartbeat
-from .log import LOGGER_NAME, configure_cli_logging
-from .queue import Listener, ListenerOptions, build_message, enqueue
+
+if TYPE_CHECKING:
+    from .audit import AuditOutcome
+    from .core import Scanner
+
+# What a verb needs is imported by that verb: ``--help`` and ``enqueue`` never load
+# the core, pydantic-settings' YAML file loader or the Blob SDK (bench/README.md, cold start).
 
 EXIT_OK, EXIT_AUDIT_FAILED, EXIT_USAGE, EXIT_NOT_STORED = 0, 1, 2, 3
 
@@ -93,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _enqueue(args)
     if args.command == "listen":
         return _listen(args)
+    from .config import load_config
+    from .core import Scanner
+    from .log import configure_cli_logging
+
     try:
         config = load_config()
     except ConfigurationError as error:
@@ -111,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _enqueue(args: argparse.Namespace) -> int:
     """Needs no scanner configuration: only the queue's connection (never on argv: it is a secret)."""
+    from .functions import load_function_settings, message_encoding
+    from .queue import build_message, enqueue
+
     app_root = Path.cwd()
     try:
         bindings = load_function_settings()
@@ -130,6 +138,12 @@ def _enqueue(args: argparse.Namespace) -> int:
 
 def _listen(args: argparse.Namespace) -> int:
     """Runs until SIGTERM/SIGINT; see ``scanner_core/queue/listener.py``."""
+    from .config import load_config
+    from .core import Scanner
+    from .functions import load_function_settings, max_dequeue_count, message_encoding
+    from .log import LOGGER_NAME, configure_cli_logging
+    from .queue import Listener, ListenerOptions
+
     app_root = Path.cwd()
     if args.concurrency < 1 or args.visibility_timeout < 2 or args.grace_period < 0:
         print("error: --concurrency must be >= 1, --visibility-timeout >= 2, --grace-period >= 0", file=sys.stderr)
@@ -161,6 +175,8 @@ def _listen(args: argparse.Namespace) -> int:
 
 def _monitor(command: str) -> int:
     """The timer's body, once; requests go to the app's trigger queue (as ``enqueue``)."""
+    from .functions import on_rescan, on_watch
+
     try:
         if command == "watch":
             for result in on_watch(None, Path.cwd()):
@@ -195,6 +211,8 @@ def _reindex(scanner: Scanner) -> int:
 
 
 def _heartbeat(scanner: Scanner) -> int:
+    from .heartbeat import write_heartbeat
+
     try:
         name, meta = write_heartbeat(scanner)
     except ScannerError as error:
@@ -204,6 +222,8 @@ def _heartbeat(scanner: Scanner) -> int:
 
 
 def _scan(scanner: Scanner, args: argparse.Namespace) -> int:
+    from .audit import ScanRequest, utc_now
+
     request = ScanRequest(
         audit_id=args.audit_id or str(uuid.uuid4()),
         requested_at=utc_now(),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .audit import AuditOutcome, ScanRequest
+from .target import scan_target
 from .config import ScannerConfig
 from .errors import (
     AuditNotRecorded,
@@ -29,14 +30,11 @@ from .java_db import scan_with_java_db
 from .log import ScanLogger
 from .log_records import install as install_log_redaction
 from .models import AuditMeta, AuditResult
-from .monitor import AuditFollowUp, AuditReuse, MonitorStore, tag_label
+from .monitor import AuditFollowUp, AuditReuse, MonitorStore
 from .preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
 from .redact import Redactor
 from .registry import (
-    ImageReference,
     find_credentials,
-    image_name_from_archive,
-    parse_image_reference,
     resolve_credentials,
 )
 from .storage import (
@@ -53,19 +51,19 @@ from .suppressions import os_info, suppression_fields
 from .trivy import (
     JAVA_DB,
     VULNERABILITY_DB,
-    DatabaseKind,
-    ReportSummary,
+    ReportSummariser,
     ScanTarget,
+    ServerConnection,
     Trivy,
     TrivyOptions,
     TrivyRun,
     VulnerabilityDatabase,
-    is_stale,
     locate_trivy,
-    read_database_info,
-    summarise_report,
 )
-from .verdict import Thresholds, judge
+from .db_snapshot import DbSnapshot, database_for, ensure_database, snapshot_for
+from .server_mode import ask_server_ahead, database_fields, server_connection
+from .shipping import Ahead, PointerLookup, finish_summary, lookup_ahead, record_in_index, upload_failed_fields, upload_report
+from .verdict import verdict_fields
 
 JSON_CONTENT_TYPE = "application/json"
 CYCLONEDX_CONTENT_TYPE = "application/vnd.cyclonedx+json"
@@ -109,44 +107,30 @@ class Scanner:
     @property
     def database(self) -> VulnerabilityDatabase:
         settings = self.config.settings
-        return self._database(VULNERABILITY_DB, settings.trivy_db_repository, not settings.trivy_skip_db_update)
+        return database_for(self.config, self.trivy, VULNERABILITY_DB, settings.trivy_db_repository,
+                            not settings.trivy_skip_db_update, self.db_snapshot)  # fmt: skip
 
     @property
     def java_database(self) -> VulnerabilityDatabase:
         """The Java DB, needed by images with Java archives; managed like the vulnerability DB."""
         settings = self.config.settings
-        return self._database(JAVA_DB, settings.trivy_java_db_repository, settings.java_db_updates_allowed)
+        return database_for(self.config, self.trivy, JAVA_DB, settings.trivy_java_db_repository,
+                            settings.java_db_updates_allowed, self.db_snapshot)  # fmt: skip
 
-    def _database(self, kind: DatabaseKind, repositories: list[str], updates_allowed: bool) -> VulnerabilityDatabase:
-        settings = self.config.settings
-        credentials, insecure = None, False
-        if repositories:
-            # A private DB mirror uses the credentials configured for its registry.
-            registry = find_credentials(
-                parse_image_reference(repositories[0], kind.repository_setting), self.config.file.registries
-            )
-            try:
-                credentials = resolve_credentials(registry)
-            except ScanFailed as failure:
-                # A refused or unreachable token exchange must not stop scans with a usable DB;
-                # a download without credentials then fails as unauthorized (db-unavailable).
-                self.logger.warning("no credentials for the DB mirror", fields={"error": str(failure)})
-            insecure = bool(registry and registry.insecure)
-        return VulnerabilityDatabase(
-            settings.trivy_cache_dir,
-            self.trivy,
-            repositories=repositories,
-            updates_allowed=updates_allowed,
-            timeout_ms=settings.trivy_timeout_ms,
-            credentials=credentials,
-            insecure=insecure,
-            kind=kind,
-        )
+    @property
+    def db_snapshot(self) -> DbSnapshot | None:
+        """``DB_SNAPSHOT=blob``: the fleet's DB snapshot beside the audits (db_snapshot.py)."""
+        return snapshot_for(self.config, self.redactor, self.logger)
 
     @property
     def follow_up(self) -> AuditFollowUp:
         """previous-audit-id, changes and decision before the meta; the notification after."""
         return AuditFollowUp(self.config, self.blob_store, self.audit_index, self.redactor)
+
+    @property
+    def server(self) -> ServerConnection | None:
+        """``TRIVY_SERVER``: scans ask that trivy server (client/server mode)."""
+        return server_connection(self.config)
 
     @property
     def short_id(self) -> str:
@@ -172,7 +156,7 @@ class Scanner:
         base = self._base_meta(audit_id, request)
 
         try:
-            target, label = self._target(request)
+            target, label = scan_target(request)
             base = base.model_copy(update={"image": label})
             scratch = scratch_dir(self.config.settings)
             platform = requested_platform(self.config.settings, request.platform, request.platform_field)
@@ -187,12 +171,14 @@ class Scanner:
             check_size(facts, self.config.settings, scratch)
             if (reused := self._reuse(request, target, base, folder, log)) is not None:
                 return reused
+            # The index pointer, the previous audit and the server's DB age are asked while trivy runs.
+            ahead = Ahead(lookup_ahead(self.audit_index, audit_id), ask_server_ahead(self.server),
+                          self.follow_up.look_back(base))  # fmt: skip
             with tempfile.TemporaryDirectory(prefix="scan-", dir=scratch) as workdir:
                 report_path = Path(workdir) / REPORT_BLOB
                 run = self._run_trivy(target, report_path, log, checked, scratch)
-                summary = summarise_report(report_path)
                 base = base.model_copy(update={"scan_duration_ms": int(run.duration_seconds * 1000)})
-                outcome = self._ship(base, folder, report_path, summary, log)
+                outcome = self._ship(base, folder, report_path, log, ahead)
                 self._remember(request, target, outcome, log)
                 return outcome
         except (RequestError, ScanFailed) as failure:
@@ -230,34 +216,12 @@ class Scanner:
             return None
         return meta if meta.audit_result is AuditResult.SUCCEEDED else None
 
-    def _target(self, request: ScanRequest) -> tuple[ScanTarget, str]:
-        image: ImageReference | None = None
-        if request.image:
-            image = parse_image_reference(request.image, request.image_field)
-        if request.input_tar is not None:
-            if not request.input_tar.is_file():
-                raise RequestError("input", f"{request.input_tar} does not exist or is not a file")
-            label = request.image or image_name_from_archive(request.input_tar) or request.input_tar.name
-            return ScanTarget(image=image, input_tar=request.input_tar), label
-        if image is None:
-            raise RequestError("image", "an image reference or an image tarball is required")
-        return ScanTarget(image=image), tag_label(request.image, image, request.tag) or image.canonical
-
     def _run_trivy(
         self, target: ScanTarget, report_path: Path, log: ScanLogger, checked: Preflight, scratch: Path
     ) -> TrivyRun:
         settings = self.config.settings
-        database = self.database
-        try:
-            if self.refresh_db_before_scan:
-                database.refresh()
-            else:
-                database.ensure()
-        except ScanFailed as failure:
-            if not database.usable():
-                raise
-            # An unreachable or rate-limited DB host never fails a scan that has a usable DB.
-            log.warning("DB refresh failed; scanning with the DB in place", fields={"error": str(failure)})
+        if self.server is None:  # in client/server mode the server holds the DB
+            ensure_database(self.database, refresh=self.refresh_db_before_scan, log=log)
         registry = find_credentials(target.image, self.config.file.registries) if target.image else None
         options = TrivyOptions(
             cache_dir=settings.trivy_cache_dir,
@@ -277,6 +241,7 @@ class Scanner:
             ignorefile=settings.trivy_ignorefile,
             vex=tuple(settings.trivy_vex),
             scratch_dir=scratch,
+            server=self.server,
         )
         return scan_with_java_db(
             self.trivy, self.java_database, (target, options, report_path, resolve_credentials(registry)), log,
@@ -307,10 +272,8 @@ class Scanner:
         self._remember(request, target, outcome, log, scanned_at)
         return outcome
 
-    def _remember(
-        self, request: ScanRequest, target: ScanTarget, outcome: AuditOutcome, log: ScanLogger,
-        scanned_at: int | None = None,
-    ) -> None:
+    def _remember(self, request: ScanRequest, target: ScanTarget, outcome: AuditOutcome, log: ScanLogger,
+                  scanned_at: int | None = None) -> None:  # fmt: skip
         if self.reuse is None or target.image is None or not outcome.succeeded:
             return
         try:
@@ -332,52 +295,52 @@ class Scanner:
         )
 
     def _ship(
-        self, base: AuditMeta, folder: str, report_path: Path, summary: ReportSummary, log: ScanLogger
+        self,
+        base: AuditMeta,
+        folder: str,
+        report_path: Path,
+        log: ScanLogger,
+        ahead: Ahead,
     ) -> AuditOutcome:
-        """``scan-result.json`` first, ``meta`` last: a reader who sees a meta can trust its folder."""
+        """``scan-result.json`` first, ``meta`` last: a reader who sees a meta can trust its folder.
+        The report is summarised from the bytes being uploaded (one read; see ``shipping.py``)."""
+        collect_keys, current_keys = self.follow_up.key_collector()
+        summariser = ReportSummariser(on_finding=collect_keys)
+        failure: ScannerError | None = None
+        sbom_path: str | None = None
+        try:
+            upload_report(self.blob_store, f"{folder}/{REPORT_BLOB}", report_path, JSON_CONTENT_TYPE, summariser)
+            if self.config.settings.scan_sbom == "cyclonedx":
+                sbom_path = self._ship_sbom(folder, report_path)
+        except StorageError as error:
+            failure = error
+        summary, read_once = finish_summary(summariser, report_path)
         settings = self.config.settings
-        database = read_database_info(settings.trivy_cache_dir)
-        java_database = read_database_info(settings.trivy_cache_dir, JAVA_DB)
         meta = base.model_copy(
             update={
                 "audit_result": AuditResult.SUCCEEDED,
                 "image_digest": summary.image_digest or base.image_digest,
                 "image_id": summary.image_id,
                 "trivy_version": self.trivy.version(),
-                "trivy_db_updated_at": database.updated_at,
-                "trivy_db_next_update": database.next_update,
                 "trivy_audit_path": f"{folder}/{REPORT_BLOB}",
-                "trivy_java_db_updated_at": java_database.updated_at,
-                "trivy_java_db_next_update": java_database.next_update,
-                "trivy_db_stale": is_stale(database, settings.trivy_db_stale_after_hours),
+                "sbom_path": sbom_path,
+                **database_fields(settings, self.server, ahead.server, log),  # the DBs' ages (server_mode.py)
                 "os": os_info(summary),
                 **suppression_fields(settings, summary),
-                **self._verdict_fields(summary),
+                **verdict_fields(summary, settings),
             }
         )
-        failure: ScannerError | None = None
-        try:
-            self.blob_store.upload_file(f"{folder}/{REPORT_BLOB}", report_path, JSON_CONTENT_TYPE)
-            if self.config.settings.scan_sbom == "cyclonedx":
-                meta = meta.model_copy(update={"sbom_path": self._ship_sbom(folder, report_path)})
-        except StorageError as error:
-            failure = error
-            meta = meta.model_copy(
-                update={
-                    "audit_result": AuditResult.UPLOAD_FAILED,
-                    "failure_description": f"the scan succeeded but its report could not be stored: {error}",
-                    "failure_reason": "upload-failed",
-                    "failure_kind": FailureKind.TRANSIENT.value,
-                    "trivy_audit_path": None,
-                }
-            )
-        meta = self.follow_up.annotate(meta, report_path, log)
+        if failure is not None:
+            meta = meta.model_copy(update=upload_failed_fields(failure))
+        meta = self.follow_up.annotate(
+            meta, report_path, log, looked_back=ahead.looked_back, current_keys=current_keys if read_once else None
+        )
         meta = meta.model_copy(update={"timestamp": int(time.time())})
-        self._write_meta(folder, meta, log)
+        self._write_meta(folder, meta, log, ahead.pointer)
         self.follow_up.notify(meta, folder, log)
         log.info(
             "audit recorded",
-            fields={"audit-result": meta.audit_result.value, "meta": f"{folder}/{META_BLOB}", **_counts(summary)},
+            fields={"audit-result": meta.audit_result.value, "meta": f"{folder}/{META_BLOB}", **{s.lower(): n for s, n in summary.counts.items()}},
         )
         return AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure, summary=summary)
 
@@ -386,21 +349,6 @@ class Scanner:
         self.trivy.convert_to_cyclonedx(report_path, sbom_path, self.config.settings.trivy_timeout_ms)
         self.blob_store.upload_file(f"{folder}/{SBOM_BLOB}", sbom_path, CYCLONEDX_CONTENT_TYPE)
         return f"{folder}/{SBOM_BLOB}"
-
-    def _verdict_fields(self, summary: ReportSummary) -> dict[str, object]:
-        settings = self.config.settings
-        thresholds = Thresholds(critical=settings.trivy_critical_threshold, high=settings.trivy_high_threshold)
-        verdict = judge(summary, thresholds, fail_on_eosl=settings.trivy_fail_on_eosl)
-        return {
-            "vulnerabilities": verdict.vulnerabilities.model_dump(),
-            # trivy's default scanners include "secret": then 0 is a finding too.
-            "secrets": summary.secrets if not settings.trivy_scanners or "secret" in settings.trivy_scanners else None,
-            "scan_status": verdict.status.value,
-            "summary": verdict.summary,
-            "critical_threshold": thresholds.critical,
-            "high_threshold": thresholds.high,
-            "details": verdict.details,
-        }
 
     def _failed(
         self, base: AuditMeta, folder: str, failure: RequestError | ScanFailed, final_attempt: bool, log: ScanLogger
@@ -431,25 +379,20 @@ class Scanner:
         except ScannerError:
             return None
 
-    def _write_meta(self, folder: str, meta: AuditMeta, log: ScanLogger) -> None:
+    def _write_meta(self, folder: str, meta: AuditMeta, log: ScanLogger, pointer: PointerLookup = None) -> None:
         try:
             self.blob_store.upload_bytes(f"{folder}/{META_BLOB}", meta.to_json_bytes(), JSON_CONTENT_TYPE)
         except StorageError as error:
             log.error("meta could not be written", fields={"error": str(error)})
             raise AuditNotRecorded(f"the audit's meta could not be written to {folder}/{META_BLOB}: {error}") from None
-        self._index(meta, folder, log)
+        self._index(meta, folder, log, pointer)
 
-    def _index(self, meta: AuditMeta, folder: str, log: ScanLogger) -> None:
+    def _index(self, meta: AuditMeta, folder: str, log: ScanLogger, pointer: PointerLookup = None) -> None:
         """The meta is the contract; the index only serves the HTTP API, so a failure
         here is logged (the audit is indexed again on redelivery or by ``reindex``)."""
         if self.audit_index is None:
             return
         try:
-            self.audit_index.record(meta, folder)
+            record_in_index(self.audit_index, meta, folder, pointer)
         except Exception as error:  # noqa: BLE001 - the index must never fail an audit that is recorded
             log.warning("audit index not updated", fields={"error": self.redactor(str(error))})
-
-
-def _counts(summary: ReportSummary) -> dict[str, int]:
-    return {severity.lower(): count for severity, count in summary.counts.items()}
-

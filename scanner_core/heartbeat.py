@@ -11,11 +11,12 @@ from .errors import ScannerError
 from .models import HeartbeatMeta
 from .storage import heartbeat_blob
 from .trivy import JAVA_DB, is_stale, read_database_info
+from .server_mode import ask_server_ahead, database_age
 
 
 def build_heartbeat(scanner: Scanner, now: float | None = None) -> HeartbeatMeta:
     settings = scanner.config.settings
-    database = read_database_info(settings.trivy_cache_dir)
+    database = database_age(settings.trivy_cache_dir, ask_server_ahead(scanner.server), scanner.logger)
     java_database = read_database_info(settings.trivy_cache_dir, JAVA_DB)
     try:
         trivy_version: str | None = scanner.trivy.version()

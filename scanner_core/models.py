@@ -87,6 +87,7 @@ class AuditMeta(_BlobDocument):
     trivy_version: str | None = None
     trivy_db_updated_at: str | None = None
     trivy_db_next_update: str | None = None
+    trivy_server: str | None = None  # client/server mode: the server whose DB the scan used
     trivy_audit_path: str | None = None
     sbom_path: str | None = None
     # Answered from an earlier audit of the same digest, DB and settings (monitor/reuse.py):

@@ -9,11 +9,15 @@ package x target; a severity trivy does not know is counted as ``unknown``.
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from .models import Finding
 from .trivy import SEVERITIES, ReportSummary
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 class ScanStatus(str, Enum):
@@ -83,3 +87,19 @@ def judge(summary: ReportSummary, thresholds: Thresholds, *, fail_on_eosl: bool 
     status = ScanStatus.FAILED if eosl and fail_on_eosl else decide_status(counts, thresholds)
     line = summary_line(status, counts) + (EOSL_NOTE if eosl else "")
     return Verdict(vulnerabilities=counts, status=status, summary=line, details=summary.top_findings)
+
+
+def verdict_fields(summary: ReportSummary, settings: Settings) -> dict[str, object]:
+    """The meta's verdict fields for a report, under the configured thresholds."""
+    thresholds = Thresholds(critical=settings.trivy_critical_threshold, high=settings.trivy_high_threshold)
+    verdict = judge(summary, thresholds, fail_on_eosl=settings.trivy_fail_on_eosl)
+    return {
+        "vulnerabilities": verdict.vulnerabilities.model_dump(),
+        # trivy's default scanners include "secret": then 0 is a finding too.
+        "secrets": summary.secrets if not settings.trivy_scanners or "secret" in settings.trivy_scanners else None,
+        "scan_status": verdict.status.value,
+        "summary": verdict.summary,
+        "critical_threshold": thresholds.critical,
+        "high_threshold": thresholds.high,
+        "details": verdict.details,
+    }

@@ -9,6 +9,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "ScannerConfig": ".loader",
     "load_config": ".loader",
+    "load_config_cached": ".cache",
     "describe_error": ".problems",
     "DEFAULT_TRIVY_TIMEOUT_MS": ".settings",
     "Settings": ".settings",

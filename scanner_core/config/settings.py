@@ -24,7 +24,7 @@ DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 ScannerKind = Literal["vuln", "secret"]
 # Settings whose values are never quoted in a configuration error.
-SECRET_SETTINGS = frozenset({"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS"})
+SECRET_SETTINGS = frozenset({"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "TRIVY_SERVER_TOKEN"})
 
 
 def _split_list(value: Any) -> Any:
@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     trivy_db_stale_after_hours: float = Field(24.0, alias="TRIVY_DB_STALE_AFTER_HOURS", ge=0)
     trivy_ignorefile: Path | None = Field(None, alias="TRIVY_IGNOREFILE")
     trivy_vex: Annotated[list[Path], NoDecode] = Field(default_factory=list, alias="TRIVY_VEX")
+    # One DB download per fleet (issue 11): the refresh timer publishes the DBs beside the audits.
+    db_snapshot: Literal["none", "blob"] = Field("blob", alias="DB_SNAPSHOT")
+    db_snapshot_max_age_hours: float = Field(24.0, alias="DB_SNAPSHOT_MAX_AGE_HOURS", gt=0)
+    db_snapshot_check_seconds: float = Field(600.0, alias="DB_SNAPSHOT_CHECK_SECONDS", ge=0)
+    # trivy's client/server mode (issue 11): scans ask a `trivy server` and need no local DB.
+    trivy_server: str | None = Field(None, alias="TRIVY_SERVER")
+    trivy_server_token: SecretStr | None = Field(None, alias="TRIVY_SERVER_TOKEN")
+    trivy_server_token_header: str = Field(
+        "Trivy-Token", alias="TRIVY_SERVER_TOKEN_HEADER", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+    )
 
     # Change notifications and the decision (issue 10, monitor/). Webhook URLs carry
     # their own credentials (Teams, Slack): secrets, never logged or quoted.
@@ -170,6 +180,18 @@ class Settings(BaseSettings):
         """``TRIVY_SKIP_JAVA_DB_UPDATE``, which follows ``TRIVY_SKIP_DB_UPDATE`` when unset."""
         skip = self.trivy_skip_db_update if self.trivy_skip_java_db_update is None else self.trivy_skip_java_db_update
         return not skip
+    @field_validator("trivy_server", mode="after")
+    @classmethod
+    def _check_server_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.username or url.password:
+            raise ValueError(
+                "must be the trivy server's base URL, http:// or https:// with a host and no query or "
+                "credentials (the token goes in TRIVY_SERVER_TOKEN), e.g. https://trivy.internal.example:4954"
+            )
+        return value.rstrip("/")
 
     @field_validator("watch_max_new_tags", mode="after")
     @classmethod

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from ..config import load_config
+from ..config import load_config_cached
 from ..core import Scanner
 from ..heartbeat import write_heartbeat
 from ..queue import Delivery, QueueSender, RetryLater, handle_delivery
@@ -21,8 +21,11 @@ def binding_settings() -> FunctionSettings:
 
 
 def make_scanner(app_root: Path) -> Scanner:
-    """A scanner for one invocation, from the app settings (``ConfigurationError`` if invalid)."""
-    return Scanner(load_config(), app_root=app_root)
+    """A scanner for one invocation, from the app settings (``ConfigurationError`` if invalid).
+
+    Cheap: the configuration, the storage clients and trivy's version are per-process
+    caches, each renewed when what it depends on changes."""
+    return Scanner(load_config_cached(), app_root=app_root)
 
 
 def on_scan_message(
@@ -84,7 +87,12 @@ def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
     scanner = make_scanner(app_root)
     failures: list[Exception] = []
     # The Java DB (~500 MiB) is fetched when a scan first meets Java archives; from then on it is kept fresh here.
-    for database, only_if_present in ((scanner.database, False), (scanner.java_database, True)):
+    databases = [(scanner.database, False), (scanner.java_database, True)]
+    if scanner.server is not None:
+        scanner.logger.info("client/server mode: the trivy server keeps the vulnerability DB",
+                            fields={"server": scanner.server.url})  # fmt: skip
+        databases = databases[1:]  # the Java DB is still the client's (trivy issue #3560)
+    for database, only_if_present in databases:
         name = database.kind.name
         try:
             result = database.refresh(only_if_present=only_if_present)
@@ -96,5 +104,13 @@ def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
             f"{name} refresh",
             fields={"refreshed": result.refreshed, "reason": result.reason, "db-updated-at": result.database.updated_at},
         )
+    snapshot = scanner.db_snapshot
+    if snapshot is not None:
+        # The timer is the fleet's single writer of the DB snapshot (db_snapshot.py).
+        try:
+            snapshot.publish(scanner.config.settings.trivy_cache_dir)
+        except Exception as error:  # noqa: BLE001 - raised below
+            scanner.logger.error("DB snapshot not published; instances use the repositories", fields={"error": str(error)})
+            failures.append(error)
     if failures:
         raise failures[0]

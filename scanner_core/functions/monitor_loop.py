@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from . import monitor_handlers
 from .host import APP_ROOT
 from .settings import load_function_settings
 
@@ -15,12 +14,16 @@ blueprint = func.Blueprint()
 @blueprint.function_name("watch_repositories")
 @blueprint.timer_trigger(arg_name="timer", schedule=bindings.watch_schedule, run_on_startup=False, use_monitor=True)
 def watch_repositories(timer: func.TimerRequest) -> None:
+    from . import monitor_handlers  # the core and the storage SDKs: on first use, not at indexing
+
     monitor_handlers.on_watch(timer, APP_ROOT)
 
 
 @blueprint.function_name("rescan_images")
 @blueprint.timer_trigger(arg_name="timer", schedule=bindings.rescan_schedule, run_on_startup=False, use_monitor=True)
 def rescan_images(timer: func.TimerRequest) -> None:
+    from . import monitor_handlers  # the core and the storage SDKs: on first use, not at indexing
+
     monitor_handlers.on_rescan(timer, APP_ROOT)
 
 
@@ -30,4 +33,6 @@ def rescan_images(timer: func.TimerRequest) -> None:
     arg_name="quarantine", queue_name=bindings.poison_queue_name, connection=bindings.queue_connection
 )
 def image_pushed(event: func.EventGridEvent, quarantine: func.Out[str]) -> None:
+    from . import monitor_handlers  # the core and the storage SDKs: on first use, not at indexing
+
     monitor_handlers.on_image_pushed(event, quarantine.set, APP_ROOT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from . import handlers
 from .host import APP_ROOT
 from .settings import load_function_settings
 
@@ -18,4 +17,6 @@ blueprint = func.Blueprint()
     arg_name="quarantine", queue_name=bindings.poison_queue_name, connection=bindings.queue_connection
 )
 def scan_request(message: func.QueueMessage, quarantine: func.Out[str]) -> None:
+    from . import handlers  # the core and the storage SDKs: on first use, not at indexing
+
     handlers.on_scan_message(message, quarantine.set, APP_ROOT)

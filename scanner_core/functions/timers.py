@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from . import handlers
 from .host import APP_ROOT
 from .settings import load_function_settings
 
@@ -15,6 +14,8 @@ blueprint = func.Blueprint()
 @blueprint.function_name("heartbeat")
 @blueprint.timer_trigger(arg_name="timer", schedule=bindings.heartbeat_schedule, run_on_startup=False, use_monitor=True)
 def heartbeat(timer: func.TimerRequest) -> None:
+    from . import handlers  # the core and the storage SDKs: on first use, not at indexing
+
     handlers.on_heartbeat(timer, bindings, APP_ROOT)
 
 
@@ -23,4 +24,6 @@ def heartbeat(timer: func.TimerRequest) -> None:
     arg_name="timer", schedule=bindings.db_refresh_schedule, run_on_startup=False, use_monitor=True
 )
 def refresh_vulnerability_db(timer: func.TimerRequest) -> None:
+    from . import handlers  # the core and the storage SDKs: on first use, not at indexing
+
     handlers.on_db_refresh(timer, APP_ROOT)

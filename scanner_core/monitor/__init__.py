@@ -7,6 +7,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "AuditFollowUp": ".follow_up",
+    "LookBack": ".follow_up",
     "Notifier": ".notify",
     "NOTIFICATION_BLOB": ".notify",
     "decide": ".decision",

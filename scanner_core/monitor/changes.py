@@ -14,19 +14,15 @@ critical vulnerability is news.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import ijson
-
 from ..models import AuditChanges, AuditMeta, AuditResult, Finding
 from ..storage import REPORT_BLOB, AuditIndex, AuditRow, image_identity
-from ..trivy import iter_findings, severity_rank
+from ..trivy import ReportSummariser, iter_findings, severity_rank
 
 MAX_LISTED = 100
-_VULNERABILITY_ITEMS = "Results.item.Vulnerabilities.item"
 
 
 @dataclass(frozen=True)
@@ -100,23 +96,27 @@ def findings_of(index: AuditIndex, audit: AuditMeta, folder: str, min_severity: 
     complete = len(details) >= total or bool(details and severity_rank(details[-1].severity) > limit)
     if complete:
         return keys_of(details, min_severity)
-    report = index.read(audit.trivy_audit_path or f"{folder}/{REPORT_BLOB}")
-    if report is None:
+    chunks = index.read_chunks(audit.trivy_audit_path or f"{folder}/{REPORT_BLOB}")
+    if chunks is None:
         return None
-    return keys_of(_stream(report), min_severity)
+    return keys_of(_stream(chunks), min_severity)
 
 
 def current_findings(report_path: Path, min_severity: str) -> set[Key]:
     return keys_of(iter_findings(report_path), min_severity)
 
 
-def _stream(report: bytes) -> Iterator[Finding]:
-    for item in ijson.items(io.BytesIO(report), _VULNERABILITY_ITEMS):
-        yield Finding(
-            vulnerability_id=str(item.get("VulnerabilityID", "")),
-            pkg_name=str(item.get("PkgName", "")),
-            severity=str(item.get("Severity") or "UNKNOWN").upper(),
-        )
+def _stream(chunks: Iterable[bytes]) -> Iterator[Finding]:
+    """The findings of a stored report as its chunks arrive (push parsing: memory stays
+    at a chunk and the findings kept, whatever the report's size; issue 11)."""
+    found: list[Finding] = []
+    summariser = ReportSummariser(on_finding=found.append)
+    for chunk in chunks:
+        summariser.feed(chunk)
+        yield from found
+        found.clear()
+    summariser.close()  # raises if the report is not JSON
+    yield from found
 
 
 def _order(key: Key) -> tuple[int, str, str]:

@@ -9,16 +9,39 @@ the audit goes on without the annotation or the notification.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ScannerConfig
 from ..log import ScanLogger
-from ..models import AuditMeta, AuditResult
+from ..models import AuditMeta, AuditResult, Finding
 from ..redact import Redactor
-from ..storage import AuditIndex, BlobStore
+from ..storage import AuditIndex, BlobStore, image_identity, io_pool
+from ..trivy import severity_rank
 from .changes import Key, compare, current_findings, find_previous, findings_of, previous_findings
 from .decision import decide
 from .notify import Delivery, Notifier, build_event, should_notify
+
+
+@dataclass(frozen=True)
+class LookBack:
+    """The previous audit of an image, as ``annotate`` compares with it."""
+
+    identity: tuple[str | None, str | None, str | None]  # (repository, tag, digest) it was looked up for
+    previous: AuditMeta | None
+    previous_keys: set[Key]
+    previous_id: str | None
+
+
+def _same_previous(
+    asked: tuple[str | None, str | None, str | None], final: tuple[str | None, str | None, str | None]
+) -> bool:
+    """Whether a look-up made before the digest was known stands: ``find_previous``
+    matches by tag when there is one, by digest only without a tag."""
+    if asked[0] != final[0] or asked[1] != final[1]:
+        return False
+    return asked[1] is not None or asked[2] == final[2]
 
 
 class AuditFollowUp:
@@ -44,40 +67,78 @@ class AuditFollowUp:
             timeout_s=settings.notify_timeout_s,
         )
 
-    def annotate(self, meta: AuditMeta, report_path: Path, log: ScanLogger) -> AuditMeta:
-        """``meta`` with its decision and what changed since the previous audit of the image."""
-        return self._annotate(meta, lambda threshold: current_findings(report_path, threshold), log)
-
     def annotate_reused(self, meta: AuditMeta, earlier: AuditMeta, log: ScanLogger) -> AuditMeta:
         """The same for an audit answered from ``earlier`` (dedup, ``reuse.py``): its
         findings are the earlier audit's, read from its details or stored report."""
-
-        def findings(threshold: str) -> set[Key]:
+        keys: set[Key] | None = None
+        if self.audit_index is not None:
             folder = (earlier.trivy_audit_path or "").rsplit("/", 1)[0]
-            keys = findings_of(self.audit_index, earlier, folder, threshold) if self.audit_index else None
-            if keys is None:
-                raise ValueError("the earlier audit's findings cannot be read")
-            return keys
+            try:
+                keys = findings_of(self.audit_index, earlier, folder, self.settings.notify_min_severity)
+            except Exception as error:  # noqa: BLE001 - a comparison never fails an audit
+                log.warning("the earlier audit's findings cannot be read", fields={"error": self._describe(error)})
+        if keys is None:
+            return meta.model_copy(
+                update={"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
+            )
+        return self.annotate(meta, Path(), log, current_keys=keys)
 
-        return self._annotate(meta, findings, log)
+    def annotate(
+        self,
+        meta: AuditMeta,
+        report_path: Path,
+        log: ScanLogger,
+        *,
+        looked_back: Future[LookBack] | None = None,
+        current_keys: set[Key] | None = None,
+    ) -> AuditMeta:
+        """``meta`` with its decision and what changed since the previous audit of the image.
 
-    def _annotate(self, meta: AuditMeta, current: Callable[[str], set[Key]], log: ScanLogger) -> AuditMeta:
+        ``looked_back``: ``look_back``'s answer, asked while the report uploaded;
+        ``current_keys``: the report's keys, collected while it was read for the
+        summary (``key_collector``). Without them both are found here."""
         if meta.audit_result is not AuditResult.SUCCEEDED:
             return meta
         update: dict[str, object] = {"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
         threshold = self.settings.notify_min_severity
         try:
-            previous: AuditMeta | None = None
-            previous_keys: set[Key] = set()
-            previous_id: str | None = None
-            if self.audit_index is not None and (row := find_previous(self.audit_index, meta)) is not None:
-                if (found := previous_findings(self.audit_index, row, threshold)) is not None:
-                    (previous, previous_keys), previous_id = found, row.audit_id
-            changes = compare(previous, previous_keys, meta.scan_status, current(threshold))
-            update |= {"previous_audit_id": previous_id, "changes": changes}
+            found = looked_back.result() if looked_back is not None else None
+            if found is None or not _same_previous(found.identity, image_identity(meta.image, meta.image_digest)):
+                found = self._look_back(meta)
+            if current_keys is None:
+                current_keys = current_findings(report_path, threshold)
+            changes = compare(found.previous, found.previous_keys, meta.scan_status, current_keys)
+            update |= {"previous_audit_id": found.previous_id, "changes": changes}
         except Exception as error:  # noqa: BLE001 - a comparison never fails an audit
             log.warning("changes since the previous audit not computed", fields={"error": self._describe(error)})
         return meta.model_copy(update=update)
+
+    def look_back(self, meta: AuditMeta) -> Future[LookBack] | None:
+        """The previous audit of ``meta``'s image (an index listing and a meta read), started
+        on the process's I/O pool so that it runs beside the report upload (issue 11)."""
+        if self.audit_index is None:
+            return None
+        return io_pool().submit(self._look_back, meta)
+
+    def key_collector(self) -> tuple[Callable[[Finding], None], set[Key]]:
+        """A callback for the report summariser that gathers the keys ``annotate`` compares,
+        so that the report is read once for the summary and the changes alike."""
+        keys: set[Key] = set()
+        limit = severity_rank(self.settings.notify_min_severity)
+
+        def collect(finding: Finding) -> None:
+            if finding.vulnerability_id and severity_rank(finding.severity) <= limit:
+                keys.add(Key(finding.vulnerability_id, finding.pkg_name, finding.severity))
+
+        return collect, keys
+
+    def _look_back(self, meta: AuditMeta) -> LookBack:
+        identity = image_identity(meta.image, meta.image_digest)
+        if self.audit_index is not None and (row := find_previous(self.audit_index, meta)) is not None:
+            found = previous_findings(self.audit_index, row, self.settings.notify_min_severity)
+            if found is not None:
+                return LookBack(identity, found[0], found[1], row.audit_id)
+        return LookBack(identity, None, set(), None)
 
     def notify(self, meta: AuditMeta, folder: str, log: ScanLogger) -> list[Delivery] | None:
         """Sends the audit's notification if it warrants one and none was sent yet."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -26,11 +26,16 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from ..errors import StorageError
 from ..redact import Redactor
-from .container import container_client, forbidden_hint
+from .clients import shared_container_client
+from .container import forbidden_hint
 
 UPLOAD_ATTEMPTS = 5
 _T = TypeVar("_T")
 _CHUNK_BYTES = 4 * 1024 * 1024
+# Blocks of a big report in flight at once: 2 x 4 MiB buffered. Measured on Azurite:
+# 2 is as fast as 3 or 4, and it keeps a 31 MiB report's shipping under +32 MiB even
+# while the monitor streams the previous audit's report beside it (bench/README.md).
+PARALLEL_BLOCKS = 2
 
 
 class BlobStore(Protocol):
@@ -69,7 +74,7 @@ class AzureBlobStore:
     ) -> None:
         self._redactor = redactor
         self._url = container_sas_url
-        self._container = container_client(
+        self._container = shared_container_client(
             container_sas_url,
             retry_total=0,
             connection_timeout=10,
@@ -94,6 +99,27 @@ class AzureBlobStore:
                     length=path.stat().st_size,
                     overwrite=True,
                     max_concurrency=1,  # one chunk in memory at a time
+                    content_settings=ContentSettings(content_type=content_type),
+                )
+
+        self._with_retries(f"upload of {name}", attempt)
+
+    def upload_file_observed(self, name: str, path: Path, content_type: str, observe: Callable[[bytes], None]) -> None:
+        """``upload_file`` in parallel blocks, handing every byte to ``observe`` as it
+        is read, in file order and once only (a retried attempt re-reads the file but
+        passes on only what was not seen yet). The SDK reads a non-seekable stream in
+        the calling thread and stages up to ``PARALLEL_BLOCKS`` blocks at once, so the
+        caller's work on the bytes overlaps the block uploads."""
+        seen = [0]
+
+        def attempt() -> None:
+            with path.open("rb") as stream:
+                self._container.upload_blob(
+                    name,
+                    _ObservedReader(stream, observe, seen),
+                    length=path.stat().st_size,
+                    overwrite=True,
+                    max_concurrency=PARALLEL_BLOCKS,
                     content_settings=ContentSettings(content_type=content_type),
                 )
 
@@ -134,10 +160,11 @@ class AzureBlobStore:
         return self._with_retries(f"download of {name}", attempt)
 
     def _with_retries(self, what: str, action: Callable[[], _T]) -> _T:
+        retrying = self._retrying.copy()  # its own statistics: uploads may run on several threads
         try:
-            return self._retrying(action)
+            return retrying(action)
         except Exception as error:  # noqa: BLE001 - re-raised, typed and redacted
-            attempts = int(self._retrying.statistics.get("attempt_number", 1))
+            attempts = int(retrying.statistics.get("attempt_number", 1))
             raise StorageError(f"{what} failed: {self.describe(error, attempts)}") from None
 
     def describe(self, error: BaseException, attempts: int = 1) -> str:
@@ -155,3 +182,27 @@ class AzureBlobStore:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
+class _ObservedReader:
+    """A read-only, non-seekable view of a file that shows each new byte to an observer."""
+
+    def __init__(self, stream: BinaryIO, observe: Callable[[bytes], None], seen: list[int]) -> None:
+        self._stream = stream
+        self._observe = observe
+        self._seen = seen  # bytes already observed, across attempts
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        start, self._position = self._position, self._position + len(data)
+        if self._position > self._seen[0]:
+            self._observe(data[max(0, self._seen[0] - start) :])
+            self._seen[0] = self._position
+        return data
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return True

@@ -51,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
-from types import TracebackType
+from types import EllipsisType, TracebackType
 from typing import cast
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
@@ -73,8 +73,11 @@ from .index_rows import (
     encode_cursor,
     int_or_none,
 )
-from .container import container_client, forbidden_hint
+from .clients import io_pool, shared_container_client
+from .container import forbidden_hint
 from .layout import META_BLOB, scanner_folder, validate_audit_id
+
+_READ_CHUNK_BYTES = 1024 * 1024
 
 
 class AuditIndex:
@@ -85,10 +88,15 @@ class AuditIndex:
     """
 
     def __init__(self, container: ContainerClient | str, scanner_short_id: str) -> None:
-        self._owns_client = isinstance(container, str)  # a client handed in is the caller's to close
+        # A client handed in is the caller's to close; one built from a URL is the process's (clients.py).
+        self._owns_client = False
         self._url = container.url if isinstance(container, ContainerClient) else container
         if isinstance(container, str):
-            container = container_client(container, retry_total=3, connection_timeout=10, read_timeout=60)
+            container = shared_container_client(
+                container, retry_total=3, connection_timeout=10, read_timeout=60,
+                # read_chunks() streams reports of tens of MB: 1 MiB per GET, not the first 32 MiB at once.
+                max_single_get_size=_READ_CHUNK_BYTES, max_chunk_get_size=_READ_CHUNK_BYTES,
+            )  # fmt: skip
         self._container = container
         self.prefix = f"{scanner_folder(scanner_short_id)}/index/"
         self._scanner_prefix = f"{scanner_folder(scanner_short_id)}/"
@@ -111,11 +119,22 @@ class AuditIndex:
 
     # -- writing -------------------------------------------------------------
 
-    def record(self, meta: AuditMeta, folder: str) -> None:
+    def lookup(self, audit_id: str) -> dict[str, str] | None:
+        """The pointer of ``audit_id`` as it is now (``None``: not indexed), for ``record``.
+        Read ahead of time, this HEAD runs beside the report upload instead of after the meta."""
+        validate_audit_id(audit_id)
+        with self._storage(f"looking up audit {audit_id} in the index"):
+            return self._metadata(self.ref_name(audit_id))
+
+    def record(
+        self, meta: AuditMeta, folder: str, *, known_pointer: dict[str, str] | None | EllipsisType = ...
+    ) -> None:
         """Indexes an audit whose ``meta`` has just been written to ``folder``.
 
         Idempotent: recording the same audit again replaces its row. An older
-        request than the one indexed for this audit id is ignored.
+        request than the one indexed for this audit id is ignored. ``known_pointer``:
+        what ``lookup`` answered, if the caller asked beforehand. The rows and the
+        pointer are independent writes and go out side by side.
         """
         audit_id = validate_audit_id(meta.audit_id)
         if not folder.startswith(self._scanner_prefix) or "/" in folder[len(self._scanner_prefix) :]:
@@ -124,16 +143,26 @@ class AuditIndex:
         row_name = self.row_name(audit_id, row.requested_at)
         ref_name = self.ref_name(audit_id)
         with self._storage(f"recording audit {audit_id} in the index"):
-            previous = self._metadata(ref_name)
+            previous = self._metadata(ref_name) if known_pointer is ... else known_pointer
             previous_row = previous.get("row") if previous else None
             if previous and (int_or_none(previous.get("requested")) or 0) > row.requested_at:
                 return  # a newer request of this audit id is already indexed
-            self._container.upload_blob(row_name, b"", overwrite=True, metadata=row.to_metadata())
             pointer = {"v": INDEX_FORMAT, "folder": folder, "row": row_name, "requested": str(row.requested_at)}
+            writes = [(row_name, row.to_metadata())]
             if row.repository:
                 pointer["reporow"] = self.repository_row_name(row.repository, audit_id, row.requested_at)
-                self._container.upload_blob(pointer["reporow"], b"", overwrite=True, metadata=row.to_metadata())
-            self._container.upload_blob(ref_name, b"", overwrite=True, metadata=pointer)
+                writes.append((pointer["reporow"], row.to_metadata()))
+            writes.append((ref_name, pointer))
+            # Independent writes: side by side on the process's storage pool (the last one here).
+            pending = [
+                io_pool().submit(self._container.upload_blob, name, b"", overwrite=True, metadata=metadata)
+                for name, metadata in writes[:-1]
+            ]
+            try:
+                self._container.upload_blob(writes[-1][0], b"", overwrite=True, metadata=writes[-1][1])
+            finally:
+                for write in pending:
+                    write.result()
             for superseded in {previous_row, (previous or {}).get("reporow")} - {row_name, pointer.get("reporow")}:
                 if superseded and superseded.startswith(self.prefix):
                     self._delete_if_exists(superseded)
@@ -182,6 +211,23 @@ class AuditIndex:
         if not pointer or not pointer.get("folder"):
             return None
         return f"{pointer['folder']}/{META_BLOB}"
+
+    def read_chunks(self, name: str) -> Iterator[bytes] | None:
+        """A blob of this scanner's folder as it streams in (a big report is never held
+        whole), or ``None`` when there is none. Errors while streaming are ``StorageError``."""
+        if not name.startswith(self._scanner_prefix):
+            raise ValueError(f"{name!r} is not under {self._scanner_prefix}")
+        with self._storage(f"reading {name}"):
+            try:
+                download = self._container.download_blob(name)
+            except ResourceNotFoundError:
+                return None
+
+        def chunks() -> Iterator[bytes]:
+            with self._storage(f"reading {name}"):
+                yield from download.chunks()
+
+        return chunks()
 
     def read(self, name: str) -> bytes | None:
         """A blob of this scanner's folder (e.g. the path ``find`` returned), or ``None``."""

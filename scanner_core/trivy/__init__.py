@@ -7,6 +7,8 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "DatabaseInfo": ".database",
+    "DatabaseSource": ".database",
     "VulnerabilityDatabase": ".database",
     "read_database_info": ".database",
     "DatabaseKind": ".db_kind",
@@ -16,11 +18,16 @@ _EXPORTS = {
     "classify_trivy_failure": ".failures",
     "locate_trivy": ".locate",
     "child_environment": ".process",
+    "ReportSummariser": ".report",
     "ReportSummary": ".report",
     "SEVERITIES": ".report",
     "iter_findings": ".report",
     "severity_rank": ".report",
     "summarise_report": ".report",
+    "ServerConnection": ".connection",
+    "ServerInfo": ".server",
+    "ServerInfoUnavailable": ".server",
+    "server_info": ".server",
     "ScanTarget": ".runner",
     "Trivy": ".runner",
     "TrivyOptions": ".runner",

@@ -19,10 +19,12 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,7 +33,9 @@ from ..registry import Credentials
 from .db_kind import JAVA_DB, VULNERABILITY_DB, DatabaseKind
 from .runner import Trivy
 
-__all__ = ["JAVA_DB", "VULNERABILITY_DB", "DatabaseKind", "VulnerabilityDatabase", "is_stale", "read_database_info"]
+__all__ = [
+    "JAVA_DB", "VULNERABILITY_DB", "DatabaseKind", "DatabaseSource", "VulnerabilityDatabase", "is_stale", "read_database_info",
+]
 
 
 
@@ -49,6 +53,21 @@ class RefreshResult:
     database: DatabaseInfo
 
 
+class DatabaseSource(Protocol):
+    """Somewhere a DB can be restored from before trivy's OCI repositories are asked
+    (the fleet's snapshot in Blob Storage, ``db_snapshot.py``)."""
+
+    def restore(self, database: VulnerabilityDatabase) -> bool:
+        """Installs its copy of ``database.kind`` (``database.install``) when it is newer
+        than the one in place and not stale; ``True`` if it did. Never raises for a
+        missing or unreachable source: the repositories are the fallback."""
+        ...
+
+    def due_for_check(self, database: VulnerabilityDatabase) -> bool:
+        """Whether a warm instance should look for a newer copy now (rate-limited)."""
+        ...
+
+
 class VulnerabilityDatabase:
     """One DB (``kind``, by default the vulnerability DB at ``<cache_dir>/db``) and
     how it is kept fresh."""
@@ -64,8 +83,10 @@ class VulnerabilityDatabase:
         credentials: Credentials | None = None,
         insecure: bool = False,
         kind: DatabaseKind = VULNERABILITY_DB,
+        snapshot: DatabaseSource | None = None,
     ) -> None:
         self.kind = kind
+        self.snapshot = snapshot
         self.cache_dir = cache_dir
         self.trivy = trivy
         self.repositories = tuple(repositories)
@@ -85,9 +106,16 @@ class VulnerabilityDatabase:
         return read_database_info(self.cache_dir, self.kind)
 
     def ensure(self) -> None:
-        """Before a scan: download a DB if there is none yet (and updates are allowed)."""
-        if not self.usable() and self.updates_allowed:
+        """Before a scan: get a DB if there is none yet (and updates are allowed): from the
+        snapshot if there is a fresh one, else from the repositories. A warm instance also
+        takes a newer snapshot, looking at most every few minutes."""
+        if not self.updates_allowed:
+            return
+        if not self.usable():
             self.refresh(only_if_missing=True)
+        elif self.snapshot is not None and self.snapshot.due_for_check(self):
+            with self._exclusive():
+                self.snapshot.restore(self)
 
     def refresh(
         self, *, force: bool = False, only_if_missing: bool = False, only_if_present: bool = False
@@ -104,29 +132,40 @@ class VulnerabilityDatabase:
             # Checked again under the lock: another invocation may have just refreshed it.
             if only_if_missing and self.usable():
                 return RefreshResult(False, "a DB appeared while waiting", self.info())
+            if not force and self.snapshot is not None and (not self.usable() or _is_due(self.info())):
+                if self.snapshot.restore(self) and (only_if_missing or not _is_due(self.info())):
+                    return RefreshResult(True, "restored from the DB snapshot", self.info())
             if not force and self.usable() and not _is_due(self.info()):
                 return RefreshResult(False, "the DB is fresh (NextUpdate is in the future)", self.info())
             self._download_and_swap()
         return RefreshResult(True, "downloaded", self.info())
 
     def _download_and_swap(self) -> None:
+        def download(staging: Path) -> None:
+            self.trivy.download_db(
+                staging, self.repositories, self.timeout_ms, self._credentials, self._insecure, kind=self.kind
+            )
+
+        self.install(download, "trivy downloaded")
+
+    def install(self, fill: Callable[[Path], None], source: str = "the snapshot held") -> None:
+        """Puts a new DB in place atomically: ``fill(staging)`` writes ``staging/<dir_name>/``
+        (trivy's download, a restored snapshot), then the symlink is swapped. Call it under
+        ``_exclusive()``. A failed fill leaves the DB in place."""
         kind = self.kind
         versions = self.cache_dir / kind.versions_dir
         versions.mkdir(parents=True, exist_ok=True)
         # Always a new, empty directory: trivy skips the download into a dir that holds a recent DB.
         staging = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d%H%M%S-"), dir=versions))
         try:
-            self.trivy.download_db(
-                staging, self.repositories, self.timeout_ms, self._credentials, self._insecure, kind=kind
-            )
+            fill(staging)
             if not (staging / kind.dir_name / kind.db_file).is_file():
-                raise ScanFailed(f"trivy downloaded no {kind.name}", kind=FailureKind.TRANSIENT,
-                                 reason="db-unavailable")
+                raise ScanFailed(f"{source} no {kind.name}", kind=FailureKind.TRANSIENT, reason="db-unavailable")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self._adopt_plain_directory(versions)
-        link = self.cache_dir / f".{kind.dir_name}-link-{os.getpid()}"
+        link = self.cache_dir / f".{kind.dir_name}-link-{os.getpid()}-{threading.get_ident()}"
         link.unlink(missing_ok=True)
         link.symlink_to(Path(kind.versions_dir) / staging.name / kind.dir_name, target_is_directory=True)
         os.replace(link, self.db_dir)  # atomic: readers see the old or the new DB

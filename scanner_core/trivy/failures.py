@@ -39,6 +39,13 @@ def _rule(pattern: str, kind: FailureKind, reason: str, explanation: str) -> _Ru
 
 # Causes that concern the whole run, whatever its attempts say (checked first, in order).
 _RUN_RULES: tuple[_Rule, ...] = (
+    # Client/server mode (TRIVY_SERVER): the server's twirp API refused or could not be reached.
+    # A wrong token is the deployment's fault, not the image's: retried, then quarantined with its reason.
+    _rule(r"twirp error unauthenticated|twirp error permission_denied", T, "server-unauthorized",
+          "the trivy server refused the token (TRIVY_SERVER_TOKEN / TRIVY_SERVER_TOKEN_HEADER)"),
+    _rule(r"twirp error (internal|unavailable|unknown|deadline_exceeded|malformed)[^\n]*(/twirp/|connect:|dial tcp)"
+          r"|/twirp/trivy\.[^\n]*(connection refused|no such host|i/o timeout|connection reset|EOF)", T,
+          "server-unreachable", "the trivy server (TRIVY_SERVER) could not be reached"),
     _rule(r"context deadline exceeded|[Dd]eadline exceeded", T, "timeout", "trivy timed out"),
     # Scans pass --skip-java-db-update, so this is always "no usable Java DB" (the core decides what follows).
     _rule(r"Unable to initialize the Java DB|cannot skip downloading Java DB|'--skip-java-db-update' cannot be",

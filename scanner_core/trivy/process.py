@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..registry import DOCKER_HUB, Credentials
+from .deadline import wait_with_pidfd
 
 _INHERITED_VARIABLES = (
     "PATH",
@@ -117,7 +118,31 @@ def run_with_deadline(
         start_new_session=True,  # its own process group, so the whole tree can be killed
     )
     # A blocking wait() returns the moment trivy exits; wait(timeout=...) would poll with
-    # sleeps of up to 50 ms (measured: ~30 ms added to every scan). The deadline is a timer.
+    # sleeps of up to 50 ms (measured: ~30 ms added to every scan). The deadline is a
+    # pidfd (deadline.py), or a timer where there is none.
+    returncode = _wait_with_deadline(process, timeout_ms)
+    if returncode is None:
+        return None
+    if preexec is None and command[0] != original[0] and returncode in _EXEC_FAILED:
+        # setpriv could not exec trivy (its exit status, as a shell's; trivy itself never uses
+        # these): the same error Popen raises when it cannot exec trivy directly.
+        raise OSError(errno.ENOEXEC, f"not an executable this system can run (exit status {returncode})")
+    return returncode
+
+
+def _wait_with_deadline(process: subprocess.Popen[bytes], timeout_ms: int) -> int | None:
+    """The exit code, or ``None`` when the deadline passed and the group was killed."""
+    if timeout_ms > 0:
+        try:
+            finished = wait_with_pidfd(process, timeout_ms)
+        except BaseException:
+            _kill_group(process)
+            raise
+        if finished is False:
+            _kill_group(process)
+            return None
+        if finished:
+            return process.wait()
     timed_out = threading.Event()
 
     def expire() -> None:
@@ -140,10 +165,6 @@ def run_with_deadline(
         assert timer is not None
         timer.join()  # the whole group is gone before we report
         return None
-    if preexec is None and command[0] != original[0] and returncode in _EXEC_FAILED:
-        # setpriv could not exec trivy (its exit status, as a shell's; trivy itself never uses
-        # these): the same error Popen raises when it cannot exec trivy directly.
-        raise OSError(errno.ENOEXEC, f"not an executable this system can run (exit status {returncode})")
     return returncode
 
 

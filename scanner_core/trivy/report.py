@@ -4,13 +4,10 @@ pass (ijson): a report of tens of MB is never loaded as a Python object tree.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import ijson
 
 from ..models import Finding
 
@@ -18,7 +15,11 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 _SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 _VULNERABILITY_PREFIX = "Results.item.Vulnerabilities.item"
 _MODIFIED_PREFIX = "Results.item.ExperimentalModifiedFindings.item"
+_READ_BYTES = 1024 * 1024
+_PARSE_SLICE_BYTES = 128 * 1024
 _FINDING_FIELDS = ("VulnerabilityID", "PkgName", "InstalledVersion", "FixedVersion", "Severity", "Title")
+_FIELD_PREFIXES = {f"{_VULNERABILITY_PREFIX}.{name}": name for name in _FINDING_FIELDS}
+_SCALARS = frozenset(("string", "number", "null"))
 
 
 @dataclass
@@ -65,31 +66,114 @@ def finding_sort_key(finding: Finding) -> tuple[Any, ...]:
 def summarise_report(path: Path, details_limit: int = 100) -> ReportSummary:
     """Counts every finding as trivy lists it (vulnerability id x package x target)
     by severity, keeps the ``details_limit`` most severe, and reads the image's identity."""
-    summary = ReportSummary()
-
-    def counted(findings: Iterator[Finding]) -> Iterator[Finding]:
-        for finding in findings:
-            summary.counts[finding.severity if finding.severity in summary.counts else "UNKNOWN"] += 1
-            yield finding
-
-    # nsmallest keeps a heap of at most details_limit items while it streams.
-    summary.top_findings = heapq.nsmallest(details_limit, counted(_findings(path, summary)), key=finding_sort_key)
-    return summary
+    summariser = ReportSummariser(details_limit)
+    with path.open("rb") as stream:
+        while chunk := stream.read(_READ_BYTES):
+            summariser.feed(chunk)
+    return summariser.close()
 
 
 def iter_findings(path: Path) -> Iterator[Finding]:
     """Every finding of the report, streamed (for comparisons between audits)."""
-    return _findings(path, ReportSummary())
-
-
-def _findings(path: Path, summary: ReportSummary) -> Iterator[Finding]:
+    found: list[Finding] = []
+    summariser = ReportSummariser(on_finding=found.append)
     with path.open("rb") as stream:
-        target: str | None = None
-        current: dict[str, Any] | None = None
-        modified: dict[str, Any] | None = None
-        for prefix, event, value in ijson.parse(stream):
-            if prefix.startswith(_MODIFIED_PREFIX):
-                modified = _modified_finding(summary, modified, prefix, event, value)
+        while chunk := stream.read(_READ_BYTES):
+            summariser.feed(chunk)
+            yield from found
+            found.clear()
+    summariser.close()  # raises if the report is not JSON
+    yield from found
+
+
+class ReportSummariser:
+    """``summarise_report`` fed chunk by chunk (push parsing), so that the report
+    can be summarised from the very bytes that are being uploaded: one read of
+    the file serves both. Memory: the parser's state plus at most
+    ``2 * details_limit`` findings."""
+
+    def __init__(self, details_limit: int = 100, on_finding: Callable[[Finding], None] | None = None) -> None:
+        self.summary = ReportSummary()
+        self._on_finding = on_finding
+        self._limit = details_limit
+        self._kept: list[Finding] = []
+        import ijson  # here, not at module load: audit.py imports this module for ReportSummary
+
+        self._events = ijson.sendable_list()
+        self._parser = ijson.parse_coro(self._events)
+        self._target: str | None = None
+        self._current: dict[str, Any] | None = None
+        self._modified: dict[str, Any] | None = None
+        self._closed = False
+        self.bytes_fed = 0
+        self.error: Exception | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        """Never raises (it may run inside an upload, whose errors mean something else):
+        a report that is not JSON is kept as ``error`` and raised by ``close``."""
+        if not chunk or self.error is not None:
+            return
+        self.bytes_fed += len(chunk)
+        try:
+            # In slices: the parser turns what it is sent into Python events all at once
+            # (~11 MiB of them for 4 MiB of report), so 128 KiB slices keep that small.
+            view = memoryview(chunk)
+            for start in range(0, len(view), _PARSE_SLICE_BYTES):
+                self._parser.send(bytes(view[start : start + _PARSE_SLICE_BYTES]))
+                self._consume()
+        except Exception as error:  # noqa: BLE001 - kept for close()
+            self.error = error
+
+    def close(self) -> ReportSummary:
+        """Ends the input and returns the summary; raises what parsing raised
+        (``ijson`` errors on a truncated or malformed report)."""
+        if not self._closed:
+            self._closed = True
+            if self.error is None:
+                try:
+                    self._parser.close()
+                    self._consume()
+                except Exception as error:  # noqa: BLE001 - raised below
+                    self.error = error
+            self.summary.top_findings = sorted(self._kept, key=finding_sort_key)[: self._limit]
+        if self.error is not None:
+            raise self.error
+        return self.summary
+
+    def _keep(self, finding: Finding) -> None:
+        if self._on_finding is not None:
+            self._on_finding(finding)
+        counts = self.summary.counts
+        counts[finding.severity if finding.severity in counts else "UNKNOWN"] += 1
+        self._kept.append(finding)
+        if len(self._kept) >= 2 * self._limit + 64:
+            # sorted() is stable, so this keeps what heapq.nsmallest would: the first among equals.
+            self._kept = sorted(self._kept, key=finding_sort_key)[: self._limit]
+
+    def _consume(self) -> None:
+        # The hot loop of a big report (about a million events for 30 MB): one dict
+        # lookup per event inside a finding, the rarer prefixes only outside one.
+        summary = self.summary
+        current = self._current
+        fields = _FIELD_PREFIXES
+        for prefix, event, value in self._events:
+            if current is not None:
+                name = fields.get(prefix)
+                if name is not None:
+                    if event in _SCALARS:
+                        current[name] = value
+                elif prefix == _VULNERABILITY_PREFIX and event == "end_map":
+                    self._keep(_to_finding(current, self._target))
+                    current = None
+            elif prefix == _VULNERABILITY_PREFIX:
+                if event == "start_map":
+                    current = {}
+            elif prefix.startswith(_MODIFIED_PREFIX):
+                self._modified = _modified_finding(summary, self._modified, prefix, event, value)
+            elif prefix == "Results.item.Target" and event == "string":
+                self._target = value
+            elif prefix == "Results.item.Secrets.item" and event == "start_map":
+                summary.secrets += 1
             elif prefix == "ArtifactName" and event == "string":
                 summary.artifact_name = value
             elif prefix.startswith("Metadata.OS.") and event in ("string", "boolean"):
@@ -98,20 +182,8 @@ def _findings(path: Path, summary: ReportSummary) -> Iterator[Finding]:
                 summary.image_id = value
             elif prefix == "Metadata.RepoDigests.item" and event == "string":
                 summary.repo_digests.append(value)
-            elif prefix == "Results.item.Target" and event == "string":
-                target = value
-            elif prefix == "Results.item.Secrets.item" and event == "start_map":
-                summary.secrets += 1
-            elif prefix == _VULNERABILITY_PREFIX:
-                if event == "start_map":
-                    current = {}
-                elif event == "end_map" and current is not None:
-                    yield _to_finding(current, target)
-                    current = None
-            elif current is not None and event in ("string", "number", "null"):
-                name = prefix[len(_VULNERABILITY_PREFIX) + 1 :]
-                if name in _FINDING_FIELDS:
-                    current[name] = value
+        self._current = current
+        del self._events[:]
 
 
 def _os_field(summary: ReportSummary, prefix: str, value: Any) -> None:

@@ -24,6 +24,10 @@ from ..redact import Redactor
 from ..registry import Credentials, ImageReference
 from .failures import classify_trivy_failure
 from .process import child_environment, run_with_deadline
+from .versions import cached_version
+
+if TYPE_CHECKING:
+    from .connection import ServerConnection
 
 if TYPE_CHECKING:
     from .db_kind import DatabaseKind
@@ -63,6 +67,7 @@ class TrivyOptions:
     ignorefile: Path | None = None
     vex: Sequence[Path] = ()
     scratch_dir: Path | None = None  # the run's private TMPDIR is made under it
+    server: ServerConnection | None = None  # client/server mode: no local DB (server.py)
 
 
 @dataclass(frozen=True)
@@ -82,23 +87,26 @@ class Trivy:
         self._version: str | None = None
 
     def version(self) -> str:
-        """The executable's version (asked once per ``Trivy`` object)."""
+        """The executable's version: asked once per process and unchanged file (``versions.py``)."""
         if self._version is None:
-            try:
-                with tempfile.TemporaryDirectory(prefix="trivy-version-") as home:
-                    completed = subprocess.run(
-                        [str(self.executable), "--version", "--format", "json"],
-                        env=child_environment(None, Path(home)),
-                        capture_output=True,
-                        timeout=60,
-                        check=False,
-                    )
-                if completed.returncode != 0:
-                    raise ValueError(self._tail(completed.stderr))
-                self._version = str(json.loads(completed.stdout)["Version"])
-            except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as error:
-                raise _unusable(self.executable, error) from None
+            self._version = cached_version(self.executable, self._ask_version)
         return self._version
+
+    def _ask_version(self) -> str:
+        try:
+            with tempfile.TemporaryDirectory(prefix="trivy-version-") as home:
+                completed = subprocess.run(
+                    [str(self.executable), "--version", "--format", "json"],
+                    env=child_environment(None, Path(home)),
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+            if completed.returncode != 0:
+                raise ValueError(self._tail(completed.stderr))
+            return str(json.loads(completed.stdout)["Version"])
+        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as error:
+            raise _unusable(self.executable, error) from None
 
     def build_command(self, target: ScanTarget, options: TrivyOptions, output: Path) -> list[str]:
         command = [
@@ -118,6 +126,9 @@ class Trivy:
             command += ["--timeout", f"{options.timeout_ms}ms"]
         if options.cache_backend:
             command += ["--cache-backend", options.cache_backend]
+        if options.server is not None:
+            # The token travels as TRIVY_TOKEN in the child's environment (see _run), never here.
+            command += ["--server", options.server.url, "--token-header", options.server.token_header]
         if options.skip_db_update:
             command.append("--skip-db-update")
         if options.skip_java_db_update:
@@ -163,8 +174,12 @@ class Trivy:
         """
         command = self.build_command(target, options, output)
         secrets = [credentials.password] if credentials else []
+        token = options.server.token if options.server is not None else None
+        if token:
+            secrets.append(token)
         started = time.monotonic()
-        self._run(command, options.timeout_ms, credentials, self._redactor.with_secrets(secrets), options.scratch_dir)
+        self._run(command, options.timeout_ms, credentials, self._redactor.with_secrets(secrets), options.scratch_dir,
+                  {"TRIVY_TOKEN": token} if token else None)
         if not output.is_file():
             raise ScanFailed("trivy exited 0 but wrote no report", kind=FailureKind.TRANSIENT, reason="no-report")
         return TrivyRun(report_path=output, duration_seconds=time.monotonic() - started)
@@ -214,12 +229,15 @@ class Trivy:
         credentials: Credentials | None,
         redactor: Redactor,
         scratch_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         """The run's private dir is trivy's HOME and TMPDIR (layers are extracted there);
-        it is removed when trivy is gone, also after a kill at the deadline."""
+        it is removed when trivy is gone, also after a kill at the deadline. ``extra_env``:
+        variables for trivy beyond the clean environment (the server token, never argv)."""
         try:
             with tempfile.TemporaryDirectory(prefix="trivy-run-", dir=scratch_dir) as workdir:
                 env = child_environment(credentials, Path(workdir))
+                env.update(extra_env or {})
                 with (Path(workdir) / "stderr").open("w+b") as stderr:
                     returncode = run_with_deadline(command, env, stderr, workdir, timeout_ms)
                     stderr.seek(0, os.SEEK_END)

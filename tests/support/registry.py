@@ -60,6 +60,7 @@ class Registry(ServiceProcess):
         executable: Path = REGISTRY_EXECUTABLE,
         startup_timeout: float = STARTUP_TIMEOUT,
         auth: dict | None = None,
+        access_log: bool = False,
     ) -> None:
         self.workdir = workdir
         self.auth = auth
@@ -67,6 +68,7 @@ class Registry(ServiceProcess):
         self.password = password if password is not None else secrets.token_urlsafe(16)
         self.executable = executable
         self.startup_timeout = startup_timeout
+        self.access_log = access_log  # one line per request in the log, for counting downloads
         self.config_path = workdir / "config.yml"
         self.htpasswd_path = workdir / "htpasswd"
         self.auth_file = workdir / "auth.json"
@@ -186,7 +188,7 @@ class Registry(ServiceProcess):
         """Registry config; JSON is valid YAML, so no YAML writer or escaping is needed."""
         config = {
             "version": 0.1,
-            "log": {"level": "warn", "formatter": "text", "accesslog": {"disabled": True}},
+            "log": {"level": "warn", "formatter": "text", "accesslog": {"disabled": not self.access_log}},
             "storage": {
                 "filesystem": {"rootdirectory": str(self.storage_dir)},
                 "delete": {"enabled": True},
@@ -197,6 +199,14 @@ class Registry(ServiceProcess):
             "health": {"storagedriver": {"enabled": False}},
         }
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+    def blob_downloads(self, repository: str, digest: str) -> int:
+        """Successful ``GET /v2/<repository>/blobs/<digest>`` so far (needs ``access_log=True``)."""
+        if not self.access_log:
+            raise RegistryError("blob_downloads needs Registry(access_log=True)")
+        needle = f'"GET /v2/{repository}/blobs/{digest} '
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return sum(1 for line in text.splitlines() if needle in line and '" 200 ' in line)
 
     def _fail(self, reason: str) -> NoReturn:
         raise RegistryError(f"{reason}; last lines of {self.log_path}:\n{log_tail(self.log_path)}")

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every benchmark of issue 11 in one go, then one table of the figures beside their goals
+# (bench/summary.py). Each script measures bare trivy in the same run. About a minute.
+#   bash bench/run_all.sh                 # after scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+OUT="bench/out/run-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUT"
+echo "[run_all] results in $OUT" >&2
+$PY bench/bench_scan.py --rounds 9 --json "$OUT/scan.json" > "$OUT/scan.txt"
+$PY bench/bench_cold_start.py --runs 9 --json "$OUT/cold_start.json" > "$OUT/cold_start.txt"
+$PY bench/bench_fleet.py --instances 4 --json "$OUT/fleet.json" > "$OUT/fleet.txt"
+$PY bench/bench_server.py --size-mib 112 --json "$OUT/server.json" > "$OUT/server.txt"
+$PY bench/summary.py "$OUT" | tee "$OUT/summary.md"

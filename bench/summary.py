@@ -1,0 +1,94 @@
+"""One table of every figure of issue 11 beside its goal, from the JSON files that
+``bench/run_all.sh`` collected in one directory (one run, side by side with bare trivy).
+
+Usage: ``.venv/bin/python bench/summary.py bench/out/run-<timestamp>/`` (prints Markdown).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _load(directory: Path, name: str) -> dict[str, Any]:
+    return dict(json.loads((directory / f"{name}.json").read_text()))
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
+    scan, cold, fleet, server = (_load(directory, n) for n in ("scan", "cold_start", "fleet", "server"))
+    small, large = scan["small"], scan["large"]
+    out: list[tuple[str, str, str, str, str, str]] = []
+    ratio = small["ratio_core_over_bare"]
+    overhead = small["overhead_per_scan_ms"]
+    out.append((f"small image: `Scanner.scan` vs bare `trivy image` (median of {small['rounds']})",
+                f"{small['bare_trivy_median_ms']:.0f} ms", f"{small['core_scan_median_ms']:.0f} ms",
+                f"{ratio:.2f}× (+{overhead:.0f} ms)", "≤ 1.10× (≤ 12 ms)", _met(ratio <= 1.10 or overhead <= 12)))
+    phases = small["core_phase_median_ms"]
+    out.append(("  of which storage round trips: report, meta, index row + pointer", "", " + ".join(
+        f"{phases[k]:.0f}" for k in ("report upload", "meta upload", "index row + pointer")) + " ms",
+        f"rest {phases['rest (parse, meta, temp dir...)']:.1f} ms, trivy +{small['core_trivy_phase_minus_bare_ms']:.1f} ms",
+        "", ""))
+    first = large.get("core_first_scan_seconds", large["core_scan_seconds"])
+    large_ratio = first / large["bare_trivy_seconds"]
+    out.append((f"{large['report_mib']:.0f} MiB report: core vs bare (the image's first audit)",
+                f"{large['bare_trivy_seconds']:.2f} s", f"{first:.2f} s", f"{large_ratio:.2f}× (upload+summary "
+                f"{large['core_report_upload_seconds']:.2f} s)", "≤ 1.25×", _met(large_ratio <= 1.25)))
+    rescans = large.get("core_scan_seconds_all", [])[1:]
+    if rescans:
+        rescan = sorted(rescans)[len(rescans) // 2]
+        out.append(("  a rescan, with the monitor's comparison to the previous audit's report", "",
+                    f"{rescan:.2f} s", f"{rescan / large['bare_trivy_seconds']:.2f}×", "", ""))
+    added = large["core_maxrss_over_baseline_mib"]
+    out.append(("memory added while shipping that report (peak over all runs)", "", f"+{added:.1f} MiB", "",
+                "≤ +32 MiB", _met(added <= 32)))
+    medians = cold["median_seconds"]
+    imported = medians["import function_app"]
+    out.append(("`python -c 'import function_app'`", f"interpreter {medians['interpreter (python -c pass)']:.2f} s",
+                f"{imported:.2f} s", "", "≤ 0.35 s", _met(imported <= 0.35)))
+    out.append(("`python -m scanner_core --help`", "", f"{medians['python -m scanner_core --help']:.2f} s", "", "", ""))
+    n = fleet["instances"]
+    out.append((f"DB downloads from the registry, {n} cold instances", f"{fleet['registry_downloads_without_snapshot']}"
+                " (DB_SNAPSHOT=none)", f"{fleet['registry_downloads_with_snapshot']} (DB_SNAPSHOT=blob)", "",
+                "1 per refresh period", _met(fleet["registry_downloads_with_snapshot"] <= 1)))
+    out.append(("cold instance's first scan (gets its DB first), median", f"{fleet['first_scan_median_from_registry']:.2f} s "
+                "from the registry", f"{fleet['first_scan_median_from_snapshot']:.2f} s from the snapshot",
+                f"DB layer {fleet['db_layer_bytes'] / 2**20:.0f} MiB", "", ""))
+    size = server["size_mib"]
+    for mode in ("standalone", "server"):
+        bare_first, bare_rescan = server[f"{mode}_bare"]
+        core_first, core_rescan = server[f"{mode}_core"]
+        out.append((f"{size} MiB image, {mode}: first scan / rescan", f"{bare_first:.2f} / {bare_rescan:.2f} s",
+                    f"{core_first:.2f} / {core_rescan:.2f} s",
+                    f"{core_first / bare_first:.2f}× / {core_rescan / bare_rescan:.2f}×", "", ""))
+    saved = server["standalone_core"][1] / server["server_core"][1]
+    out.append(("rescan, core: standalone / server", "", "", f"{saved:.1f}× faster against the server", "", ""))
+    return out
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, load average {load} at the end"
+
+
+def main(argv: list[str]) -> int:
+    directory = Path(argv[1])
+    print(f"Machine: {machine()}\n")
+    print("| figure | bare trivy / baseline | this scanner | ratio | goal | |")
+    print("|---|---:|---:|---|---|---|")
+    for row in rows(directory):
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,24 @@
+"""A request's scan target and the label its audit records."""
+
+from __future__ import annotations
+
+from .audit import ScanRequest
+from .errors import RequestError
+from .monitor import tag_label
+from .registry import ImageReference, image_name_from_archive, parse_image_reference
+from .trivy import ScanTarget
+
+
+def scan_target(request: ScanRequest) -> tuple[ScanTarget, str]:
+    """What trivy scans (a registry image, a tarball, or both) and the audit's ``image`` label."""
+    image: ImageReference | None = None
+    if request.image:
+        image = parse_image_reference(request.image, request.image_field)
+    if request.input_tar is not None:
+        if not request.input_tar.is_file():
+            raise RequestError("input", f"{request.input_tar} does not exist or is not a file")
+        label = request.image or image_name_from_archive(request.input_tar) or request.input_tar.name
+        return ScanTarget(image=image, input_tar=request.input_tar), label
+    if image is None:
+        raise RequestError("image", "an image reference or an image tarball is required")
+    return ScanTarget(image=image), tag_label(request.image, image, request.tag) or image.canonical
