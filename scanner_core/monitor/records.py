@@ -25,13 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from types import TracebackType
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobPrefix, ContainerClient
 
-from ..errors import StorageError
-from ..storage import container_client
+from ..storage import StorageErrors, container_client
 
 WATCHED_MARKER = ".watched"
 _PAGE = 5000
@@ -114,6 +112,9 @@ class MonitorStore:
         self._container = container
         self.prefix = f"trivy-{scanner_short_id}/monitor/"
 
+    def _errors(self, what: str) -> StorageErrors:
+        return StorageErrors(what, self._container.url)
+
     # -- seen digests (watch timer, Event Grid) -------------------------------
 
     def seen_name(self, repository: str, digest: str) -> str:
@@ -122,7 +123,7 @@ class MonitorStore:
     def seen(self, repository: str) -> dict[str, Seen]:
         """Every digest seen in ``repository`` (not in repositories below it)."""
         found: dict[str, Seen] = {}
-        with _storage_errors(f"listing the digests seen in {repository}"):
+        with self._errors(f"listing the digests seen in {repository}"):
             listing = self._container.walk_blobs(
                 name_starts_with=f"{self.prefix}seen/{repository}/", include=["metadata"], delimiter="/"
             )
@@ -138,14 +139,14 @@ class MonitorStore:
         return found
 
     def is_seen(self, repository: str, digest: str) -> bool:
-        with _storage_errors(f"looking up {repository}@{digest}"):
+        with self._errors(f"looking up {repository}@{digest}"):
             return self._exists(self.seen_name(repository, digest))
 
     def mark_seen(self, repository: str, seen: Seen) -> bool:
         """Records a digest as seen; ``False`` when it already was (nothing changed)."""
         metadata = {k: str(v) for k, v in {"tag": seen.tag, "source": seen.source, "auditid": seen.audit_id,
                                             "seenat": seen.seen_at}.items() if v is not None}
-        with _storage_errors(f"recording {repository}@{seen.digest} as seen"):
+        with self._errors(f"recording {repository}@{seen.digest} as seen"):
             try:
                 self._container.upload_blob(
                     self.seen_name(repository, seen.digest), b"", overwrite=False, metadata=metadata
@@ -155,11 +156,11 @@ class MonitorStore:
         return True
 
     def watched_before(self, repository: str) -> bool:
-        with _storage_errors(f"reading the watch state of {repository}"):
+        with self._errors(f"reading the watch state of {repository}"):
             return self._exists(f"{self.prefix}seen/{repository}/{WATCHED_MARKER}")
 
     def mark_watched(self, repository: str, at: int) -> None:
-        with _storage_errors(f"writing the watch state of {repository}"):
+        with self._errors(f"writing the watch state of {repository}"):
             self._container.upload_blob(
                 f"{self.prefix}seen/{repository}/{WATCHED_MARKER}", b"", overwrite=True, metadata={"firstrun": str(at)}
             )
@@ -170,7 +171,7 @@ class MonitorStore:
         return f"{self.prefix}images/{repository}/{_digest_name(digest)}"
 
     def latest(self, repository: str, digest: str) -> ImageRecord | None:
-        with _storage_errors(f"reading the latest audit of {repository}@{digest}"):
+        with self._errors(f"reading the latest audit of {repository}@{digest}"):
             metadata = self._metadata(self.image_name(repository, digest))
         return ImageRecord.from_metadata(metadata) if metadata is not None else None
 
@@ -182,7 +183,7 @@ class MonitorStore:
         once may leave the older one, which the next audit of the image replaces.
         """
         name = self.image_name(record.repository, record.digest)
-        with _storage_errors(f"recording the latest audit of {record.repository}@{record.digest}"):
+        with self._errors(f"recording the latest audit of {record.repository}@{record.digest}"):
             previous_metadata = self._metadata(name)
             previous = ImageRecord.from_metadata(previous_metadata) if previous_metadata else None
             if previous is not None:
@@ -197,7 +198,7 @@ class MonitorStore:
 
     def images(self) -> Iterator[ImageRecord]:
         """Every image's latest succeeded audit (pages of 5,000)."""
-        with _storage_errors("listing the monitored images"):
+        with self._errors("listing the monitored images"):
             listing = self._container.list_blobs(
                 name_starts_with=f"{self.prefix}images/", include=["metadata"], results_per_page=_PAGE
             )
@@ -209,7 +210,7 @@ class MonitorStore:
 
     def exists(self, name: str) -> bool:
         """Whether a blob of the container exists (one HEAD)."""
-        with _storage_errors(f"looking up {name}"):
+        with self._errors(f"looking up {name}"):
             return self._exists(name)
 
     def _exists(self, name: str) -> bool:
@@ -238,23 +239,3 @@ def _with_seen(record: ImageRecord, seen_at: int) -> ImageRecord:
 
 def _with_tag(record: ImageRecord, tag: str) -> ImageRecord:
     return ImageRecord(**{**asdict(record), "tag": tag})
-
-
-class _storage_errors:  # noqa: N801 - used as a context manager, like contextlib's
-    """SDK errors as ``StorageError`` quoting only status and code (SDK texts may quote the SAS URL)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if isinstance(exc, AzureError):
-            if isinstance(exc, HttpResponseError) and exc.status_code is not None:
-                reason = f"HTTP {exc.status_code} {getattr(exc, 'error_code', None) or ''}".strip()
-            else:
-                reason = type(exc).__name__
-            raise StorageError(f"{self.what} failed: {reason}") from None

@@ -12,6 +12,7 @@ _EXPORTS = {
     "AuditIndex": ".index",
     "BLOB_ROLE": ".container",
     "container_client": ".container",
+    "StorageErrors": ".container",
     "io_pool": ".clients",
     "SnapshotBlobs": ".snapshots",
     "snapshot_prefix": ".snapshots",

@@ -8,10 +8,14 @@ Contributor* on the container, and a 403 says so.
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.storage.blob import ContainerClient
+
+from ..errors import StorageError
 
 from ..identity import azure_credential, identity_label
 
@@ -35,3 +39,26 @@ def forbidden_hint(container_url: str, status: int | None) -> str:
     if status == 403 and uses_identity(container_url):
         return f": forbidden: {identity_label()} needs the role '{BLOB_ROLE}' on the container"
     return ""
+
+
+class StorageErrors:
+    """Turns SDK errors into ``StorageError`` quoting only status and error code:
+    SDK messages may quote the request URL, SAS token included."""
+
+    def __init__(self, what: str, url: str = "") -> None:
+        self.what = what
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, AzureError):
+            if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+                reason = f"HTTP {exc.status_code} {getattr(exc, 'error_code', None) or ''}".strip()
+                reason += forbidden_hint(self.url, exc.status_code)
+            else:
+                reason = type(exc).__name__
+            raise StorageError(f"{self.what} failed: {reason}") from None

@@ -51,14 +51,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
-from types import EllipsisType, TracebackType
+from types import EllipsisType
 from typing import cast
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.paging import ItemPaged, PageIterator
 from azure.storage.blob import BlobProperties, ContainerClient
 
-from ..errors import StorageError
 from ..models import AuditMeta
 from .index_rows import (
     CATEGORIES,
@@ -74,7 +73,7 @@ from .index_rows import (
     int_or_none,
 )
 from .clients import io_pool, shared_container_client
-from .container import forbidden_hint
+from .container import StorageErrors
 from .layout import META_BLOB, scanner_folder, validate_audit_id
 
 _READ_CHUNK_BYTES = 1024 * 1024
@@ -307,8 +306,8 @@ class AuditIndex:
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(name)
 
-    def _storage(self, what: str) -> _StorageErrors:
-        return _StorageErrors(what, self._url)
+    def _storage(self, what: str) -> StorageErrors:
+        return StorageErrors(what, self._url)
 
     def close(self) -> None:
         if self._owns_client:
@@ -319,26 +318,3 @@ class AuditIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _StorageErrors:
-    """Turns SDK errors into ``StorageError`` quoting only status and error code:
-    SDK messages may quote the request URL, SAS token included."""
-
-    def __init__(self, what: str, url: str = "") -> None:
-        self.what = what
-        self.url = url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if isinstance(exc, AzureError):
-            if isinstance(exc, HttpResponseError) and exc.status_code is not None:
-                reason = f"HTTP {exc.status_code} {getattr(exc, 'error_code', None) or ''}".strip()
-                reason += forbidden_hint(self.url, exc.status_code)
-            else:
-                reason = type(exc).__name__
-            raise StorageError(f"{self.what} failed: {reason}") from None
