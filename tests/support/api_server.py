@@ -11,14 +11,14 @@ handlers of ``scanner_core.functions`` with their ``func.HttpRequest`` and
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
+
+from tests.support.loopback_http import LoopbackHttpServer
 
 from scanner_core.functions import (
     ApiContext,
@@ -59,7 +59,7 @@ def match(path: str) -> tuple[Handler, dict[str, str]] | None:
     return None
 
 
-class ApiServer:
+class ApiServer(LoopbackHttpServer):
     """Serves ``ROUTES`` under ``/api/`` with ``ctx``; requires the function key ``key``."""
 
     def __init__(self, ctx: ApiContext, key: str) -> None:
@@ -103,24 +103,4 @@ class ApiServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="api-server", daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        self._serve(RequestHandler, "api-server")

@@ -13,11 +13,11 @@ import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from .loopback_http import LoopbackHttpServer
 from .ports import wait_until
 
 
@@ -34,7 +34,7 @@ class ReceivedRequest:
 
 
 @dataclass
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHttpServer):
     """Listens on 127.0.0.1:<free port> until closed; thread-safe record of requests."""
 
     statuses: list[int] = field(default_factory=list)
@@ -61,14 +61,11 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
-        self._thread.start()
+        self._serve(Handler, "webhook-receiver")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/hooks/scanner"
+        return f"{self.base_url}/hooks/scanner"
 
     def accepted(self) -> list[ReceivedRequest]:
         with self._lock:
@@ -89,21 +86,8 @@ class WebhookReceiver:
         with self._lock:
             self.requests.append(request)
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class StaticServer:
+class StaticServer(LoopbackHttpServer):
     """Serves ``files`` (path → bytes, e.g. ``{"/index.html": ..., "/api/x": ...}``)
     from memory on 127.0.0.1, with the content types given by suffix."""
 
@@ -130,24 +114,4 @@ class StaticServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="static-server", daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        self._serve(Handler, "static-server")
