@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from enum import Enum
 from typing import Literal
 
@@ -65,6 +66,23 @@ class SuppressionFile(_BlobDocument):
     sha256: str
 
 
+class AcceptedRisk(_BlobDocument):
+    """A finding accepted until a date, with why: an approval's ``accept`` entry or a
+    policy allow-list entry (issue 15). Past ``until`` it no longer applies."""
+
+    id: str
+    until: date | None = None
+    justification: str = ""
+
+
+class PolicyDecision(_BlobDocument):
+    """What the approval policy decided for one audit, by which rule and why (issue 15)."""
+
+    action: Literal["approve", "reject", "review"]
+    rule: str
+    reason: str
+
+
 class AuditMeta(_BlobDocument):
     """The ``meta`` file of one audit folder."""
 
@@ -105,6 +123,8 @@ class AuditMeta(_BlobDocument):
     previous_audit_id: str | None = None
     changes: AuditChanges | None = None
     decision: Literal["rejected", "pending"] | None = None
+    # The approval gate (issue 15): the policy's decision for this audit (policy/, approvals/).
+    policy: PolicyDecision | None = None
     # Real-world images (issue 8).
     trivy_java_db_updated_at: str | None = None
     trivy_java_db_next_update: str | None = None
