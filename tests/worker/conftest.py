@@ -48,12 +48,12 @@ def pb(protos: Path):  # noqa: ANN201 - the generated module
     return importlib.import_module("function_rpc_pb2")
 
 
-@pytest.fixture
 def app_settings(scanner_env, azurite) -> dict[str, str]:
-    """The app settings a deployed instance would have for this test: the scanner's settings
-    (without ``TRIVY_PATH``: trivy must come from the package) and the storage connection."""
-    values = {k: v for k, v in scanner_env.values.items() if k != "TRIVY_PATH"}
-    values.update(AzureWebJobsStorage=azurite.connection_string, SCAN_QUEUE_CONNECTION="AzureWebJobsStorage")
+    """The app settings a deployed instance would have for this test, read when its worker
+    starts: the scanner's settings (without ``TRIVY_PATH``: trivy must come from the package)
+    and the storage connection."""
+    values = {"AzureWebJobsStorage": azurite.connection_string}
+    values.update({k: v for k, v in scanner_env.values.items() if k != "TRIVY_PATH"})
     return values
 
 
