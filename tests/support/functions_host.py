@@ -3,17 +3,18 @@ real Python worker library (``azure-functions-runtime``) over the deployment pac
 
 Follows the public ``FunctionRpc.proto`` (Azure/azure-functions-language-worker-protobuf) and
 what the host does with it (Azure/azure-functions-host: ``GrpcWorkerChannel``,
-``GrpcMessageConversionExtensions``; the queue extension's binding data in
-Azure/azure-sdk-for-net); facts in ``/work/shared/notes/functions-host-protocol.md``' sense:
+``RpcWorkerContext``, ``GrpcMessageConversionExtensions``; the queue trigger's binding data in
+Azure/azure-sdk-for-net, ``QueueTriggerBinding``):
 
 - the worker process gets the host's environment: cwd = the script root,
   ``FUNCTIONS_WORKER_RUNTIME=python``, ``AzureWebJobsScriptRoot``,
   ``FUNCTIONS_WORKER_DIRECTORY``, ``FUNCTIONS_APPLICATION_DIRECTORY``,
   ``FUNCTIONS_WORKER_RUNTIME_VERSION``, ``PYTHON_THREADPOOL_THREAD_COUNT`` and the app settings;
 - ``WorkerInitRequest`` (host version, the host's capabilities, worker and app directories),
-  ``FunctionsMetadataRequest``, one ``FunctionLoadRequest`` per function, then
-  ``InvocationRequest``s whose ``TypedData`` and trigger metadata are built as the host builds
-  them (``queue_invocation``, ``http_invocation``, ``timer_invocation``, ``event_grid_invocation``).
+  ``FunctionsMetadataRequest``, one ``FunctionLoadRequest`` per function (the Python worker
+  does not announce ``SupportsLoadResponseCollection``), then ``InvocationRequest``s whose
+  ``TypedData`` and trigger metadata are built as the host builds them (``queue_invocation``,
+  ``http_invocation``, ``timer_invocation``, ``event_grid_invocation``).
 
 What it does not do: the host's own listeners (queue polling, timers' schedules, HTTP
 routing and keys), retries and poison queues, scaling. The tests play those parts. The
@@ -61,7 +62,10 @@ class FunctionsHost:
         self.pb, self.package = pb, package
         self.logs: list[Any] = []
         self.functions: dict[str, Any] = {}  # name -> RpcFunctionMetadata
-        env = {k: v for k, v in settings.items()}
+        self.init_response: Any = None
+        self.metadata_response: Any = None
+        self.load_responses: dict[str, Any] = {}
+        env = dict(settings)
         env.update(
             FUNCTIONS_WORKER_RUNTIME="python",
             FUNCTIONS_WORKER_RUNTIME_VERSION=f"{sys.version_info.major}.{sys.version_info.minor}",
@@ -139,6 +143,15 @@ class FunctionsHost:
         self.close()
 
     # -- the host's sequence --------------------------------------------------
+
+    def handshake(self, *, load: bool = True) -> FunctionsHost:
+        """Init, metadata and (unless ``load=False``) a load request per function; the answers
+        are kept in ``init_response``, ``metadata_response`` and ``load_responses``."""
+        self.init_response = self.init()
+        self.metadata_response = self.metadata()
+        if load:
+            self.load_responses = self.load_all()
+        return self
 
     def init(self) -> Any:
         return self.request(worker_init_request=self.pb.WorkerInitRequest(

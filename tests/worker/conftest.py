@@ -66,11 +66,7 @@ def start_worker(pb, package, worker_lib, protos) -> Iterator:
     def start(settings: dict[str, str], app: Path = package, *, load: bool = True) -> FunctionsHost:
         host = FunctionsHost(pb, app, worker_lib, protos, func_package.worker_python(), environment_for_worker(settings))
         hosts.append(host)
-        host.init_response = host.init()
-        host.metadata_response = host.metadata()
-        if load:
-            host.load_responses = host.load_all()
-        return host
+        return host.handshake(load=load)
 
     yield start
     for host in hosts:
