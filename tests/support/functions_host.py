@@ -84,7 +84,11 @@ class FunctionsHost:
         self.stderr: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
-        self.start_stream = self._next(lambda m: m.WhichOneof("content") == "start_stream")
+        try:
+            self.start_stream = self._next(lambda m: m.WhichOneof("content") == "start_stream")
+        except BaseException:
+            self.close()
+            raise
 
     # -- transport ----------------------------------------------------------
 

@@ -28,7 +28,9 @@ def test_the_worker_indexes_every_function_with_the_apps_bindings(start_worker, 
     init = host.init_response
     assert init.result.status == pb.StatusResult.Success, init.result.exception.message
     assert init.worker_metadata.runtime_version == "3.13"
-    assert init.capabilities["RpcHttpBodyOnly"] == "true"  # what the host's RpcHttp builder relies on
+    # What the host double's RpcHttp relies on: body bytes only, no HTTP trigger metadata.
+    for capability in ("RawHttpBodyBytes", "RpcHttpBodyOnly", "RpcHttpTriggerMetadataRemoved"):
+        assert init.capabilities[capability] == "true", capability
     metadata = host.metadata_response
     assert metadata.result.status == pb.StatusResult.Success
     assert metadata.use_default_metadata_indexing is False

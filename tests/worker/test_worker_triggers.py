@@ -9,7 +9,7 @@ import json
 import time
 import uuid
 from datetime import datetime, timezone
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 
@@ -110,6 +110,10 @@ def test_a_queued_scan_lands_in_blob_and_every_read_route_serves_it(
     status, _, body = http_answer(host.http_invocation(
         "api_get_audit", "GET", "/api/audits/nope", params={"audit_id": "nope"}), pb)
     assert status == 404 and json.loads(body)["error"]["code"] == "not-found"
+    # The worker's log stream (everything the app and the SDKs logged) carries no secret.
+    signature = parse_qs(urlparse(audits.sas_url).query)["sig"][0]
+    assert host.logs and not [log.message for log in host.logs
+                              if signature in log.message or registry.password in log.message]
 
 
 def test_a_hostile_body_is_quarantined_through_the_output_binding(worker, pb, audits, trigger_queue):
