@@ -32,7 +32,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -214,7 +214,7 @@ class FunctionsHost:
             "PopReceipt": pb.TypedData(string=pop_receipt),
             "DequeueCount": pb.TypedData(json=json.dumps(dequeue_count)),
             "InsertionTime": pb.TypedData(json=json.dumps(_net_time(inserted))),
-            "ExpirationTime": pb.TypedData(json=json.dumps(_net_time(inserted.replace(year=inserted.year + 1)))),
+            "ExpirationTime": pb.TypedData(json=json.dumps(_net_time(inserted + timedelta(days=7)))),  # default TTL
             "NextVisibleTime": pb.TypedData(json=json.dumps(_net_time(inserted))),
         }
         return self.invoke(function, {trigger: pb.TypedData(string=body)}, metadata)
