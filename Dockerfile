@@ -1,6 +1,10 @@
 # The scanner as a container: Premium, Dedicated (App Service) and Container Apps plans.
 # (Consumption and Flex Consumption run code only: see README, "Deploy".)
-FROM mcr.microsoft.com/azure-functions/python:4-python3.11
+# Supported Python versions: 3.11 (the default, what the full test suite runs on) and 3.13 (what
+# the worker tests run the package on): docker build --build-arg PYTHON_VERSION=3.13 .
+# requirements.txt picks the azure-functions pin for the interpreter by environment marker.
+ARG PYTHON_VERSION=3.11
+FROM mcr.microsoft.com/azure-functions/python:4-python${PYTHON_VERSION}
 
 # Where trivy keeps its vulnerability DB: local to the container by default (not /home,
 # which Premium shares between instances over SMB, where file locks are unreliable).
