@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     notify_attempts: int = Field(4, alias="NOTIFY_ATTEMPTS", ge=1, le=10)
     notify_timeout_s: float = Field(10.0, alias="NOTIFY_TIMEOUT", gt=0, le=60)
     trivy_auto_reject_critical: bool = Field(False, alias="TRIVY_AUTO_REJECT_CRITICAL")
+    # Metrics (issue 19): the images GET /api/metrics gives series to, newest request first.
+    metrics_max_images: int = Field(500, alias="METRICS_MAX_IMAGES", ge=1, le=100_000)
 
     _split = field_validator(
         "trivy_db_repository", "trivy_severity", "trivy_scanners", "trivy_java_db_repository", "trivy_vex",
