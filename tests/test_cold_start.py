@@ -30,6 +30,8 @@ HEAVY = (
     "ijson",
     "tenacity",
     "prometheus_client",
+    "opentelemetry",
+    "azure.monitor",
     "scanner_core.metrics.snapshot",
     "scanner_core.functions.metrics_api",
     "scanner_core.core",
