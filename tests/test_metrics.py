@@ -164,9 +164,11 @@ def test_the_exposition_says_what_the_audits_say(scanner_env, registry, pushed_s
 
     # Per scanner: audits by result and reason, durations, queues, DB, heartbeat.
     outcomes = Counter((m.audit_result.value, m.failure_reason or "") for m in fleet.metas)
-    counted = {(s.labels["result"], s.labels["reason"]): s.value for s in samples(families, "trivy_scanner_audits_total")}
+    counted = {(s.labels["result"], s.labels["reason"]): s.value
+               for s in samples(families, "trivy_scanner_audits_total")}  # fmt: skip
     assert counted == outcomes
-    recent = {(s.labels["result"], s.labels["reason"]): s.value for s in samples(families, "trivy_scanner_recent_audits")}
+    recent = {(s.labels["result"], s.labels["reason"]): s.value
+              for s in samples(families, "trivy_scanner_recent_audits")}  # fmt: skip
     assert recent == outcomes  # all of them were made a moment ago
     [count] = samples(families, "trivy_scanner_scan_duration_seconds_count")
     [total] = samples(families, "trivy_scanner_scan_duration_seconds_sum")

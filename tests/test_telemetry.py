@@ -5,9 +5,14 @@ is given is what these readers see). Real trivy, registry and Azurite."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +29,10 @@ from scanner_core.core import Scanner
 from scanner_core.functions import handlers
 from scanner_core.metrics import read_snapshot
 from scanner_core.telemetry import SCAN_SPANS, reset_telemetry, use_providers
+from tests.support.app_insights import Ingestion
 from tests.test_metrics import use_registry
 
-REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKE_CONNECTION = "InstrumentationKey=00000000-0000-4000-8000-00000000c0de;IngestionEndpoint=http://127.0.0.1:9/"
 
 
@@ -109,7 +115,8 @@ def test_a_trace_per_scan_with_a_span_per_stage_and_no_secret(
     assert failed_trivy.attributes["error.type"] == "ScanFailed"  # the type only, never its message
 
     # The metrics of the two audits.
-    counted = {(p.attributes["result"], p.attributes["reason"]): p.value for p in exported.points("trivy_scanner_audits")}
+    counted = {(p.attributes["result"], p.attributes["reason"]): p.value
+               for p in exported.points("trivy_scanner_audits")}  # fmt: skip
     assert counted == {("succeeded", "none"): 1, ("audit-failed", "not-found"): 1}
     [durations] = exported.points("trivy_scanner_scan_duration_seconds")
     assert durations.count == 1 and durations.sum == pytest.approx(ok.meta.scan_duration_ms / 1000)
@@ -121,7 +128,9 @@ def test_a_trace_per_scan_with_a_span_per_stage_and_no_secret(
         assert secret not in text
 
 
-def test_the_heartbeat_exports_the_stored_metrics_as_gauges(exported, scanner_env, registry, pushed_sample, audits, azurite):
+def test_the_heartbeat_exports_the_stored_metrics_as_gauges(
+    exported, scanner_env, registry, pushed_sample, audits, azurite
+):
     use_registry(scanner_env, registry)
     ok = scan(pushed_sample.reference, f"gauged-{uuid.uuid4().hex[:8]}")
     scanner_env.set(AzureWebJobsStorage=azurite.connection_string, SCAN_QUEUE_NAME=f"q-{uuid.uuid4().hex[:12]}")
@@ -160,43 +169,10 @@ def test_the_connection_string_is_a_secret_setting(scanner_env):
     assert FAKE_CONNECTION not in repr(settings)
 
 
-def test_the_azure_monitor_distro_sends_spans_and_metrics_to_the_ingestion_endpoint(tmp_path):
+def test_the_azure_monitor_distro_sends_spans_and_metrics_to_the_ingestion_endpoint():
     """The real distro, in a child process (it sets the process's global providers),
     sending to a loopback double of Application Insights' ingestion endpoint (Track API,
     ``POST /v2.1/track``: https://learn.microsoft.com/azure/azure-monitor/app/api-custom-events-metrics)."""
-    import gzip
-    import json
-    import os
-    import subprocess
-    import sys
-    from http.server import BaseHTTPRequestHandler
-
-    from tests.support.loopback_http import LoopbackHttpServer
-
-    received: list[dict[str, Any]] = []
-
-    class Ingestion(LoopbackHttpServer):
-        def __init__(self) -> None:
-            class Handler(BaseHTTPRequestHandler):
-                def do_POST(self) -> None:  # noqa: N802
-                    body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                    if self.headers.get("Content-Encoding") == "gzip":
-                        body = gzip.decompress(body)
-                    text = body.decode()
-                    items = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
-                    received.extend(items)
-                    answer = json.dumps({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer)
-
-                def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                    return
-
-            self._serve(Handler, "ingestion")
-
     probe = """
 import os, sys
 from scanner_core.telemetry import configure_telemetry, tracer_span
@@ -214,13 +190,14 @@ print("flushed")
 os._exit(0)
 """
     with Ingestion() as ingestion:
-        connection = f"InstrumentationKey=00000000-0000-4000-8000-00000000c0de;IngestionEndpoint={ingestion.base_url}/"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLICATIONINSIGHTS", "OTEL_"))}
-        env |= {"CONNECTION": connection, "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true"}
+        env |= {"CONNECTION": ingestion.connection_string(), "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true"}
         completed = subprocess.run(
-            [sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
-        )
+            [sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
         assert completed.returncode == 0 and "flushed" in completed.stdout, completed.stderr[-3000:]
+        received = ingestion.received
     kinds = {item["data"]["baseType"] for item in received}
     assert {"RequestData", "RemoteDependencyData"} & kinds and "MetricData" in kinds, kinds
     names = {item["data"]["baseData"].get("name") for item in received}

@@ -24,8 +24,9 @@ _log = logging.getLogger("scanner_core.metrics_api")
 def metrics(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
     """``GET metrics``."""
     if req.method.upper() != "GET":
+        method = req.method.upper()
         return ApiError(
-            405, "method-not-allowed", f"{req.method.upper()} is not allowed here; allowed: GET", headers={"Allow": "GET"}
+            405, "method-not-allowed", f"{method} is not allowed here; allowed: GET", headers={"Allow": "GET"}
         ).response()
     settings = ctx.config.settings
     try:

@@ -50,7 +50,9 @@ class SnapshotCollector(Collector):
             labels=[*IMAGE_LABELS, "severity"],
         )
         secrets = GaugeMetricFamily(
-            "trivy_image_exposedsecrets", "Secrets found in the image by its latest succeeded audit", labels=IMAGE_LABELS
+            "trivy_image_exposedsecrets",
+            "Secrets found in the image by its latest succeeded audit",
+            labels=IMAGE_LABELS,
         )
         status = GaugeMetricFamily(
             "trivy_scanner_image_status",
@@ -97,7 +99,9 @@ class SnapshotCollector(Collector):
     def _audits(self) -> Iterator[Metric]:
         s = self.snapshot
         audits = CounterMetricFamily(
-            "trivy_scanner_audits", "Audits in the index by audit result and failure reason", labels=["result", "reason"]
+            "trivy_scanner_audits",
+            "Audits in the index by audit result and failure reason",
+            labels=["result", "reason"],
         )
         recent = GaugeMetricFamily(
             "trivy_scanner_recent_audits",

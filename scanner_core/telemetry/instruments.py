@@ -30,17 +30,25 @@ class Instruments:
     """Made once per meter (``setup.use_providers``)."""
 
     def __init__(self, meter: Any) -> None:
-        self.audits = meter.create_counter("trivy_scanner_audits", unit="{audit}", description="Audits by result and failure reason")
+        self.audits = meter.create_counter(
+            "trivy_scanner_audits", unit="{audit}", description="Audits by result and failure reason"
+        )
         self.durations = meter.create_histogram(
             "trivy_scanner_scan_duration_seconds", unit="s", description="trivy's run time of succeeded audits"
         )
         gauge = meter.create_gauge
-        self.vulnerabilities = gauge("trivy_image_vulnerabilities", description="Findings of each image's latest succeeded audit")
-        self.image_status = gauge("trivy_scanner_image_status", description="1 for the status of each image's latest audit")
+        self.vulnerabilities = gauge(
+            "trivy_image_vulnerabilities", description="Findings of each image's latest succeeded audit"
+        )
+        self.image_status = gauge(
+            "trivy_scanner_image_status", description="1 for the status of each image's latest audit"
+        )
         self.queue_messages = gauge("trivy_scanner_queue_messages", description="Approximate messages on the queues")
         self.db_age = gauge("trivy_scanner_db_age_seconds", unit="s", description="Age of the scanner's DBs")
         self.db_stale = gauge("trivy_scanner_db_stale", description="1 when the trivy DB is stale")
-        self.recent_audits = gauge("trivy_scanner_recent_audits", description="Audits of the last hour by result and reason")
+        self.recent_audits = gauge(
+            "trivy_scanner_recent_audits", description="Audits of the last hour by result and reason"
+        )
 
     def record_audit(self, meta: AuditMeta) -> None:
         self.audits.add(1, clean({"result": meta.audit_result.value, "reason": meta.failure_reason or "none"}))

@@ -91,7 +91,8 @@ def traced_scan(method: F) -> F:
     def wrapper(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         if not telemetry_active():
             return method(self, request, *args, **kwargs)
-        with tracer_span("scan", **{"scanner.audit_id": request.audit_id, "scanner.image": request.image or ""}) as span:
+        attributes = {"scanner.audit_id": request.audit_id, "scanner.image": request.image or ""}
+        with tracer_span("scan", **attributes) as span:
             outcome = method(self, request, *args, **kwargs)
             meta = outcome.meta
             if span is not None:
