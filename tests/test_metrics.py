@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -330,3 +331,17 @@ def test_the_alert_rules_fire_on_the_firing_scanner_only(scraped):
 
     prometheus.wait_until(lambda: len(active()) == 3, 30, "alerting")
     assert active() == {name: {"firing"} for name in names}  # and never for the quiet scanner
+
+
+def test_the_alert_rules_wait_out_their_for_and_fire_only_where_they_should():
+    """promtool (Debian's prometheus package) checks the rules file and runs its unit tests:
+    each rule quiet before its ``for:`` has passed, then firing for the bad series only."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/setup.sh installs Debian's prometheus package"
+    checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0 and "SUCCESS: 3 rules found" in checked.stdout, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [promtool, "test", "rules", RULES.with_name("trivy-scanner-rules.test.yml").name],
+        cwd=RULES.parent, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
