@@ -234,6 +234,11 @@ def test_the_route_needs_a_function_key_unless_metrics_anonymous():
     assert auth_level({}) == "function"
     assert auth_level({"METRICS_ANONYMOUS": "false"}) == "function"
     assert auth_level({"METRICS_ANONYMOUS": "true"}) == "anonymous"
+    refused = subprocess.run(
+        [sys.executable, "-c", "import function_app; function_app.app.get_functions()"], cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=120, env=os.environ | {"METRICS_ANONYMOUS": "maybe"}, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "METRICS_ANONYMOUS" in refused.stderr, refused.stderr[-2000:]
 
 
 def test_a_wrong_method_is_a_405(scanner_env, azurite, audits):
