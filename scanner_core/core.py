@@ -62,6 +62,7 @@ from .trivy import (
 )
 from .db_snapshot import DbSnapshot, database_for, ensure_database, snapshot_for
 from .server_mode import ask_server_ahead, database_fields, server_connection
+from .telemetry import traced_scan
 from .shipping import Ahead, PointerLookup, finish_summary, lookup_ahead, record_in_index, upload_failed_fields, upload_report
 from .verdict import verdict_fields
 
@@ -136,6 +137,7 @@ class Scanner:
     def short_id(self) -> str:
         return self.config.settings.scanner_short_id
 
+    @traced_scan
     def scan(self, request: ScanRequest, *, final_attempt: bool = True, reuse_succeeded: bool = False) -> AuditOutcome:
         """Runs one audit. Returns its outcome; raises ``RequestError`` when the
         audit id is unusable (no folder can be named), and ``AuditNotRecorded``

@@ -39,6 +39,7 @@ from .log import ScanLogger
 from .redact import Redactor
 from .storage import SnapshotBlobs, snapshot_prefix
 from .registry import find_credentials, parse_image_reference, resolve_credentials
+from .telemetry import traced
 from .trivy import JAVA_DB, VULNERABILITY_DB, DatabaseKind, Trivy, VulnerabilityDatabase
 
 SNAPSHOT_FORMAT = 1
@@ -213,6 +214,7 @@ def database_for(
     )
 
 
+@traced("DB")
 def ensure_database(database: VulnerabilityDatabase, *, refresh: bool, log: ScanLogger) -> None:
     """Before a scan: a DB in place (from the snapshot or the repositories); ``refresh``
     (the one-time runner) also refreshes a due one. A failure with a usable DB in

@@ -30,6 +30,7 @@ from .registry import (
     parse_platform,
     resolve_credentials,
 )
+from .telemetry import traced
 from .trivy import ScanTarget
 
 _MIB = 1024 * 1024
@@ -42,6 +43,7 @@ class Preflight:
     facts: ImageFacts | None = None
 
 
+@traced("pre-flight")
 def preflight(config: ScannerConfig, platform: Platform | None, target: ScanTarget, log: ScanLogger) -> Preflight:
     """For a registry image: its manifests (resolved to ``platform``) and its size, checked."""
     settings = config.settings

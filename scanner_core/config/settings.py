@@ -24,7 +24,9 @@ DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 ScannerKind = Literal["vuln", "secret"]
 # Settings whose values are never quoted in a configuration error.
-SECRET_SETTINGS = frozenset({"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "TRIVY_SERVER_TOKEN"})
+SECRET_SETTINGS = frozenset(
+    {"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "TRIVY_SERVER_TOKEN", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+)
 
 
 def _split_list(value: Any) -> Any:
@@ -120,6 +122,10 @@ class Settings(BaseSettings):
     notify_attempts: int = Field(4, alias="NOTIFY_ATTEMPTS", ge=1, le=10)
     notify_timeout_s: float = Field(10.0, alias="NOTIFY_TIMEOUT", gt=0, le=60)
     trivy_auto_reject_critical: bool = Field(False, alias="TRIVY_AUTO_REJECT_CRITICAL")
+    # Metrics (issue 19): the images GET /api/metrics gives series to, newest request first.
+    metrics_max_images: int = Field(500, alias="METRICS_MAX_IMAGES", ge=1, le=100_000)
+    # Azure Monitor through OpenTelemetry (telemetry/): traces per scan and the metrics; unset: off.
+    applicationinsights_connection_string: SecretStr | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
 
     _split = field_validator(
         "trivy_db_repository", "trivy_severity", "trivy_scanners", "trivy_java_db_repository", "trivy_vex",

@@ -28,6 +28,30 @@ def make_scanner(app_root: Path) -> Scanner:
     return Scanner(load_config_cached(), app_root=app_root)
 
 
+def enable_telemetry(scanner: Scanner) -> bool:
+    """Azure Monitor, when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (``telemetry/``)."""
+    from ..telemetry import configure_telemetry
+
+    secret = scanner.config.settings.applicationinsights_connection_string
+    return configure_telemetry(secret.get_secret_value() if secret else None)
+
+
+def export_snapshot(scanner: Scanner, bindings: FunctionSettings) -> None:
+    """The stored metrics as Azure Monitor gauges; the heartbeat timer (one instance) calls it."""
+    from ..errors import StorageError
+    from ..metrics import read_snapshot
+    from ..telemetry import record_snapshot
+
+    settings = scanner.config.settings
+    try:
+        snapshot = read_snapshot(settings.blob_container_url, scanner.short_id, bindings.queue_connection_value,
+                                 bindings.queue_name, max_images=settings.metrics_max_images)  # fmt: skip
+    except StorageError as error:
+        scanner.logger.warning("metrics not exported this time", fields={"error": str(error)})
+        return
+    record_snapshot(snapshot)
+
+
 def on_scan_message(
     message: func.QueueMessage,
     quarantine: Callable[[str], None],
@@ -48,6 +72,7 @@ def on_scan_message(
     )
     # A configuration error raises here: retried, then poisoned by the host, never lost.
     scanner = make_scanner(app_root)
+    enable_telemetry(scanner)
     sender: QueueSender | None = None
     if retry_later is None:
         bindings = binding_settings()
@@ -78,6 +103,8 @@ def on_heartbeat(timer: func.TimerRequest, bindings: FunctionSettings, app_root:
     if timer.past_due:
         scanner.logger.info("heartbeat timer is past due; writing it now")
     write_heartbeat(scanner)
+    if enable_telemetry(scanner):
+        export_snapshot(scanner, bindings)
 
 
 def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:

@@ -34,6 +34,8 @@ class FunctionSettings(BaseSettings):
     db_refresh_schedule: str = Field(DEFAULT_DB_REFRESH_SCHEDULE, alias="DB_REFRESH_SCHEDULE")
     watch_schedule: str = Field(DEFAULT_WATCH_SCHEDULE, alias="WATCH_SCHEDULE")
     rescan_schedule: str = Field(DEFAULT_RESCAN_SCHEDULE, alias="RESCAN_SCHEDULE")
+    # GET /api/metrics without a function key, for a private scrape network (functions/metrics_routes.py).
+    metrics_anonymous: bool = Field(False, alias="METRICS_ANONYMOUS")
 
     @property
     def poison_queue_name(self) -> str:

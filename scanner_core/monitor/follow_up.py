@@ -20,6 +20,7 @@ from ..redact import Redactor
 from ..storage import AuditIndex, BlobStore, image_identity, io_pool
 from ..trivy import severity_rank
 from .changes import Key, compare, current_findings, find_previous, findings_of, previous_findings
+from ..telemetry import traced
 from .decision import decide
 from .notify import Delivery, Notifier, build_event, should_notify
 
@@ -83,6 +84,7 @@ class AuditFollowUp:
             )
         return self.annotate(meta, Path(), log, current_keys=keys)
 
+    @traced("follow-up")
     def annotate(
         self,
         meta: AuditMeta,
@@ -140,6 +142,7 @@ class AuditFollowUp:
                 return LookBack(identity, found[0], found[1], row.audit_id)
         return LookBack(identity, None, set(), None)
 
+    @traced("follow-up")
     def notify(self, meta: AuditMeta, folder: str, log: ScanLogger) -> list[Delivery] | None:
         """Sends the audit's notification if it warrants one and none was sent yet."""
         if meta.audit_result is not AuditResult.SUCCEEDED or not self.notifier.urls:

@@ -58,6 +58,7 @@ class AuditRow:
     db_updated_at: str | None = None
     decision: str | None = None
     eosl: bool = False  # the image's OS is past its end of life
+    scan_duration_ms: int | None = None  # trivy's run (issue 19: the metrics' duration histogram)
 
     @property
     def meta_path(self) -> str:
@@ -101,6 +102,7 @@ class AuditRow:
             db_updated_at=meta.trivy_db_updated_at,
             decision=meta.decision,
             eosl=bool(meta.os and meta.os.eosl),
+            scan_duration_ms=meta.scan_duration_ms,
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -123,6 +125,7 @@ class AuditRow:
             "digest": self.digest,
             "dbupdated": self.db_updated_at,
             "decision": self.decision,
+            "durationms": self.scan_duration_ms,
         }
         metadata |= {key: _ascii(str(value)) for key, value in optional.items() if value is not None}
         if self.eosl:
@@ -155,6 +158,7 @@ class AuditRow:
             db_updated_at=values.get("dbupdated"),
             decision=values.get("decision"),
             eosl=values.get("eosl") == "true",
+            scan_duration_ms=int_or_none(values.get("durationms")),
         )
 
 

@@ -23,6 +23,7 @@ from ..errors import FailureKind, ScanFailed
 from ..redact import Redactor
 from ..registry import Credentials, ImageReference
 from .failures import classify_trivy_failure
+from ..telemetry import traced
 from .process import child_environment, run_with_deadline
 from .versions import cached_version
 
@@ -161,6 +162,7 @@ class Trivy:
         command += ["--image-src", "remote", "--", target.image.canonical]
         return command
 
+    @traced("trivy")
     def scan(
         self,
         target: ScanTarget,

@@ -26,6 +26,7 @@ from scanner_core.functions import (
     get_audit,
     image_history,
     image_verdict,
+    metrics,
     security_summary,
 )
 
@@ -39,6 +40,7 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
     ("audits/{audit_id}", get_audit),
     ("security/summary", security_summary),
     ("dashboard", dashboard),
+    ("metrics", metrics),
 )
 
 
