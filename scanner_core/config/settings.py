@@ -120,10 +120,12 @@ class Settings(BaseSettings):
     notify_attempts: int = Field(4, alias="NOTIFY_ATTEMPTS", ge=1, le=10)
     notify_timeout_s: float = Field(10.0, alias="NOTIFY_TIMEOUT", gt=0, le=60)
     trivy_auto_reject_critical: bool = Field(False, alias="TRIVY_AUTO_REJECT_CRITICAL")
+    # The approval gate (issue 15, approvals/): role or group claims that may approve or reject.
+    approver_roles: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="APPROVER_ROLES")
 
     _split = field_validator(
         "trivy_db_repository", "trivy_severity", "trivy_scanners", "trivy_java_db_repository", "trivy_vex",
-        mode="before",
+        "approver_roles", mode="before",
     )(_split_list)
 
     @field_validator("trivy_db_repository", "trivy_java_db_repository", mode="after")

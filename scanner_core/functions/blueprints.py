@@ -8,6 +8,7 @@ import azure.functions as func
 def all_blueprints() -> list[func.Blueprint]:
     """Imported here, not at module load: each Blueprint module reads its binding
     settings when imported, which only the app (and its tests) should trigger."""
-    from . import http_routes, monitor_loop, scan_queue, timers
+    from . import approval_routes, http_routes, monitor_loop, scan_queue, timers
 
-    return [scan_queue.blueprint, timers.blueprint, http_routes.blueprint, monitor_loop.blueprint]
+    return [scan_queue.blueprint, timers.blueprint, http_routes.blueprint, monitor_loop.blueprint,
+            approval_routes.blueprint]

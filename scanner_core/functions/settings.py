@@ -34,6 +34,8 @@ class FunctionSettings(BaseSettings):
     db_refresh_schedule: str = Field(DEFAULT_DB_REFRESH_SCHEDULE, alias="DB_REFRESH_SCHEDULE")
     watch_schedule: str = Field(DEFAULT_WATCH_SCHEDULE, alias="WATCH_SCHEDULE")
     rescan_schedule: str = Field(DEFAULT_RESCAN_SCHEDULE, alias="RESCAN_SCHEDULE")
+    # The approvals' daily digest (issue 15): unset or empty (the default) registers no digest timer.
+    digest_schedule: str | None = Field(None, alias="DIGEST_SCHEDULE", pattern=r"^\S+( \S+){5}$")
 
     @property
     def poison_queue_name(self) -> str:
