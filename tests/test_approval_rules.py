@@ -5,6 +5,10 @@ authentication, hostile reasons, bad bodies, the daily digest."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import date
@@ -22,11 +26,15 @@ from scanner_core.approvals import (
     revocation_reason,
     send_digest,
 )
-from scanner_core.functions import approve, get_approval, list_approvals, reject, request_scan
+from azure.functions.timer import TimerRequest
+
+from scanner_core.errors import ConfigurationError
+from scanner_core.functions import approve, get_approval, list_approvals, load_function_settings, on_digest, reject, request_scan
 from scanner_core.models import AcceptedRisk, AuditMeta, AuditResult, Finding, PolicyDecision
 from scanner_core.monitor import Notifier
 from scanner_core.redact import Redactor
 from scanner_core.storage import AzureBlobStore
+from tests.conftest import REPO_ROOT
 from tests.support.easy_auth import principal_headers
 from tests.support.webhook import WebhookReceiver
 from tests.test_approvals import call, decide
@@ -206,8 +214,9 @@ def test_the_digest_posts_one_summary_a_day(scanner_env, audits) -> None:
             update={"image": image, "image_digest": digest})
         assert book.after_audit(audit) == "created"
     with WebhookReceiver() as receiver:
+        scanner_env.set(NOTIFY_WEBHOOK_URLS=receiver.url)
+        first = on_digest(TimerRequest(), REPO_ROOT)  # the timer's body
         notifier = Notifier([receiver.url], AzureBlobStore(audits.sas_url, Redactor([])))
-        first = send_digest(store, notifier, now)
         second = send_digest(store, notifier, now + 60)
         assert receiver.wait_for(1)
         time.sleep(0.5)
@@ -217,3 +226,18 @@ def test_the_digest_posts_one_summary_a_day(scanner_env, audits) -> None:
     assert len(event["pending"]) == 2 and [d["state"] for d in event["decisions"]] == ["auto-rejected"]
     assert event["worst"][0]["image"] == "registry.example.com/team/svc-2:1.0"
     assert "2 pending" in event["text"]
+
+
+def test_the_digest_timer_exists_only_with_a_schedule(monkeypatch) -> None:
+    probe = ("import json, function_app; print(json.dumps({f.get_function_name(): json.loads(f.get_function_json())"
+             " for f in function_app.app.get_functions()}))")
+    env = {k: v for k, v in os.environ.items() if k != "DIGEST_SCHEDULE"} | {"DIGEST_SCHEDULE": "0 0 7 * * *"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
+    functions = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [(b["type"], b["schedule"]) for b in functions["approval_digest"]["bindings"]] == [
+        ("timerTrigger", "0 0 7 * * *")]
+    monkeypatch.setenv("DIGEST_SCHEDULE", "daily")
+    with pytest.raises(ConfigurationError) as invalid:
+        load_function_settings()
+    assert "DIGEST_SCHEDULE" in str(invalid.value)
