@@ -32,7 +32,7 @@ from azure.core.paging import PageIterator
 from azure.storage.blob import BlobProperties, ContainerClient, ContentSettings
 
 from ..errors import ScannerError
-from ..storage import InvalidCursor, StorageErrors, decode_cursor, encode_cursor, shared_container_client
+from ..storage import InvalidCursor, StorageErrors, decode_cursor, encode_cursor, io_pool, shared_container_client
 from .models import ApprovalRequest, HistoryEntry
 
 INVERT_FROM = 9_999_999_999
@@ -133,8 +133,7 @@ class ApprovalStore:
             with contextlib.suppress(ResourceExistsError):
                 history.create_append_blob(match_condition=MatchConditions.IfMissing)
             history.append_block(entry.to_json_bytes() + b"\n")
-            for name in self._row_names(request, request.state):
-                self._container.upload_blob(name, b"", overwrite=True, metadata=_row(request))
+            self._move_rows(request, self._row_names(request, request.state), [])
         return str(answer["etag"])
 
     def replace(self, request: ApprovalRequest, etag: str, entry: HistoryEntry | None, previous_state: str) -> str:
@@ -151,12 +150,21 @@ class ApprovalStore:
             if entry is not None:
                 self._append(request.id, entry)
             new_rows = self._row_names(request, request.state)
-            for name in new_rows:
-                self._container.upload_blob(name, b"", overwrite=True, metadata=_row(request))
-            for name in set(self._row_names(request, previous_state)) - set(new_rows):
-                with contextlib.suppress(ResourceNotFoundError):
-                    self._container.delete_blob(name)
+            self._move_rows(request, new_rows, sorted(set(self._row_names(request, previous_state)) - set(new_rows)))
         return str(answer["etag"])
+
+    def _move_rows(self, request: ApprovalRequest, writes: list[str], deletes: list[str]) -> None:
+        """Independent requests, side by side on the process's storage pool."""
+        metadata = _row(request)
+
+        def delete(name: str) -> None:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._container.delete_blob(name)
+
+        pending = [io_pool().submit(self._container.upload_blob, name, b"", overwrite=True, metadata=metadata)
+                   for name in writes] + [io_pool().submit(delete, name) for name in deletes]
+        for write in pending:
+            write.result()
 
     def _append(self, approval_id: str, entry: HistoryEntry) -> None:
         history = self._container.get_blob_client(self.history_name(approval_id))
