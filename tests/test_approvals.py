@@ -163,3 +163,26 @@ def test_push_review_approve_verdict_stale_learn_revoke_notify_once(monitor: Mon
 def _watch(monitor: Monitor) -> list:
     monitor_handlers.on_watch(TimerRequest(), REPO_ROOT)
     return monitor.queue.take()
+
+
+def test_an_event_grid_push_creates_a_request_and_broken_bookkeeping_never_fails_an_audit(
+        monitor: Monitor, audits: Audits, caplog) -> None:  # noqa: F811
+    from scanner_core.approvals import ApprovalStore, approval_id
+    from tests.support.monitor import image_pushed_event
+
+    monitor.configure([])
+    store = ApprovalStore(audits.sas_url, monitor.env.short_id)
+    good, broken = monitor.push("pushed/app", "3.1"), monitor.push("pushed/broken", "1.0")
+    repository = f"{monitor.registry.address}/pushed/broken"
+    audits.client.upload_blob(store.request_name(approval_id(repository, broken)), b"{not json")  # a damaged request
+
+    for repo, digest, tag in (("pushed/app", good, "3.1"), ("pushed/broken", broken, "1.0")):
+        event = image_pushed_event(monitor.registry.address, repo, digest, tag)
+        assert monitor_handlers.on_image_pushed(event, lambda _: None, REPO_ROOT) is not None
+    for message in monitor.queue.take():
+        assert monitor.queue.deliver(message, REPO_ROOT) == []
+        assert meta_of(monitor, audits, message.payload["image-scan-id"])["audit-result"] == "succeeded"
+
+    created = store.get(approval_id(f"{monitor.registry.address}/pushed/app", good))
+    assert created is not None and created[0].state == "pending" and created[0].tag == "3.1"
+    assert "approval request not updated" in caplog.text  # the damaged one: logged, the audit recorded
