@@ -195,6 +195,10 @@ def test_function_key_reviewers_hostile_reasons_and_bad_bodies(scanner_env, azur
     status, stored, _ = call(get_approval, ctx, "GET", "x", route_params=ids)
     assert stored["history"][-1]["reason"] == hostile and stored["history"][-1]["authenticated"] is False
     assert stored["history"][-1]["by"] == "dave"
+    for query, expected in (({"repository": REPOSITORY, "status": "rejected"}, 1), ({"status": "pending"}, 0),
+                            ({"repository": REPOSITORY}, 1), ({"repository": "registry.example.com/team/other"}, 0)):
+        status, listed, _ = call(list_approvals, ctx, "GET", "approvals", params=query)
+        assert status == 200 and len(listed["approvals"]) == expected, (query, listed)
     status, error, _ = decide(reject, ctx, ids["approval_id"], headers["ETag"], {"reviewer": "dave", "reason": "x"})
     assert status == 409 and error["error"]["code"] == "invalid-transition" and "approve" not in error["error"]["field"]
 
@@ -222,6 +226,10 @@ def test_the_digest_posts_one_summary_a_day(scanner_env, audits) -> None:
         time.sleep(0.5)
         assert (first.sent, second.sent, len(receiver.all())) == (True, False, 1)
         event = receiver.all()[0].json()
+    first_page, cursor = store.page(2)
+    second_page, end = store.page(2, cursor)
+    assert (len(first_page), len(second_page), end) == (2, 1, None) and cursor
+    assert {r["id"] for r in first_page} | {r["id"] for r in second_page} == {r["id"] for r in store.rows()}
     assert event["event"] == "approval-digest"
     assert len(event["pending"]) == 2 and [d["state"] for d in event["decisions"]] == ["auto-rejected"]
     assert event["worst"][0]["image"] == "registry.example.com/team/svc-2:1.0"
