@@ -61,7 +61,8 @@ class ApprovalBook:
         request = ApprovalRequest(
             id=identifier, repository=repository, digest=digest, tag=tag, image=meta.image, state=state,
             decided_by=by, reason=reason, audit_id=meta.audit_id, latest_audit_id=meta.audit_id,
-            decided_status=meta.scan_status, created_at=now, updated_at=now, security_scan=security_scan_of(meta),
+            decided_status=meta.scan_status, created_at=now, updated_at=now, decided_at=now,
+            security_scan=security_scan_of(meta),
         )
         entry = HistoryEntry(at=now, by=by, from_state=None, to_state=state, reason=reason, audit_id=meta.audit_id)
         return self.store.create(request, entry) is not None
@@ -83,7 +84,7 @@ class ApprovalBook:
                 entry = HistoryEntry(at=now, by="scanner", from_state=request.state, to_state="revoked",
                                      reason=reason, audit_id=meta.audit_id)
                 update |= {"state": "revoked", "decided_by": "scanner", "reason": reason, "authenticated": None,
-                           "changes": request.changes + 1}
+                           "changes": request.changes + 1, "decided_at": now}
             updated = request.model_copy(update=update)
             try:
                 self.store.replace(updated, etag, entry, request.state)

@@ -52,7 +52,7 @@ def decide_request(
     updated = request.model_copy(update={
         "state": target, "decided_by": decision.reviewer.name, "reason": decision.reason,
         "authenticated": decision.reviewer.authenticated, "decided_status": status,
-        "accepted": decision.accept, "updated_at": now, "changes": request.changes + 1,
+        "accepted": decision.accept, "updated_at": now, "decided_at": now, "changes": request.changes + 1,
     })
     new_etag = store.replace(updated, etag, entry, request.state)
     return updated, new_etag, entry

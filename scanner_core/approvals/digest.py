@@ -39,7 +39,7 @@ def _item(row: dict[str, str]) -> dict[str, Any]:
     counts = json.loads(row.get("counts") or "{}")
     label = row.get("repository", "?") + (f":{row['tag']}" if row.get("tag") else f"@{row.get('digest', '?')}")
     return {"id": row.get("id"), "image": label, "state": row.get("state"), "decided-by": row.get("decidedby"),
-            "scan-status": row.get("scanstatus"), "vulnerabilities": counts, "updated-at": row.get("updated")}
+            "scan-status": row.get("scanstatus"), "vulnerabilities": counts, "decided-at": row.get("decided")}
 
 
 def build_digest(store: ApprovalStore, now: float) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def build_digest(store: ApprovalStore, now: float) -> dict[str, Any]:
     since = now - _DAY
     items = [_item(row) for row in rows]
     pending = [item for item in items if item["state"] == "pending"]
-    recent = [item for item in items if _unix(item["updated-at"]) >= since and item["state"] != "pending"]
+    recent = [item for item in items if _unix(item["decided-at"]) >= since and item["state"] != "pending"]
     decisions = [item for item in recent if item["state"] != "revoked"]
     revocations = [item for item in recent if item["state"] == "revoked"]
     worst = sorted(

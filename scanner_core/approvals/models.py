@@ -89,7 +89,8 @@ class ApprovalRequest(_Document):
     decided_status: str | None = None
     accepted: list[AcceptedRisk] = Field(default_factory=list)
     created_at: str
-    updated_at: str
+    updated_at: str  # any change, a refreshed security_scan included
+    decided_at: str | None = None  # the last change of state
     changes: int = 1  # entries in the history
     security_scan: dict[str, Any]
 

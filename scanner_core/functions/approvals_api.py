@@ -282,5 +282,6 @@ def _row_document(row: dict[str, str], ctx: ApiContext) -> dict[str, Any]:
         "digest": row.get("digest"), "scan-status": row.get("scanstatus"),
         "vulnerabilities": json.loads(row.get("counts") or "{}"), "decided-by": row.get("decidedby"),
         "audit-id": row.get("auditid"), "created-at": row.get("created"), "updated-at": row.get("updated"),
+        "decided-at": row.get("decided"),
         "links": {"self": ctx.path(f"approvals/{identifier}"), "security": ctx.path(f"approvals/{identifier}/security")},
     }
