@@ -92,8 +92,10 @@ class Audits:
     client: ContainerClient = field(repr=False)
 
     def names(self) -> list[str]:
-        """The audit results and heartbeats: everything but the HTTP API's index and the monitor's records."""
-        return [name for name in self.all_names() if "/index/" not in name and "/monitor/" not in name]
+        """The audit results and heartbeats: everything but the HTTP API's index, the monitor's records
+        and the approval requests."""
+        return [name for name in self.all_names()
+                if "/index/" not in name and "/monitor/" not in name and "/approvals/" not in name]
 
     def all_names(self) -> list[str]:
         return sorted(blob.name for blob in self.client.list_blobs())

@@ -61,7 +61,13 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_image_history": "images/{name}/history",
         "api_dashboard": "dashboard",
         "api_metrics": "metrics",  # its own auth level: METRICS_ANONYMOUS (tests/test_metrics.py)
+        "api_list_approvals": "approvals",
+        "api_get_approval": "approvals/{approval_id}",
+        "api_approval_security": "approvals/{approval_id}/security",
+        "api_approve": "approvals/{approval_id}/approve",
+        "api_reject": "approvals/{approval_id}/reject",
     }
+    assert "approval_digest" not in function_metadata  # DIGEST_SCHEDULE unset: no digest timer
     assert {b["authLevel"] for b in routes.values()} == {"FUNCTION"}
 
 

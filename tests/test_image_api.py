@@ -57,6 +57,9 @@ def test_verdict_is_the_latest_audit_of_the_tag_or_digest(scanner_env, azurite, 
         "scanned-at": latest["scanned-at"],
         "trivy-db-updated-at": "2026-11-03T00:00:00Z",
         "links": {"audit": "/api/audits/v2", "history": f"/api/images/{name}/history"},
+        # Scanned without a trigger that creates approval requests (issue 15): nobody approved it.
+        "approval": None,
+        "allowed": False,
     }
     assert answer(verdict(api, name, "1.0", digest=pushed_sample.digest), 200)["audit-id"] == "v2"
     assert answer(verdict(api, name, digest=pushed_sample.digest), 200)["audit-id"] == "v2"

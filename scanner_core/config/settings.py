@@ -126,10 +126,12 @@ class Settings(BaseSettings):
     metrics_max_images: int = Field(500, alias="METRICS_MAX_IMAGES", ge=1, le=100_000)
     # Azure Monitor through OpenTelemetry (telemetry/): traces per scan and the metrics; unset: off.
     applicationinsights_connection_string: SecretStr | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
+    # The approval gate (issue 15, approvals/): role or group claims that may approve or reject.
+    approver_roles: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="APPROVER_ROLES")
 
     _split = field_validator(
         "trivy_db_repository", "trivy_severity", "trivy_scanners", "trivy_java_db_repository", "trivy_vex",
-        mode="before",
+        "approver_roles", mode="before",
     )(_split_list)
 
     @field_validator("trivy_db_repository", "trivy_java_db_repository", mode="after")

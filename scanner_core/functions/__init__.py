@@ -8,6 +8,12 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "all_blueprints": ".blueprints",
+    "approval_security": ".approvals_api",
+    "approve": ".approvals_api",
+    "get_approval": ".approvals_api",
+    "list_approvals": ".approvals_api",
+    "on_digest": ".approvals_api",
+    "reject": ".approvals_api",
     "APP_ROOT": ".host",
     "max_dequeue_count": ".host",
     "message_encoding": ".host",

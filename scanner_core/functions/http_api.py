@@ -225,7 +225,7 @@ def security_summary(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespons
 def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None, platform: str | None = None) -> func.HttpResponse:
     audit_id = validate_audit_id(audit_id, field="audit-id") if audit_id is not None else str(uuid.uuid4())
     platform = str(parse_platform(platform, field="platform")) if platform is not None else None
-    message = build_message(image, audit_id, created_at=time.time(), platform=platform)
+    message = build_message(image, audit_id, created_at=time.time(), platform=platform, trigger="request")
     requested_at = datetime.fromtimestamp(message.headers.creation_time, timezone.utc)
     try:
         sent = enqueue(

@@ -6,7 +6,10 @@
     and ``decision``: for a CI gate or an admission webhook. 404 when the image
     was never scanned.
 ``GET /api/images/{name}/verdict?digest=sha256:...``  → ``image_verdict``
-    The same by digest alone (a re-pushed tag cannot fool it).
+    The same by digest alone (a re-pushed tag cannot fool it). Both carry the
+    image's ``approval`` (``approvals/``: id, state, who decided and why; ``null``
+    when it has none) and ``allowed``: true only when it is approved or
+    auto-approved, so an admission webhook can gate on a human decision.
 ``GET /api/images/{name}/history[?limit=50&cursor=...]``  → ``image_history``
     The repository's audits, newest request first, from the audit index's
     per-repository rows; one listing call per page.
@@ -35,6 +38,7 @@ import azure.functions as func
 from ..errors import RequestError
 from ..registry import parse_image_reference
 from ..storage import AuditRow, iso8601
+from .approvals_api import approval_of
 from .http_api import ApiContext, ApiError, _answer, _limit, _route_segment, _row_document, json_response
 
 DASHBOARD_PAGE = Path(__file__).with_name("static") / "dashboard.html"
@@ -59,7 +63,9 @@ def image_verdict(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         if row is None:
             wanted = (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
             raise ApiError(404, "not-found", f"{repository}{wanted} has never been scanned by this scanner", "image")
-        return json_response(200, _verdict_document(row, ctx))
+        approval = approval_of(ctx, row.repository, row.digest)
+        allowed = bool(approval and approval["state"] in ("approved", "auto-approved"))
+        return json_response(200, _verdict_document(row, ctx) | {"approval": approval, "allowed": allowed})
 
     return _answer(req, ("GET",), run)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..config import describe_error
@@ -36,6 +36,16 @@ class FunctionSettings(BaseSettings):
     rescan_schedule: str = Field(DEFAULT_RESCAN_SCHEDULE, alias="RESCAN_SCHEDULE")
     # GET /api/metrics without a function key, for a private scrape network (functions/metrics_routes.py).
     metrics_anonymous: bool = Field(False, alias="METRICS_ANONYMOUS")
+    # The approvals' daily digest (issue 15): unset or empty (the default) registers no digest timer.
+    digest_schedule: str | None = Field(None, alias="DIGEST_SCHEDULE")
+
+    @field_validator("digest_schedule", mode="after")
+    @classmethod
+    def _check_digest_schedule(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 6:
+            raise ValueError("must be an NCRONTAB expression of 6 fields (second minute hour day month weekday), "
+                             "e.g. '0 0 7 * * *' for 07:00 UTC daily; unset or empty: no digest")
+        return value
 
     @property
     def poison_queue_name(self) -> str:

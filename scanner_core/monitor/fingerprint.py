@@ -53,6 +53,7 @@ OPERATIONAL_SETTINGS = frozenset(
         "notify_min_severity",
         "notify_attempts",
         "notify_timeout_s",
+        "approver_roles",  # who may decide an approval, not what a scan finds
     }
 )
 # Settings naming files (one path, or a list of paths) whose content is in the key.

@@ -1,6 +1,7 @@
 """What the monitor adds to each succeeded audit, in two steps around the
 writing of its ``meta``: before, ``previous-audit-id``, ``changes`` and
-``decision`` (``annotate``); after, the webhook notification (``notify``).
+``decision`` (``annotate``); after, the image's approval request (created,
+refreshed or revoked: ``approvals/``) and the webhook notification (``notify``).
 
 Neither step ever fails or blocks an audit for long: errors are logged and
 the audit goes on without the annotation or the notification.
@@ -13,6 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..approvals import ApprovalBook, ApprovalStore
 from ..config import ScannerConfig
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult, Finding
@@ -142,9 +144,25 @@ class AuditFollowUp:
                 return LookBack(identity, found[0], found[1], row.audit_id)
         return LookBack(identity, None, set(), None)
 
+    def follow_approval(self, meta: AuditMeta, log: ScanLogger) -> str | None:
+        """The image's approval request (``approvals/book.py``); off for a caller's own
+        blob store (no index). Never fails the audit: errors are logged."""
+        if self.audit_index is None or meta.audit_result is not AuditResult.SUCCEEDED:
+            return None
+        try:
+            store = ApprovalStore(self.settings.blob_container_url, self.settings.scanner_short_id)
+            outcome = ApprovalBook(store, self.notifier).after_audit(meta)
+        except Exception as error:  # noqa: BLE001 - approval bookkeeping never fails an audit
+            log.warning("approval request not updated", fields={"error": self._describe(error)})
+            return None
+        if outcome is not None:
+            log.info(f"approval request {outcome}")
+        return outcome
+
     @traced("follow-up")
     def notify(self, meta: AuditMeta, folder: str, log: ScanLogger) -> list[Delivery] | None:
-        """Sends the audit's notification if it warrants one and none was sent yet."""
+        """The approval follow-up, then the audit's notification if it warrants one and none was sent yet."""
+        self.follow_approval(meta, log)
         if meta.audit_result is not AuditResult.SUCCEEDED or not self.notifier.urls:
             return None
         reasons = should_notify(meta)

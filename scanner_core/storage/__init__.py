@@ -19,6 +19,8 @@ _EXPORTS = {
     "shared_container_client": ".clients",
     "AuditRow": ".index_rows",
     "InvalidCursor": ".index_rows",
+    "decode_cursor": ".index_rows",
+    "encode_cursor": ".index_rows",
     "MAX_IMAGE_CHARS": ".index_rows",
     "encode_image": ".index_rows",
     "image_identity": ".index_rows",

@@ -7,6 +7,10 @@ https://learn.microsoft.com/azure/azure-functions/functions-bindings-http-webhoo
 (route templates, authorization keys). Everything behind it is real: the
 handlers of ``scanner_core.functions`` with their ``func.HttpRequest`` and
 ``func.HttpResponse`` objects, against Azurite.
+
+With ``principal`` it also doubles App Service authentication for a signed-in
+user: as Easy Auth does, it drops any ``X-MS-CLIENT-PRINCIPAL*`` header the
+client sent and adds that user's (``tests/support/easy_auth.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ from tests.support.loopback_http import LoopbackHttpServer
 
 from scanner_core.functions import (
     ApiContext,
+    approval_security,
+    approve,
     dashboard,
+    get_approval,
+    list_approvals,
+    reject,
     get_audit,
     image_history,
     image_verdict,
@@ -41,6 +50,11 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
     ("security/summary", security_summary),
     ("dashboard", dashboard),
     ("metrics", metrics),
+    ("approvals", list_approvals),
+    ("approvals/{approval_id}", get_approval),
+    ("approvals/{approval_id}/security", approval_security),
+    ("approvals/{approval_id}/approve", approve),
+    ("approvals/{approval_id}/reject", reject),
 )
 
 
@@ -64,11 +78,14 @@ def match(path: str) -> tuple[Handler, dict[str, str]] | None:
 class ApiServer(LoopbackHttpServer):
     """Serves ``ROUTES`` under ``/api/`` with ``ctx``; requires the function key ``key``."""
 
-    def __init__(self, ctx: ApiContext, key: str) -> None:
+    def __init__(self, ctx: ApiContext, key: str, principal: dict[str, str] | None = None) -> None:
         self.requests: list[str] = []
         server = self
 
         class RequestHandler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self.do_GET()
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 server.requests.append(self.path)
                 url = urlsplit(self.path)
@@ -80,13 +97,15 @@ class ApiServer(LoopbackHttpServer):
                     self._send(401, b"", {"Content-Type": "text/plain"})  # what the host answers
                     return
                 handler, route_params = found
+                headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("x-ms-client-principal")}
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 request = func.HttpRequest(
-                    method="GET",
+                    method=self.command,
                     url=f"http://{self.headers.get('Host')}{self.path}",
-                    headers=dict(self.headers.items()),
+                    headers=headers | (principal or {}),
                     params=params,
                     route_params=route_params,
-                    body=b"",
+                    body=body,
                 )
                 response = handler(request, ctx)
                 content_type = response.mimetype + (f"; charset={response.charset}" if response.charset else "")

@@ -1,0 +1,34 @@
+"""The approval gate (issue 15): one approval request per repository and digest,
+reviewers' decisions, revocation on rescan, the daily digest.
+
+Its public face: see ``scanner_core/_lazy.py``.
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "ApprovalBook": ".book",
+    "ApprovalNotFound": ".decide",
+    "Decision": ".decide",
+    "decide_request": ".decide",
+    "build_digest": ".digest",
+    "send_digest": ".digest",
+    "DigestResult": ".digest",
+    "initial_state": ".initial",
+    "APPROVAL_STATES": ".models",
+    "ApprovalRequest": ".models",
+    "HistoryEntry": ".models",
+    "security_scan_of": ".models",
+    "approval_id": ".models",
+    "Reviewer": ".principal",
+    "ReviewerRefused": ".principal",
+    "reviewer_from": ".principal",
+    "revocation_reason": ".revocation",
+    "ApprovalStore": ".store",
+    "StaleVersion": ".store",
+    "InvalidTransition": ".transitions",
+    "check_transition": ".transitions",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,131 @@
+"""What the scan's follow-up does for approvals after each succeeded audit.
+
+The first audit of an image (repository and digest) asked for by the watch
+timer, an Event Grid push or the HTTP API (``trigger`` ``watch``, ``event``,
+``request``) creates its request, in the state ``initial_state`` gives. Every
+later succeeded audit of a digest that has a request (rescans included)
+refreshes the request's ``security_scan`` and, if it breaks what an approval
+relied on (``revocation_reason``), revokes it and notifies the webhooks once
+(event ``approval-revoked``). The caller logs and swallows any error: approval
+bookkeeping never fails an audit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from typing import Any, Literal
+
+from ..models import AuditMeta, AuditResult
+from ..storage import image_identity, iso8601
+from .initial import initial_state
+from .models import ApprovalRequest, HistoryEntry, approval_id, security_scan_of
+from .revocation import revocation_reason
+from .store import ApprovalStore, StaleVersion
+
+CREATING_TRIGGERS = frozenset({"watch", "event", "request"})
+REVOKED_EVENT = "approval-revoked"
+_ATTEMPTS = 3
+
+Outcome = Literal["created", "updated", "revoked"]
+
+
+class ApprovalBook:
+    """The approvals side of one scanner. ``notifier``: a ``monitor.Notifier`` (or ``None``: no webhooks)."""
+
+    def __init__(self, store: ApprovalStore, notifier: Any | None, clock: Callable[[], float] = time.time) -> None:
+        self.store, self.notifier, self.clock = store, notifier, clock
+
+    def after_audit(self, meta: AuditMeta) -> Outcome | None:
+        if meta.audit_result is not AuditResult.SUCCEEDED:
+            return None
+        repository, tag, digest = image_identity(meta.image, meta.image_digest)
+        if not repository or not digest:
+            return None  # a tarball, or an image without a digest: nothing to approve by
+        identifier = approval_id(repository, digest)
+        found = self.store.get(identifier)
+        if found is None:
+            if meta.trigger not in CREATING_TRIGGERS:
+                return None
+            if self._create(identifier, repository, tag, digest, meta):
+                return "created"
+            found = self.store.get(identifier)  # a concurrent first audit created it
+            if found is None:
+                return None
+        return self._follow(identifier, found, meta)
+
+    def _create(self, identifier: str, repository: str, tag: str | None, digest: str, meta: AuditMeta) -> bool:
+        state, by, reason = initial_state(meta)
+        now = self._now()
+        request = ApprovalRequest(
+            id=identifier, repository=repository, digest=digest, tag=tag, image=meta.image, state=state,
+            decided_by=by, reason=reason, audit_id=meta.audit_id, latest_audit_id=meta.audit_id,
+            decided_status=meta.scan_status, created_at=now, updated_at=now, decided_at=now,
+            security_scan=security_scan_of(meta),
+        )
+        entry = HistoryEntry(at=now, by=by, from_state=None, to_state=state, reason=reason, audit_id=meta.audit_id)
+        return self.store.create(request, entry) is not None
+
+    def _follow(self, identifier: str, found: tuple[ApprovalRequest, str], meta: AuditMeta) -> Outcome | None:
+        for _ in range(_ATTEMPTS):
+            request, etag = found
+            if meta.audit_id in (request.latest_audit_id, request.audit_id):
+                return None  # this audit was followed already (a redelivery)
+            if meta.timestamp < _unix(request.security_scan.get("scanned_at")):
+                return None  # an older audit finishing late: the request already shows a newer one
+            reason = revocation_reason(request, meta, self._today())
+            now = self._now()
+            update: dict[str, Any] = {
+                "latest_audit_id": meta.audit_id, "security_scan": security_scan_of(meta), "updated_at": now,
+            }
+            entry = None
+            if reason is not None:
+                entry = HistoryEntry(at=now, by="scanner", from_state=request.state, to_state="revoked",
+                                     reason=reason, audit_id=meta.audit_id)
+                update |= {"state": "revoked", "decided_by": "scanner", "reason": reason, "authenticated": None,
+                           "changes": request.changes + 1, "decided_at": now}
+            updated = request.model_copy(update=update)
+            try:
+                self.store.replace(updated, etag, entry, request.state)
+            except StaleVersion:
+                again = self.store.get(identifier)
+                if again is None:
+                    return None
+                found = again
+                continue
+            if entry is not None:
+                self._notify_revoked(updated, meta)
+                return "revoked"
+            return "updated"
+        return None
+
+    def _notify_revoked(self, request: ApprovalRequest, meta: AuditMeta) -> None:
+        """Once per revocation: only the writer whose change won gets here, and the
+        claim blob (named by the change's number) stops a redelivered one."""
+        if self.notifier is None or not self.notifier.urls:
+            return
+        event = {
+            "type": f"trivy-scanner.{REVOKED_EVENT}", "event": REVOKED_EVENT, "reasons": [REVOKED_EVENT],
+            "approval-id": request.id, "audit-id": meta.audit_id, "image": request.image,
+            "repository": request.repository, "tag": request.tag, "digest": request.digest,
+            "state": request.state, "reason": request.reason, "status": meta.scan_status,
+            "vulnerabilities": meta.vulnerabilities, "revoked-at": request.updated_at,
+            "text": f"Trivy: the approval of {request.image or request.repository} was revoked. {request.reason}",
+        }
+        self.notifier.send_once(f"{self.store.prefix}notifications/revoked-{request.id}-{request.changes}", event)
+
+    def _now(self) -> str:
+        return iso8601(int(self.clock())) or ""
+
+    def _today(self) -> date:
+        return datetime.fromtimestamp(self.clock(), timezone.utc).date()
+
+
+def _unix(iso: object) -> int:
+    if not isinstance(iso, str):
+        return 0
+    try:
+        return int(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+    except ValueError:
+        return 0

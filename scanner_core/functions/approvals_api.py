@@ -1,0 +1,287 @@
+"""The approval gate's HTTP API (issue 15): reviewers list, read and decide.
+
+``GET /api/approvals?status=pending&repository=...&limit=50&cursor=...``  → ``list_approvals``
+    Requests, newest first, one listing call per page (``approvals/store.py``).
+``GET /api/approvals/{id}``  → ``get_approval``
+    The request with its history; header ``ETag``: its version.
+``GET /api/approvals/{id}/security``  → ``approval_security``
+    The seed's shape: ``image_name``, ``tag_name``, ``security_scan``, ``created_at``.
+``POST /api/approvals/{id}/approve`` and ``/reject``  → ``approve`` / ``reject``
+    Body ``{"reason": "...", "accept": [{"id": "CVE-...", "until": "2027-01-31",
+    "justification": "..."}], "reviewer": "..."}`` (``reviewer`` only without App
+    Service authentication), header ``If-Match: <ETag>``. 200 with the new ETag;
+    409 ``stale-version`` when the request changed since (nothing written); 428
+    ``precondition-required`` without ``If-Match``; 409 ``invalid-transition``; 403
+    for a reviewer outside ``APPROVER_ROLES``. ``reason`` is kept verbatim up to
+    ``MAX_REASON_CHARS`` (400 beyond: the field and the limit are named).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import azure.functions as func
+
+from ..approvals import (
+    APPROVAL_STATES,
+    ApprovalNotFound,
+    ApprovalStore,
+    Decision,
+    InvalidTransition,
+    ReviewerRefused,
+    StaleVersion,
+    decide_request,
+    reviewer_from,
+)
+from ..models import AcceptedRisk
+from ..registry import parse_image_reference
+from ..storage import iso8601
+from .http_api import ApiContext, ApiError, _answer, _limit, json_response
+
+MAX_REASON_CHARS = 4000
+MAX_ACCEPT = 100
+MAX_JUSTIFICATION_CHARS = 1000
+DECISION_FIELDS = ("reason", "accept", "reviewer")
+ACCEPT_FIELDS = ("id", "until", "justification")
+_ID = re.compile(r"ap-[0-9a-f]{24}")
+_FINDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def store_of(ctx: ApiContext) -> ApprovalStore:
+    return ApprovalStore(ctx.config.settings.blob_container_url, ctx.short_id)
+
+
+def list_approvals(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    def run() -> func.HttpResponse:
+        status = req.params.get("status") or None
+        if status is not None and status not in APPROVAL_STATES:
+            raise ApiError(400, "invalid-field", f"{status!r} is not allowed: one of {', '.join(APPROVAL_STATES)}",
+                           "status")
+        repository = _repository(req.params.get("repository")) if req.params.get("repository") else None
+        limit = _limit(req.params.get("limit"))
+        rows, next_cursor = store_of(ctx).page(limit, req.params.get("cursor") or None, state=status,
+                                               repository=repository)
+        query = {k: v for k, v in (("status", status), ("repository", repository)) if v}
+        next_link = f"{ctx.path('approvals')}?{urlencode(query | {'limit': limit, 'cursor': next_cursor})}" \
+            if next_cursor else None
+        return json_response(200, {"approvals": [_row_document(row, ctx) for row in rows], "limit": limit,
+                                   "next-cursor": next_cursor, "links": {"next": next_link}})
+
+    return _answer(req, ("GET",), run)
+
+
+def get_approval(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    def run() -> func.HttpResponse:
+        store = store_of(ctx)
+        identifier = _approval_id(req)
+        request, etag = _found(store, identifier)
+        history = [entry.document() for entry in store.history(identifier)]
+        return json_response(200, _document(request, etag, ctx) | {"history": history}, {"ETag": etag})
+
+    return _answer(req, ("GET",), run)
+
+
+def approval_security(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    def run() -> func.HttpResponse:
+        request, etag = _found(store_of(ctx), _approval_id(req))
+        return json_response(200, {
+            "id": request.id, "image_name": request.repository, "tag_name": request.tag,
+            "digest": request.digest, "status": request.state, "security_scan": request.security_scan,
+            "created_at": request.created_at,
+        }, {"ETag": etag})
+
+    return _answer(req, ("GET",), run)
+
+
+def approve(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    return _answer(req, ("POST",), lambda: _decide(req, ctx, "approve"))
+
+
+def reject(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    return _answer(req, ("POST",), lambda: _decide(req, ctx, "reject"))
+
+
+def approval_of(ctx: ApiContext, repository: str | None, digest: str | None) -> dict[str, Any] | None:
+    """The approval of an image for ``/verdict``: id, state, who decided, why (``None``: no request)."""
+    from ..approvals import approval_id
+
+    if not repository or not digest:
+        return None
+    found = store_of(ctx).get(approval_id(repository, digest))
+    if found is None:
+        return None
+    request, etag = found
+    return {"id": request.id, "state": request.state, "decided-by": request.decided_by, "reason": request.reason,
+            "updated-at": request.updated_at, "etag": etag,
+            "accepted": [risk.model_dump(mode="json", exclude_none=True) for risk in request.accepted],
+            "links": {"approval": ctx.path(f"approvals/{request.id}")}}
+
+
+def on_digest(timer: func.TimerRequest | None, app_root: Path) -> Any:
+    """The digest timer's body: today's summary to ``NOTIFY_WEBHOOK_URLS``, once a day."""
+    from ..approvals import send_digest
+    from ..monitor import Notifier
+    from .handlers import make_scanner
+
+    scanner = make_scanner(app_root)
+    settings = scanner.config.settings
+    notifier = Notifier([url.get_secret_value() for url in settings.notify_webhook_urls], scanner.blob_store,
+                        attempts=settings.notify_attempts, timeout_s=settings.notify_timeout_s)
+    result = send_digest(ApprovalStore(settings.blob_container_url, scanner.short_id), notifier)
+    scanner.logger.info("approval digest", fields={"sent": result.sent, "pending": len(result.event["pending"])})
+    return result
+
+
+# -- the parts ---------------------------------------------------------------
+
+
+def _decide(req: func.HttpRequest, ctx: ApiContext, action: str) -> func.HttpResponse:
+    identifier = _approval_id(req)
+    if_match = req.headers.get("if-match")
+    if not if_match:
+        raise ApiError(428, "precondition-required", "is required: the ETag of the version you decided on "
+                       f"(GET {ctx.path(f'approvals/{identifier}')} answers it in its ETag header)", "If-Match")
+    body = _body(req.get_body())
+    headers = {key.lower(): value for key, value in req.headers.items()}
+    try:
+        reviewer = reviewer_from(headers, body.get("reviewer"), ctx.config.settings.approver_roles)
+    except ReviewerRefused as refused:
+        code = "forbidden" if refused.status == 403 else "invalid-field"
+        raise ApiError(refused.status, code, refused.message, refused.field) from None
+    decision = Decision(action, reviewer, _reason(body.get("reason")), _accept(body.get("accept")))  # type: ignore[arg-type]
+    store = store_of(ctx)
+    try:
+        request, etag, entry = decide_request(store, identifier, decision, _quoted(if_match), _now())
+    except StaleVersion:
+        current = store.get(identifier)
+        raise ApiError(409, "stale-version", "the request changed since the version you saw; nothing was changed: "
+                       "read it again and decide on the current version", "If-Match",
+                       {"ETag": current[1]} if current else {}) from None
+    except InvalidTransition as error:
+        raise ApiError(409, "invalid-transition", str(error), "state") from None
+    except ApprovalNotFound:
+        raise ApiError(404, "not-found", f"no approval request {identifier!r}", "id") from None
+    return json_response(200, _document(request, etag, ctx) | {"history-entry": entry.document()}, {"ETag": etag})
+
+
+def _found(store: ApprovalStore, identifier: str) -> tuple[Any, str]:
+    found = store.get(identifier)
+    if found is None:
+        raise ApiError(404, "not-found", f"no approval request {identifier!r}", "id")
+    return found
+
+
+def _approval_id(req: func.HttpRequest) -> str:
+    value = req.route_params.get("approval_id") or ""
+    if not _ID.fullmatch(value):
+        raise ApiError(400, "invalid-field", f"{value[:80]!r} is not an approval id: ap- and 24 hex digits", "id")
+    return value
+
+
+def _repository(value: str) -> str:
+    reference = parse_image_reference(value, field="repository")
+    if reference.tag or reference.digest:
+        raise ApiError(400, "invalid-field", f"{value!r} must be a repository without tag or digest", "repository")
+    return f"{reference.registry}/{reference.repository}"
+
+
+def _body(data: bytes) -> dict[str, Any]:
+    if not data.strip():
+        return {}
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiError(400, "invalid-json", f"the request body is not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise ApiError(400, "invalid-json", "the request body must be a JSON object: "
+                       '{"reason": "...", "accept": [{"id": "CVE-...", "until": "YYYY-MM-DD", "justification": "..."}]}')
+    for key in document:
+        if key not in DECISION_FIELDS:
+            raise ApiError(400, "unknown-field", f"unknown field; allowed fields: {', '.join(DECISION_FIELDS)}", key)
+    return document
+
+
+def _reason(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid-field", f"must be a string, got {type(value).__name__}", "reason")
+    if len(value) > MAX_REASON_CHARS:
+        raise ApiError(400, "invalid-field", f"is {len(value)} characters long; at most {MAX_REASON_CHARS} are allowed",
+                       "reason")
+    return value
+
+
+def _accept(value: object) -> list[AcceptedRisk]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_ACCEPT:
+        raise ApiError(400, "invalid-field", f"must be a list of at most {MAX_ACCEPT} objects "
+                       '{"id": "CVE-...", "until": "YYYY-MM-DD", "justification": "..."}', "accept")
+    risks = []
+    today = datetime.now(timezone.utc).date()
+    for position, entry in enumerate(value):
+        where = f"accept[{position}]"
+        if not isinstance(entry, dict):
+            raise ApiError(400, "invalid-field", "must be an object with id, until, justification", where)
+        for key in entry:
+            if key not in ACCEPT_FIELDS:
+                raise ApiError(400, "unknown-field", f"unknown field; allowed fields: {', '.join(ACCEPT_FIELDS)}",
+                               f"{where}.{key}")
+        identifier = entry.get("id")
+        if not isinstance(identifier, str) or not _FINDING_ID.fullmatch(identifier):
+            raise ApiError(400, "invalid-field", "is required: a finding id such as CVE-2026-1111 "
+                           "(1-128 characters of [A-Za-z0-9._:-])", f"{where}.id")
+        until = entry.get("until")
+        parsed: date | None = None
+        if until is not None:
+            try:
+                parsed = date.fromisoformat(until) if isinstance(until, str) else None
+            except ValueError:
+                parsed = None
+            if parsed is None or parsed < today:
+                raise ApiError(400, "invalid-field", f"{until!r} is not allowed: a date YYYY-MM-DD, today or later",
+                               f"{where}.until")
+        justification = entry.get("justification", "")
+        if not isinstance(justification, str) or len(justification) > MAX_JUSTIFICATION_CHARS:
+            raise ApiError(400, "invalid-field", f"must be a string of at most {MAX_JUSTIFICATION_CHARS} characters",
+                           f"{where}.justification")
+        risks.append(AcceptedRisk(id=identifier, until=parsed, justification=justification))
+    return risks
+
+
+def _quoted(etag: str) -> str:
+    etag = etag.strip()
+    return etag if etag.startswith('"') or etag.startswith("W/") else f'"{etag}"'
+
+
+def _now() -> str:
+    return iso8601(int(time.time())) or ""
+
+
+def _document(request: Any, etag: str, ctx: ApiContext) -> dict[str, Any]:
+    return request.document() | {
+        "etag": etag, "allowed": request.allowed,
+        "links": {"self": ctx.path(f"approvals/{request.id}"), "security": ctx.path(f"approvals/{request.id}/security"),
+                  "approve": ctx.path(f"approvals/{request.id}/approve"),
+                  "reject": ctx.path(f"approvals/{request.id}/reject"),
+                  "audit": ctx.path(f"audits/{quote(request.latest_audit_id)}")},
+    }
+
+
+def _row_document(row: dict[str, str], ctx: ApiContext) -> dict[str, Any]:
+    identifier = row.get("id", "")
+    return {
+        "id": identifier, "state": row.get("state"), "repository": row.get("repository"), "tag": row.get("tag"),
+        "digest": row.get("digest"), "scan-status": row.get("scanstatus"),
+        "vulnerabilities": json.loads(row.get("counts") or "{}"), "decided-by": row.get("decidedby"),
+        "audit-id": row.get("auditid"), "created-at": row.get("created"), "updated-at": row.get("updated"),
+        "decided-at": row.get("decided"),
+        "links": {"self": ctx.path(f"approvals/{identifier}"), "security": ctx.path(f"approvals/{identifier}/security")},
+    }
