@@ -26,6 +26,7 @@ import yaml
 from azure.storage.queue import QueueClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from scanner_core.approvals import ApprovalStore, Decision, Reviewer, approval_id, decide_request
 from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
@@ -72,9 +73,9 @@ def samples(families: dict[str, Any], name: str, **labels: str) -> list[Any]:
     return [s for s in family.samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
 
 
-def scan_real(scanner_env, reference: str, audit_id: str) -> AuditMeta:
+def scan_real(scanner_env, reference: str, audit_id: str, trigger: str | None = None) -> AuditMeta:
     outcome = Scanner(load_config()).scan(
-        ScanRequest(audit_id=audit_id, requested_at=datetime.now(timezone.utc), image=reference)
+        ScanRequest(audit_id=audit_id, requested_at=datetime.now(timezone.utc), image=reference, trigger=trigger)
     )
     assert outcome.meta_written
     return outcome.meta
@@ -157,7 +158,7 @@ def test_the_exposition_says_what_the_audits_say(scanner_env, registry, pushed_s
     assert gone.labels["status"] == "audit-failed" and gone.value == 1
     [status] = samples(families, "trivy_scanner_image_status", image_tag="1.0")
     assert status.labels["status"] == fleet.succeeded.scan_status
-    # Approval state: a named placeholder (metrics/approval.py) with no series until approvals exist.
+    # Approval state: these scans had no creating trigger (issue 15), so no request and no series.
     assert "trivy_scanner_image_approval" in body and not samples(families, "trivy_scanner_image_approval")
     [age] = samples(families, "trivy_scanner_image_db_age_seconds", **image)
     db_time = datetime.fromisoformat(fleet.db_updated_at.replace("Z", "+00:00")).timestamp()
@@ -188,6 +189,28 @@ def test_the_exposition_says_what_the_audits_say(scanner_env, registry, pushed_s
     open_metrics = scrape(fleet.api, "application/openmetrics-text; version=1.0.0")
     assert open_metrics["mimetype"].startswith("application/openmetrics-text")
     assert open_metrics["body"].rstrip().endswith("# EOF")
+
+
+def test_an_images_approval_state_is_a_series(scanner_env, registry, pushed_sample, azurite, audits):
+    """A scan for the HTTP API creates the digest's approval request (issue 15); the
+    metric follows the request's state as a reviewer changes it."""
+    use_registry(scanner_env, registry)
+    api = make_api(azurite)
+    meta = scan_real(scanner_env, pushed_sample.reference, f"req-{uuid.uuid4().hex[:8]}", trigger="request")
+    repository = f"{registry.address}/team/app"
+    store = ApprovalStore(api.config.settings.blob_container_url, api.short_id)
+    found = store.get(approval_id(repository, meta.image_digest))
+    assert found is not None, "the request's scan created no approval request"
+    request, _ = found
+    image = {"image_tag": "1.0", "image_digest": meta.image_digest}
+    [state] = samples(scrape(api)["families"], "trivy_scanner_image_approval", **image)
+    assert state.labels["state"] == request.state and state.value == 1
+    assert request.state in {"pending", "auto-rejected"}
+    action = "reject" if request.state == "pending" else "approve"
+    decision = Decision(action, Reviewer("metrics-test", authenticated=False), "seen in the metrics test")
+    decide_request(store, request.id, decision, found[1], datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    [after] = samples(scrape(api)["families"], "trivy_scanner_image_approval", **image)
+    assert after.labels["state"] == ("rejected" if request.state == "pending" else "approved")
 
 
 def test_metrics_max_images_keeps_the_newest(scanner_env, azurite, audits):

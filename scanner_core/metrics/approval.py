@@ -1,17 +1,28 @@
-"""The approval state of an image, for the metrics' ``trivy_scanner_image_approval``.
+"""The approval state of each image, for the metrics' ``trivy_scanner_image_approval``.
 
-A placeholder for the approval requests (``scanner_core/approvals/``, issue 15):
-once they are merged, this is the one function to change so that it answers the
-image's approval state (``approved``, ``rejected``, ``pending``...). Until then it
-answers ``None`` and the metric has no series.
+Read once per scrape from the approval requests' list rows (``approvals/store.py``:
+one listing, no per-image read), keyed by repository and digest as the requests are.
 """
 
 from __future__ import annotations
 
-from ..storage import AuditRow
+from ..approvals import ApprovalStore
+
+ApprovalStates = dict[tuple[str, str], str]
 
 
-def approval_state(row: AuditRow) -> str | None:
-    """The approval state of the image whose latest audit is ``row``; ``None``: unknown."""
-    del row  # issue 15's approvals will read it
-    return None
+def approval_states(container_url: str, scanner_short_id: str) -> ApprovalStates:
+    """Every approval request's state by (repository, digest)."""
+    states: ApprovalStates = {}
+    for row in ApprovalStore(container_url, scanner_short_id).rows():
+        repository, digest, state = row.get("repository"), row.get("digest"), row.get("state")
+        if repository and digest and state:
+            states.setdefault((repository, digest), state)  # rows come newest first
+    return states
+
+
+def approval_state(states: ApprovalStates, repository: str | None, digest: str | None) -> str | None:
+    """The state of the request for this image's digest; ``None``: no request."""
+    if not repository or not digest:
+        return None
+    return states.get((repository, digest))

@@ -32,7 +32,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from ..models import AuditResult, HeartbeatMeta
 from ..queue import QueueConnection, queue_client
 from ..storage import AuditIndex, AuditRow, StorageErrors, heartbeat_blob
-from .approval import approval_state
+from .approval import ApprovalStates, approval_state, approval_states
 
 RECENT_WINDOW_SECONDS = 3600
 DURATION_BUCKETS_SECONDS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -53,7 +53,7 @@ class ImageMetrics:
     vulnerabilities: dict[str, int] | None = None  # None: no audit of the image has succeeded yet
     secrets: int | None = None
     db_updated_at: float | None = None  # unix seconds; the DB the findings were found with
-    approval: str | None = None  # approval.py: None until the approval requests exist
+    approval: str | None = None  # approval.py: the state of the request for this digest; None: no request
 
     @property
     def labels(self) -> dict[str, str]:
@@ -117,7 +117,8 @@ def read_snapshot(
     taken_at = time.time() if now is None else now
     with AuditIndex(container_url, scanner_short_id) as index:
         rows = index.rows()
-        summary = _summarize(rows, max_images=max_images, now=taken_at)
+        states = approval_states(container_url, scanner_short_id)
+        summary = _summarize(rows, max_images=max_images, now=taken_at, states=states)
         raw = index.read(heartbeat_blob(scanner_short_id))
     heartbeat = HeartbeatMeta.model_validate_json(raw) if raw else None
     queues: dict[str, int | None] = {}
@@ -128,7 +129,9 @@ def read_snapshot(
     return MetricsSnapshot(taken_at=taken_at, heartbeat=heartbeat, queue_messages=queues, queue_names=names, **summary)
 
 
-def _summarize(rows: Any, *, max_images: int, now: float) -> dict[str, Any]:
+def _summarize(
+    rows: Any, *, max_images: int, now: float, states: ApprovalStates | None = None
+) -> dict[str, Any]:
     latest: dict[tuple[str, str], AuditRow] = {}  # insertion order: newest request first
     succeeded: dict[tuple[str, str], AuditRow] = {}
     audits: Counter[tuple[str, str]] = Counter()
@@ -147,7 +150,7 @@ def _summarize(rows: Any, *, max_images: int, now: float) -> dict[str, Any]:
         latest.setdefault(key, row)
         if row.vulnerabilities is not None and row.audit_result == AuditResult.SUCCEEDED.value:
             succeeded.setdefault(key, row)
-    images = [_image(row, succeeded.get(key)) for key, row in list(latest.items())[:max_images]]
+    images = [_image(row, succeeded.get(key), states or {}) for key, row in list(latest.items())[:max_images]]
     return {
         "images": images,
         "images_indexed": len(latest),
@@ -157,14 +160,15 @@ def _summarize(rows: Any, *, max_images: int, now: float) -> dict[str, Any]:
     }
 
 
-def _image(latest: AuditRow, found: AuditRow | None) -> ImageMetrics:
+def _image(latest: AuditRow, found: AuditRow | None, states: ApprovalStates) -> ImageMetrics:
     registry, _, repository = (latest.repository or "").partition("/")
+    digest = (found.digest if found else None) or latest.digest or ""
     status = latest.scan_status if latest.audit_result == AuditResult.SUCCEEDED.value else None
     return ImageMetrics(
         registry=registry,
         repository=repository,
         tag=latest.tag or "",
-        digest=(found.digest if found else None) or latest.digest or "",
+        digest=digest,
         status=status or "audit-failed",
         audit_id=latest.audit_id,
         requested_at=latest.requested_at,
@@ -172,7 +176,7 @@ def _image(latest: AuditRow, found: AuditRow | None) -> ImageMetrics:
         vulnerabilities=found.vulnerabilities if found else None,
         secrets=found.secrets if found else None,
         db_updated_at=unix_seconds(found.db_updated_at) if found else None,
-        approval=approval_state(latest),
+        approval=approval_state(states, latest.repository, digest),
     )
 
 
