@@ -152,6 +152,8 @@ class AuditMeta(_BlobDocument):
     trivy_java_db_updated_at: str | None = None
     trivy_java_db_next_update: str | None = None
     trivy_db_stale: bool | None = None
+    # The KEV and EPSS feeds (issue 15): {"kev": FeedState, "epss": FeedState}, for the feeds turned on.
+    exploit_feeds: dict[str, FeedState] | None = None
     platform: str | None = None
     platform_digest: str | None = None
     image_size: int | None = None
@@ -159,6 +161,19 @@ class AuditMeta(_BlobDocument):
     os: OsInfo | None = None
     suppressed: dict[str, int] | None = None
     suppressions: list[SuppressionFile] | None = None
+
+
+class FeedState(_BlobDocument):
+    """One exploitability feed as the DB refresh timer left it (``exploits/``): the date
+    and version of the feed in place, when it was fetched, and the last attempt's error."""
+
+    date: str | None = None  # KEV: dateReleased; EPSS: score_date
+    version: str | None = None  # KEV: catalogVersion; EPSS: model_version
+    entries: int | None = None
+    source: str | None = None  # the feed's host
+    fetched_at: str | None = None
+    attempted_at: str | None = None
+    error: str | None = None  # the last attempt failed: why, and that the previous feed is kept
 
 
 class HeartbeatMeta(_BlobDocument):
@@ -176,3 +191,5 @@ class HeartbeatMeta(_BlobDocument):
     trivy_java_db_updated_at: str | None = None
     trivy_java_db_next_update: str | None = None
     trivy_db_stale: bool | None = None
+    # The KEV and EPSS feeds (issue 15): {"kev": FeedState, "epss": FeedState}, for the feeds turned on.
+    exploit_feeds: dict[str, FeedState] | None = None

@@ -60,6 +60,7 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_image_verdict_by_digest": "images/{name}/verdict",
         "api_image_history": "images/{name}/history",
         "api_dashboard": "dashboard",
+        "api_policy_evaluate": "policy/evaluate",
     }
     assert {b["authLevel"] for b in routes.values()} == {"FUNCTION"}
 

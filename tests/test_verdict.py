@@ -134,7 +134,7 @@ def test_invalid_scan_options_name_the_allowed_values(scanner_env):
         load_config()
     text = str(caught.value)
     assert "TRIVY_SEVERITY.1" in text and "'CRITICAL', 'HIGH', 'MEDIUM', 'LOW' or 'UNKNOWN'" in text
-    assert "TRIVY_SCANNERS.1" in text and "'vuln' or 'secret'" in text
+    assert "TRIVY_SCANNERS.1" in text and "'vuln', 'secret' or 'license'" in text
     assert "SCAN_SBOM" in text and "'none' or 'cyclonedx'" in text
 
 

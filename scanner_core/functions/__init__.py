@@ -20,6 +20,7 @@ _EXPORTS = {
     "dashboard": ".image_api",
     "image_history": ".image_api",
     "image_verdict": ".image_api",
+    "evaluate_policy": ".policy_api",
     "on_rescan": ".monitor_handlers",
     "on_watch": ".monitor_handlers",
     "load_function_settings": ".settings",

@@ -35,6 +35,10 @@ def policy_fields(
 ) -> dict[str, object]:
     """``{"policy": ..., "decision": ...}`` for ``meta``; ``report`` is read only if the policy needs it."""
     policy = policy_of(config)
+    if exploits is None and policy.needs_report:
+        from ..exploits import exploit_lookup
+
+        exploits = exploit_lookup(config.settings)
     facts = facts_from_audit(meta, report if policy.needs_report else None, exploits=exploits)
     decided = policy.evaluate(facts, accepted)
     return {"policy": decided, "decision": decision_of(decided)}

@@ -15,6 +15,7 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 _SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 _VULNERABILITY_PREFIX = "Results.item.Vulnerabilities.item"
 _MODIFIED_PREFIX = "Results.item.ExperimentalModifiedFindings.item"
+_LICENSE_CATEGORY = "Results.item.Licenses.item.Category"
 _READ_BYTES = 1024 * 1024
 _PARSE_SLICE_BYTES = 128 * 1024
 _FINDING_FIELDS = ("VulnerabilityID", "PkgName", "InstalledVersion", "FixedVersion", "Severity", "Title")
@@ -37,6 +38,10 @@ class ReportSummary:
     os_eosl: bool | None = None
     # Vulnerabilities an ignore file or a VEX document suppressed (listed with --show-suppressed).
     suppressed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
+    # Licence findings (``Results[].Licenses[]``, the license scanner) by trivy's category.
+    licenses: dict[str, int] = field(default_factory=dict)
+    # How many findings each vulnerability id has (for the exploitability feeds' counts).
+    vulnerability_ids: dict[str, int] = field(default_factory=dict)
 
     @property
     def image_digest(self) -> str | None:
@@ -145,6 +150,8 @@ class ReportSummariser:
             self._on_finding(finding)
         counts = self.summary.counts
         counts[finding.severity if finding.severity in counts else "UNKNOWN"] += 1
+        ids = self.summary.vulnerability_ids
+        ids[finding.vulnerability_id] = ids.get(finding.vulnerability_id, 0) + 1
         self._kept.append(finding)
         if len(self._kept) >= 2 * self._limit + 64:
             # sorted() is stable, so this keeps what heapq.nsmallest would: the first among equals.
@@ -174,6 +181,9 @@ class ReportSummariser:
                 self._target = value
             elif prefix == "Results.item.Secrets.item" and event == "start_map":
                 summary.secrets += 1
+            elif prefix == _LICENSE_CATEGORY and event == "string":
+                category = str(value).lower()
+                summary.licenses[category] = summary.licenses.get(category, 0) + 1
             elif prefix == "ArtifactName" and event == "string":
                 summary.artifact_name = value
             elif prefix.startswith("Metadata.OS.") and event in ("string", "boolean"):
