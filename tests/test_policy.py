@@ -316,3 +316,45 @@ def test_a_policy_file_that_is_not_yaml_or_missing(scanner_env, tmp_path):
     with pytest.raises(ConfigurationError) as caught:
         load_config()
     assert "rules: rule id 'a' is used twice" in str(caught.value)
+
+
+def test_the_dry_run_route_explains_every_rule_and_changes_nothing(scanner_env, sample_image, audits, azurite,
+                                                                   tmp_path):  # fmt: skip
+    from tests.test_http_api import answer, error_of, http, make_api
+
+    from scanner_core.functions import evaluate_policy
+
+    outcome = scan(sample_image.path, "dry-run")  # recorded under the built-in default
+    before = {name: audits.read(name) for name in audits.all_names()}
+    write_policy(scanner_env, tmp_path, {"default": "approve", "rules": [
+        {"id": "no-secrets", "action": "reject", "secrets": "> 0"},
+        {"id": "no-critical-fixable", "action": "reject", "severity": {"critical": "> 0"}, "fixable-only": True},
+        {"id": "end-of-life", "action": "review", "eosl": True},
+    ]})
+    api = make_api(azurite)
+    document = answer(evaluate_policy(http("POST", "policy/evaluate", body={"audit-id": "dry-run"}), api), 200)
+    assert document == {
+        "audit-id": "dry-run",
+        "policy": str(tmp_path / "policy.yaml"),
+        "decision": {"action": "reject", "rule": "no-critical-fixable",
+                     "reason": "rule no-critical-fixable: 1 critical finding with a fix (CVE-2099-0001)"},
+        "rules": [
+            {"rule": "no-secrets", "action": "reject", "matched": False, "reason": "rule no-secrets: 0 secrets found, not > 0"},
+            {"rule": "no-critical-fixable", "action": "reject", "matched": True,
+             "reason": "rule no-critical-fixable: 1 critical finding with a fix (CVE-2099-0001)"},
+            {"rule": "end-of-life", "action": "review", "matched": True,
+             "reason": "rule end-of-life: the OS is past its end of life"},
+        ],
+        "recorded": {"action": "review", "rule": "default",
+                     "reason": "default: no rule matched; the default action is review"},
+        "report-read": True,
+    }
+    assert {name: audits.read(name) for name in audits.all_names()} == before  # nothing written
+    assert outcome.meta_path in before
+
+    assert error_of(evaluate_policy(http("POST", "policy/evaluate", body={"audit-id": "nope"}), api), 404)[
+        "field"] == "audit-id"
+    assert error_of(evaluate_policy(http("POST", "policy/evaluate", body={}), api), 400)["code"] == "missing-field"
+    assert error_of(evaluate_policy(http("POST", "policy/evaluate", body={"audit": "x"}), api), 400)[
+        "code"] == "unknown-field"
+    assert error_of(evaluate_policy(http("GET", "policy/evaluate"), api), 405)["code"] == "method-not-allowed"

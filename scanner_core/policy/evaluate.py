@@ -51,10 +51,11 @@ class Policy:
 
     @property
     def needs_report(self) -> bool:
-        """Whether a rule asks more than the meta's counts, EOSL, secrets, licences and where
-        the image lives: then the facts are read from the stored report."""
+        """Whether a rule asks more than the meta's counts, EOSL, secrets and where the image
+        lives: then the facts are read from the stored report (one streaming pass)."""
         return bool(self.document.allow) or any(
-            rule.fixable_only or rule.cves or rule.packages or rule.package_types or rule.kev is not None
+            rule.fixable_only or rule.cves or rule.packages or rule.package_types or rule.licenses is not None
+            or rule.kev is not None
             or rule.kev_ransomware is not None or rule.epss is not None or rule.image_age_days is not None
             for rule in self.rules
         )  # fmt: skip

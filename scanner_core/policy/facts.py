@@ -160,7 +160,8 @@ def _read_report(facts: PolicyFacts, report: Path | bytes | IO[bytes]) -> None:
 
     events = ijson.sendable_list()
     parser = ijson.parse_coro(events)
-    state: dict[str, Any] = {"type": None, "current": None, "license": None}
+    state: dict[str, Any] = {"type": None, "target": None, "current": None, "license": None, "types": {},
+                             "licensed": []}  # fmt: skip
     counts: dict[str, int] = {}
     for chunk in _chunks(report):
         parser.send(chunk)
@@ -169,6 +170,11 @@ def _read_report(facts: PolicyFacts, report: Path | bytes | IO[bytes]) -> None:
     _consume(facts, events, state, counts)
     if facts.license_counts is None and facts.licenses:
         facts.license_counts = counts
+    # Licence results have no Type; they share their Target with the packages' result
+    # ("Python", "Node.js"), and "OS Packages" are the OS result's.
+    types = state["types"]
+    for package, target in state["licensed"]:
+        facts.packages.add((package, types.get(target) or (types.get("os") if target == "OS Packages" else None)))
 
 
 def _consume(facts: PolicyFacts, events: list[Any], state: dict[str, Any], counts: dict[str, int]) -> None:
@@ -192,7 +198,7 @@ def _consume(facts: PolicyFacts, events: list[Any], state: dict[str, Any], count
                 facts.licenses.append(licence)
                 counts[category] = counts.get(category, 0) + 1
                 if licence.package:
-                    facts.packages.add((licence.package, state["type"]))
+                    state["licensed"].append((licence.package, state["target"]))
                 state["license"] = None
             elif prefix.startswith(_LICENSE + ".") and event == "string":
                 state["license"][prefix.rsplit(".", 1)[1]] = value
@@ -201,9 +207,17 @@ def _consume(facts: PolicyFacts, events: list[Any], state: dict[str, Any], count
         elif prefix == _LICENSE and event == "start_map":
             state["license"] = {}
         elif prefix == "Results.item" and event == "start_map":
-            state["type"] = None
+            state["type"] = state["target"] = state["class"] = None
+        elif prefix == "Results.item.Target" and event == "string":
+            state["target"] = value
         elif prefix == "Results.item.Type" and event == "string":
             state["type"] = value
+        elif prefix == "Results.item.Class" and event == "string":
+            state["class"] = value
+        elif prefix == "Results.item" and event == "end_map" and state["type"]:
+            state["types"].setdefault(state["target"], state["type"])
+            if state.get("class") == "os-pkgs":
+                state["types"]["os"] = state["type"]
         elif prefix == "Metadata.ImageConfig.created" and event == "string":
             facts.created = _parse_time(value)
     del events[:]
