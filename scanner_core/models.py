@@ -139,6 +139,8 @@ class AuditMeta(_BlobDocument):
     details: list[Finding] | None = None
     # Licence findings by trivy's category (TRIVY_SCANNERS with license; issue 15).
     licenses: dict[str, int] | None = None
+    # Failed misconfiguration checks by severity (TRIVY_SCANNERS with misconfig; issue 15).
+    misconfigurations: dict[str, int] | None = None
     # Exploitability (issue 15, exploits/): findings in CISA's KEV catalogue, the highest EPSS score.
     kev: int | None = None
     epss_max: float | None = None

@@ -108,5 +108,11 @@ def verdict_fields(summary: ReportSummary, settings: Settings) -> dict[str, obje
         "details": verdict.details,
         # Licence findings by trivy's category, when the license scanner ran (issue 15).
         "licenses": {c: summary.licenses.get(c, 0) for c in LICENSE_CATEGORIES} if licensed else None,
+        "misconfigurations": _misconfigurations(summary) if "misconfig" in settings.trivy_scanners else None,
         **enrich_fields(verdict.details, summary.vulnerability_ids, settings),  # KEV and EPSS (exploits/)
     }
+
+
+def _misconfigurations(summary: ReportSummary) -> dict[str, int]:
+    counts = {name.lower(): summary.misconfigurations.get(name, 0) for name in SEVERITIES}
+    return counts | {"total": sum(counts.values())}

@@ -104,3 +104,43 @@ def test_meta_counts_licences_by_category_and_the_policy_rejects_on_them(scanner
                                              "package-types": ["node-pkg"]}]}))  # fmt: skip
     meta = audits.json(scan("licences-3", licensed_image).meta_path)
     assert meta["policy"]["reason"] == "rule gpl: package shared-lib (node-pkg) matches *, type node-pkg"
+
+
+# trivy 0.76 scans misconfigurations of an image offline: ``--scanners misconfig`` checks IaC files in
+# its layers (here a Dockerfile) and ``--image-config-scanners misconfig`` its config, both with the
+# checks embedded in trivy (``--skip-check-update``: no checks-bundle download is tried).
+DOCKERFILE = {"app/Dockerfile": b"FROM alpine\nUSER root\nRUN apk add curl\n"}
+MISCONFIG_CHECKS = {
+    ("config", "DS-0002", "HIGH"), ("config", "DS-0026", "LOW"),  # the image's config
+    ("app/Dockerfile", "DS-0001", "MEDIUM"), ("app/Dockerfile", "DS-0002", "HIGH"),
+    ("app/Dockerfile", "DS-0025", "HIGH"), ("app/Dockerfile", "DS-0026", "LOW"),
+}
+
+
+@pytest.fixture(scope="module")
+def dockerfile_image(tmp_path_factory):
+    return build_alpine_image(tmp_path_factory.mktemp("misconfig") / "dockerfile.tar", SAMPLE_PACKAGES,
+                              repo_tag="team/misconfig:1.0", extra_files=DOCKERFILE)  # fmt: skip
+
+
+def test_misconfigurations_against_bare_trivy_offline(trivy_executable, trivy_cache, dockerfile_image):
+    completed = subprocess.run(
+        [str(trivy_executable), "image", *FLAGS, "--cache-dir", str(trivy_cache), "--skip-db-update",
+         "--offline-scan", "--skip-check-update", "--scanners", "vuln,misconfig", "--image-config-scanners",
+         "misconfig", "--format", "json", "--input", str(dockerfile_image.path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "Downloading the checks bundle" not in completed.stderr
+    report = json.loads(completed.stdout)
+    found = {("config" if r["Target"] == str(dockerfile_image.path) else r["Target"], m["ID"], m["Severity"])
+             for r in report["Results"] for m in r.get("Misconfigurations") or [] if m["Status"] == "FAIL"}
+    assert found == MISCONFIG_CHECKS
+
+
+def test_misconfigurations_through_the_scanner(scanner_env, audits, dockerfile_image):
+    scanner_env.set(TRIVY_SCANNERS="vuln,misconfig")
+    meta = audits.json(Scanner(load_config()).scan(ScanRequest(
+        audit_id="misconfig", requested_at=REQUESTED, input_tar=dockerfile_image.path)).meta_path)
+    assert meta["misconfigurations"] == {"critical": 0, "high": 3, "medium": 1, "low": 2, "unknown": 0, "total": 6}
+    assert meta["vulnerabilities"]["total"] == 6 and "licenses" not in meta

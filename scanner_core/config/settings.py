@@ -25,7 +25,7 @@ KEV_FEED_URL = "https://www.cisa.gov/sites/default/files/feeds/known_exploited_v
 EPSS_FEED_URL = "https://epss.cyentia.com/epss_scores-current.csv.gz"
 
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
-ScannerKind = Literal["vuln", "secret", "license"]
+ScannerKind = Literal["vuln", "secret", "license", "misconfig"]
 # Settings whose values are never quoted in a configuration error.
 SECRET_SETTINGS = frozenset({"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "TRIVY_SERVER_TOKEN"})
 
