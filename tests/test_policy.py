@@ -209,6 +209,14 @@ def test_repository_registry_and_platform_patterns(scanner_env, registry, pushed
     reused = audits.json(again.meta_path)
     assert reused["reused-from"] == "where"
     assert reused["policy"]["rule"] == "ours"
+    # A rule that needs the findings reads the reused audit's stored report.
+    write_policy(scanner_env, tmp_path, {"rules": [
+        {"id": "denied", "action": "reject", "cves": ["CVE-2099-0003"], "fixable-only": True}]})
+    third = Scanner(load_config()).scan(ScanRequest(
+        audit_id="where-third", requested_at=REQUESTED, image=digest_reference, platform="linux/amd64"))
+    meta = audits.json(third.meta_path)
+    assert (meta["reused-from"], meta["decision"]) == ("where", "rejected")
+    assert meta["policy"]["reason"] == "rule denied: denied CVE found (CVE-2099-0003)"
 
 
 def test_a_secret_in_the_image_is_a_condition(scanner_env, audits, tmp_path):

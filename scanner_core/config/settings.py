@@ -22,7 +22,7 @@ from ..registry import parse_image_reference, parse_platform
 DEFAULT_TRIVY_TIMEOUT_MS = 300_000
 DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
 KEV_FEED_URL = "https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json"
-EPSS_FEED_URL = "https://epss.cyentia.com/epss_scores-current.csv.gz"
+EPSS_FEED_URL = "https://epss.empiricalsecurity.com/epss_scores-current.csv.gz"
 
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 ScannerKind = Literal["vuln", "secret", "license", "misconfig"]
