@@ -24,6 +24,8 @@ from ..registry import parse_image_reference
 _VULN = "Results.item.Vulnerabilities.item"
 _LICENSE = "Results.item.Licenses.item"
 _READ_BYTES = 1024 * 1024
+_VULN_FIELDS = {f"{_VULN}.{name}": name for name in ("VulnerabilityID", "PkgName", "Severity", "FixedVersion")}
+_LICENSE_FIELDS = {f"{_LICENSE}.{name}": name for name in ("PkgName", "Name", "Category")}
 
 
 @dataclass(frozen=True)
@@ -188,8 +190,8 @@ def _consume(facts: PolicyFacts, events: list[Any], state: dict[str, Any], count
                     state["type"],
                 ))  # fmt: skip
                 state["current"] = None
-            elif prefix.startswith(_VULN + ".") and event in ("string", "number"):
-                state["current"][prefix.rsplit(".", 1)[1]] = value
+            elif (name := _VULN_FIELDS.get(prefix)) is not None and event == "string":
+                state["current"][name] = value
         elif state["license"] is not None:
             if prefix == _LICENSE and event == "end_map":
                 fields = state["license"]
@@ -200,8 +202,8 @@ def _consume(facts: PolicyFacts, events: list[Any], state: dict[str, Any], count
                 if licence.package:
                     state["licensed"].append((licence.package, state["target"]))
                 state["license"] = None
-            elif prefix.startswith(_LICENSE + ".") and event == "string":
-                state["license"][prefix.rsplit(".", 1)[1]] = value
+            elif (name := _LICENSE_FIELDS.get(prefix)) is not None and event == "string":
+                state["license"][name] = value
         elif prefix == _VULN and event == "start_map":
             state["current"] = {}
         elif prefix == _LICENSE and event == "start_map":
