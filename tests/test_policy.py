@@ -295,7 +295,8 @@ rules:
         "allow.0.until: Input should be a valid date",
         "rule 'no-critical-fixable' (rules[0]).severity.severe: unknown field; allowed: critical, high, medium, low, "
         "unknown, total",
-        "rules[1].id: Field required",
+        "rules[1].id: is required: a unique name for the rule: letters, digits, '.', '_' or '-', e.g. "
+        "no-critical-fixable",
         "rules[1].epss: 'about half' is not a comparison such as",
         "rule 'licences' (rules[2]).licences: unknown field; allowed: id, action, description, severity, fixable-only, "
         "cves, packages, package-types, licenses, secrets, eosl, image-age-days, repository, registry, platform, kev, "
@@ -309,6 +310,14 @@ rules:
 
     assert "rules[1].id" in str(caught.value)
     assert hasattr(http_api, "serve")
+    write_policy(scanner_env, tmp_path, {"rules": [{"id": "has space"}]})
+    with pytest.raises(ConfigurationError) as caught:
+        load_config()
+    assert caught.value.problems == [
+        f"{source}: rule 'has space' (rules[0]).id: must be a unique name for the rule: letters, digits, '.', '_' or '-', e.g. "
+        "no-critical-fixable",
+        f"{source}: rule 'has space' (rules[0]).action: is required: approve, reject or review",
+    ]
 
 
 def test_a_policy_file_that_is_not_yaml_or_missing(scanner_env, tmp_path):

@@ -63,6 +63,14 @@ def read_policy_file(path: Path) -> Policy:
         raise ConfigurationError([_problem(error, raw, source) for error in exc.errors()]) from None
 
 
+_ID_HELP = "a unique name for the rule: letters, digits, '.', '_' or '-', e.g. no-critical-fixable"
+_REQUIRED = {
+    ("missing", "id"): f"is required: {_ID_HELP}",
+    ("string_pattern_mismatch", "id"): f"must be {_ID_HELP}",
+    ("missing", "action"): "is required: approve, reject or review",
+}
+
+
 def _allowed(model: type[BaseModel]) -> str:
     return ", ".join(info.alias or name for name, info in model.model_fields.items())
 
@@ -80,6 +88,8 @@ def _problem(error: Any, raw: dict[str, Any], source: str) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
         error = {**error, "msg": f"unknown field; allowed: {_allowed(_model_at(loc))}"}
+    elif (said := _REQUIRED.get((error["type"], str(loc[-1])))) is not None:
+        error = {**error, "msg": said}
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
         rules = raw.get("rules") or []
         rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
