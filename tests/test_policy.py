@@ -209,9 +209,10 @@ def test_repository_registry_and_platform_patterns(scanner_env, registry, pushed
     reused = audits.json(again.meta_path)
     assert reused["reused-from"] == "where"
     assert reused["policy"]["rule"] == "ours"
-    # A rule that needs the findings reads the reused audit's stored report.
+    # A rule that needs the findings reads the reused audit's stored report; another POLICY_PATH
+    # does not stop the reuse (the policy is evaluated anew, it is not in the dedup key).
     write_policy(scanner_env, tmp_path, {"rules": [
-        {"id": "denied", "action": "reject", "cves": ["CVE-2099-0003"], "fixable-only": True}]})
+        {"id": "denied", "action": "reject", "cves": ["CVE-2099-0003"], "fixable-only": True}]}, "other.yaml")
     third = Scanner(load_config()).scan(ScanRequest(
         audit_id="where-third", requested_at=REQUESTED, image=digest_reference, platform="linux/amd64"))
     meta = audits.json(third.meta_path)

@@ -53,6 +53,7 @@ OPERATIONAL_SETTINGS = frozenset(
         "notify_min_severity",
         "notify_attempts",
         "notify_timeout_s",
+        "policy_path",  # the policy is evaluated anew for an audit answered by dedup (gate.py)
     }
 )
 # Settings naming files (one path, or a list of paths) whose content is in the key.
