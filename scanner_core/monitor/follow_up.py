@@ -90,7 +90,7 @@ class AuditFollowUp:
             except Exception as error:  # noqa: BLE001 - the policy then judges from the meta
                 log.warning("the earlier audit's report cannot be read", fields={"error": self._describe(error)})
         if keys is None:
-            return meta.model_copy(update=self._policy(meta, None, log))
+            return meta.model_copy(update=self._policy(meta, report, log))
         return self.annotate(meta, Path(), log, current_keys=keys, report=report)
 
     def annotate(
