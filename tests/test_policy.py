@@ -228,6 +228,9 @@ def test_a_secret_in_the_image_is_a_condition(scanner_env, audits, tmp_path):
     write_policy(scanner_env, tmp_path, {"rules": [{"id": "no-secrets", "action": "reject", "secrets": "> 0"}]})
     meta = audits.json(scan(leaky.path, "leaky").meta_path)
     assert meta["policy"] == {"action": "reject", "rule": "no-secrets", "reason": "rule no-secrets: 1 secret found"}
+    write_policy(scanner_env, tmp_path, {"rules": [{"id": "none", "action": "approve", "secrets": False},
+                                                   {"id": "some", "action": "reject", "secrets": True}]})
+    assert audits.json(scan(leaky.path, "leaky-2").meta_path)["policy"]["rule"] == "some"
     assert token.encode() not in audits.everything()
 
 

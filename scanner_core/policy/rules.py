@@ -57,6 +57,16 @@ def _comparison(raw: object) -> object:
 Compare = Annotated[Comparison, BeforeValidator(_comparison)]
 
 
+def _found(raw: object) -> object:
+    """``secrets: true`` means ``> 0``, ``false`` means ``== 0``; else a comparison."""
+    if isinstance(raw, bool):
+        return Comparison(op=">" if raw else "==", value=0.0)
+    return _comparison(raw)
+
+
+FoundCompare = Annotated[Comparison, BeforeValidator(_found)]
+
+
 def _entry(raw: object) -> object:
     """A CVE list entry: ``"CVE-..."`` or ``{id, until, justification}``."""
     return {"id": raw} if isinstance(raw, str) else raw
@@ -110,7 +120,7 @@ class Rule(_Strict):
     packages: list[str] = Field(default_factory=list)
     package_types: list[str] = Field(default_factory=list, alias="package-types")
     licenses: LicenseCounts | None = None
-    secrets: Compare | None = None
+    secrets: FoundCompare | None = None
     eosl: bool | None = None
     image_age_days: Compare | None = Field(None, alias="image-age-days")
     repository: list[str] = Field(default_factory=list)
