@@ -85,6 +85,9 @@ class DbSnapshot:
                 continue
             self._publish(kind, cache_dir / kind.dir_name, local)
             published.append(kind.dir_name)
+        from .exploits import publish_feeds  # the KEV/EPSS feeds travel with the DBs (issue 15)
+
+        published += [f"exploits/{feed}" for feed in publish_feeds(self.blobs, self.short_id, cache_dir)]
         return published
 
     def _publish(self, kind: DatabaseKind, directory: Path, metadata: dict[str, Any]) -> None:
@@ -122,6 +125,8 @@ class DbSnapshot:
     def restore(self, database: VulnerabilityDatabase) -> bool:
         """Restores ``database.kind`` when the snapshot's is newer than the one in place
         and not stale; ``True`` if it did. Failures are logged, never raised."""
+        if database.kind == VULNERABILITY_DB:
+            self._restore_feeds(database.cache_dir)
         try:
             return self._restore(database)
         except (StorageError, ScanFailed, OSError, tarfile.TarError, ValueError) as error:
@@ -130,6 +135,16 @@ class DbSnapshot:
                 fields={"kind": database.kind.dir_name, "error": str(error)},
             )
             return False
+
+    def _restore_feeds(self, cache_dir: Path) -> None:
+        """The KEV/EPSS feeds the timer published, when newer than the ones in place."""
+        from .exploits import restore_feeds
+
+        try:
+            if restored := restore_feeds(self.blobs, self.short_id, cache_dir):
+                self.logger.info("exploitability feeds restored from the snapshot", fields={"feeds": restored})
+        except (StorageError, OSError, ValueError) as error:
+            self.logger.warning("exploitability feeds not restored", fields={"error": str(error)})
 
     def due_for_check(self, database: VulnerabilityDatabase) -> bool:
         key = str(database.cache_dir)

@@ -8,7 +8,7 @@ import time
 from . import __version__
 from .core import JSON_CONTENT_TYPE, Scanner
 from .errors import ScannerError
-from .models import HeartbeatMeta
+from .models import FeedState, HeartbeatMeta
 from .storage import heartbeat_blob
 from .trivy import JAVA_DB, is_stale, read_database_info
 from .server_mode import ask_server_ahead, database_age
@@ -33,7 +33,19 @@ def build_heartbeat(scanner: Scanner, now: float | None = None) -> HeartbeatMeta
         trivy_java_db_updated_at=java_database.updated_at,
         trivy_java_db_next_update=java_database.next_update,
         trivy_db_stale=is_stale(database, settings.trivy_db_stale_after_hours),
+        exploit_feeds=_feed_states(scanner),
     )
+
+
+def _feed_states(scanner: Scanner) -> dict[str, FeedState] | None:
+    """The exploitability feeds that are turned on, as the refresh timer left them."""
+    from .exploits import read_status
+
+    settings = scanner.config.settings
+    status = read_status(settings.trivy_cache_dir)
+    on = {"kev": settings.kev_feed_url, "epss": settings.epss_feed_url}
+    states = {feed: FeedState.model_validate(status.get(feed) or {}) for feed, url in on.items() if url}
+    return states or None
 
 
 def write_heartbeat(scanner: Scanner, now: float | None = None) -> tuple[str, HeartbeatMeta]:

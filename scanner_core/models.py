@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_pascal
+from pydantic.alias_generators import to_camel, to_pascal
 
 
 def _kebab(name: str) -> str:
@@ -27,8 +27,23 @@ class AuditResult(str, Enum):
     UPLOAD_FAILED = "upload-failed"
 
 
+class KevEntry(BaseModel):
+    """A CVE's entry in CISA's Known Exploited Vulnerabilities catalogue (the catalogue's names)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    date_added: str | None = None
+    due_date: str | None = None
+    known_ransomware_campaign_use: str | None = None
+
+    @property
+    def ransomware(self) -> bool:
+        return (self.known_ransomware_campaign_use or "").lower() == "known"
+
+
 class Finding(BaseModel):
-    """One row of ``details``: trivy's own field names, as in its report."""
+    """One row of ``details``: trivy's own field names, as in its report; ``kev``,
+    ``epss`` and ``percentile`` are the exploitability feeds' (issue 15, ``exploits/``)."""
 
     model_config = ConfigDict(alias_generator=to_pascal, populate_by_name=True, frozen=True)
 
@@ -39,6 +54,9 @@ class Finding(BaseModel):
     severity: str
     title: str | None = None
     target: str | None = None
+    kev: KevEntry | None = Field(None, alias="kev")
+    epss: float | None = Field(None, alias="epss")
+    percentile: float | None = Field(None, alias="percentile")
 
 
 class AuditChanges(_BlobDocument):
@@ -119,6 +137,13 @@ class AuditMeta(_BlobDocument):
     critical_threshold: int | None = None
     high_threshold: int | None = None
     details: list[Finding] | None = None
+    # Licence findings by trivy's category (TRIVY_SCANNERS with license; issue 15).
+    licenses: dict[str, int] | None = None
+    # Failed misconfiguration checks by severity (TRIVY_SCANNERS with misconfig; issue 15).
+    misconfigurations: dict[str, int] | None = None
+    # Exploitability (issue 15, exploits/): findings in CISA's KEV catalogue, the highest EPSS score.
+    kev: int | None = None
+    epss_max: float | None = None
     # The monitor loop (issue 10): the previous audit of the same image, what changed, the decision.
     previous_audit_id: str | None = None
     changes: AuditChanges | None = None
@@ -129,6 +154,8 @@ class AuditMeta(_BlobDocument):
     trivy_java_db_updated_at: str | None = None
     trivy_java_db_next_update: str | None = None
     trivy_db_stale: bool | None = None
+    # The KEV and EPSS feeds (issue 15): {"kev": FeedState, "epss": FeedState}, for the feeds turned on.
+    exploit_feeds: dict[str, FeedState] | None = None
     platform: str | None = None
     platform_digest: str | None = None
     image_size: int | None = None
@@ -136,6 +163,19 @@ class AuditMeta(_BlobDocument):
     os: OsInfo | None = None
     suppressed: dict[str, int] | None = None
     suppressions: list[SuppressionFile] | None = None
+
+
+class FeedState(_BlobDocument):
+    """One exploitability feed as the DB refresh timer left it (``exploits/``): the date
+    and version of the feed in place, when it was fetched, and the last attempt's error."""
+
+    date: str | None = None  # KEV: dateReleased; EPSS: score_date
+    version: str | None = None  # KEV: catalogVersion; EPSS: model_version
+    entries: int | None = None
+    source: str | None = None  # the feed's host
+    fetched_at: str | None = None
+    attempted_at: str | None = None
+    error: str | None = None  # the last attempt failed: why, and that the previous feed is kept
 
 
 class HeartbeatMeta(_BlobDocument):
@@ -153,3 +193,5 @@ class HeartbeatMeta(_BlobDocument):
     trivy_java_db_updated_at: str | None = None
     trivy_java_db_next_update: str | None = None
     trivy_db_stale: bool | None = None
+    # The KEV and EPSS feeds (issue 15): {"kev": FeedState, "epss": FeedState}, for the feeds turned on.
+    exploit_feeds: dict[str, FeedState] | None = None

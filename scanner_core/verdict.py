@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from .models import Finding
+from .policy import LICENSE_CATEGORIES
 from .trivy import SEVERITIES, ReportSummary
 
 if TYPE_CHECKING:
@@ -91,8 +92,11 @@ def judge(summary: ReportSummary, thresholds: Thresholds, *, fail_on_eosl: bool 
 
 def verdict_fields(summary: ReportSummary, settings: Settings) -> dict[str, object]:
     """The meta's verdict fields for a report, under the configured thresholds."""
+    from .exploits import enrich_fields
+
     thresholds = Thresholds(critical=settings.trivy_critical_threshold, high=settings.trivy_high_threshold)
     verdict = judge(summary, thresholds, fail_on_eosl=settings.trivy_fail_on_eosl)
+    licensed = "license" in settings.trivy_scanners
     return {
         "vulnerabilities": verdict.vulnerabilities.model_dump(),
         # trivy's default scanners include "secret": then 0 is a finding too.
@@ -102,4 +106,13 @@ def verdict_fields(summary: ReportSummary, settings: Settings) -> dict[str, obje
         "critical_threshold": thresholds.critical,
         "high_threshold": thresholds.high,
         "details": verdict.details,
+        # Licence findings by trivy's category, when the license scanner ran (issue 15).
+        "licenses": {c: summary.licenses.get(c, 0) for c in LICENSE_CATEGORIES} if licensed else None,
+        "misconfigurations": _misconfigurations(summary) if "misconfig" in settings.trivy_scanners else None,
+        **enrich_fields(verdict.details, summary.vulnerability_ids, settings),  # KEV and EPSS (exploits/)
     }
+
+
+def _misconfigurations(summary: ReportSummary) -> dict[str, int]:
+    counts = {name.lower(): summary.misconfigurations.get(name, 0) for name in SEVERITIES}
+    return counts | {"total": sum(counts.values())}

@@ -169,5 +169,8 @@ def scanner_env(
         TRIVY_OFFLINE_SCAN="true",
         TRIVY_TIMEOUT="60000",
         LOG_FORMAT="plain-text",
+        # The public KEV/EPSS feeds are on by default: tests reach only loopback (tests/test_exploits.py).
+        KEV_FEED_URL="",
+        EPSS_FEED_URL="",
     )
     return env

@@ -66,6 +66,7 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_approval_security": "approvals/{approval_id}/security",
         "api_approve": "approvals/{approval_id}/approve",
         "api_reject": "approvals/{approval_id}/reject",
+        "api_policy_evaluate": "policy/evaluate",
     }
     assert "approval_digest" not in function_metadata  # DIGEST_SCHEDULE unset: no digest timer
     assert {b["authLevel"] for b in routes.values()} == {"FUNCTION"}

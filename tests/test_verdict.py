@@ -129,12 +129,12 @@ def test_scan_options_reach_trivy(scanner_env, sample_image, audits):
 def test_invalid_scan_options_name_the_allowed_values(scanner_env):
     from scanner_core.errors import ConfigurationError
 
-    scanner_env.set(TRIVY_SEVERITY="CRITICAL,SEVERE", TRIVY_SCANNERS="vuln,misconfig", SCAN_SBOM="spdx")
+    scanner_env.set(TRIVY_SEVERITY="CRITICAL,SEVERE", TRIVY_SCANNERS="vuln,rbac", SCAN_SBOM="spdx")
     with pytest.raises(ConfigurationError) as caught:
         load_config()
     text = str(caught.value)
     assert "TRIVY_SEVERITY.1" in text and "'CRITICAL', 'HIGH', 'MEDIUM', 'LOW' or 'UNKNOWN'" in text
-    assert "TRIVY_SCANNERS.1" in text and "'vuln' or 'secret'" in text
+    assert "TRIVY_SCANNERS.1" in text and "'vuln', 'secret', 'license' or 'misconfig'" in text
     assert "SCAN_SBOM" in text and "'none' or 'cyclonedx'" in text
 
 

@@ -1,7 +1,7 @@
 """A per-process cache of the validated configuration.
 
 The function app builds a scanner per invocation; the configuration is the
-environment plus the YAML file, which change only on a restart (an app setting)
+environment plus the YAML file (and the policy file), which change only on a restart (an app setting)
 or when the file is replaced. It is therefore parsed again only when either
 changed: the key is the whole environment and the file's identity (inode, size,
 mtime). A configuration error is never cached: it is raised again each time.
@@ -33,7 +33,8 @@ def load_config_cached() -> ScannerConfig:
     neither the environment nor the YAML file has changed since."""
     global _cached
     environment = tuple(sorted(os.environ.items()))
-    key = (environment, _file_identity(os.environ.get("TRIVY_CONFIG_PATH")))
+    files = (_file_identity(os.environ.get("TRIVY_CONFIG_PATH")), _file_identity(os.environ.get("POLICY_PATH")))
+    key = (environment, files)
     with _lock:
         if _cached is not None and _cached[0] == key:
             return _cached[1]

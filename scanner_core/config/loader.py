@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -20,6 +21,7 @@ class ScannerConfig(BaseModel):
 
     settings: Settings
     file: ScannerFileConfig
+    policy: Any = None  # policy.Policy: POLICY_PATH's rules, or the built-in default (issue 15)
 
     @property
     def secrets(self) -> list[str]:
@@ -58,11 +60,20 @@ def load_config() -> ScannerConfig:
         except ConfigurationError as exc:
             problems += exc.problems
 
+    policy = None
+    if settings is not None:
+        from ..policy import load_policy  # the policy is validated with the configuration
+
+        try:
+            policy = load_policy(settings)
+        except ConfigurationError as exc:
+            problems += exc.problems
+
     problems += _blob_container_problems()
     problems += [problem for entry in file_config.registries if (problem := entry.setting_problem())]
     if problems or settings is None:
         raise ConfigurationError(problems)
-    return ScannerConfig(settings=settings, file=file_config)
+    return ScannerConfig(settings=settings, file=file_config, policy=policy)
 
 
 def _blob_container_problems() -> list[str]:

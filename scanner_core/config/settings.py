@@ -8,6 +8,7 @@ trivy child process never inherits this environment (see ``trivy/process.py``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,9 +21,11 @@ from ..registry import parse_image_reference, parse_platform
 
 DEFAULT_TRIVY_TIMEOUT_MS = 300_000
 DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
+KEV_FEED_URL = "https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json"
+EPSS_FEED_URL = "https://epss.empiricalsecurity.com/epss_scores-current.csv.gz"
 
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
-ScannerKind = Literal["vuln", "secret"]
+ScannerKind = Literal["vuln", "secret", "license", "misconfig"]
 # Settings whose values are never quoted in a configuration error.
 SECRET_SETTINGS = frozenset(
     {"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "TRIVY_SERVER_TOKEN", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
@@ -45,6 +48,11 @@ def _readable_file(path: Path) -> None:
         raise ValueError(f"{path}: {error.strerror or error} (a file trivy reads must exist and be readable)") from None
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
+
+
+def _feed_default(name: str, url: str) -> str:
+    """A feed's URL when its setting is not a URL: off ("") when set empty, else the public feed."""
+    return "" if os.environ.get(name) == "" else url
 
 
 class Settings(BaseSettings):
@@ -128,6 +136,13 @@ class Settings(BaseSettings):
     applicationinsights_connection_string: SecretStr | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
     # The approval gate (issue 15, approvals/): role or group claims that may approve or reject.
     approver_roles: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="APPROVER_ROLES")
+    # The approval gate (issue 15): the policy file (policy/), the exploitability feeds (exploits/).
+    policy_path: Path | None = Field(None, alias="POLICY_PATH")
+    # Set but empty: that feed is off (env_ignore_empty would otherwise mean the default).
+    kev_feed_url: str = Field(default_factory=lambda: _feed_default("KEV_FEED_URL", KEV_FEED_URL), alias="KEV_FEED_URL")
+    epss_feed_url: str = Field(
+        default_factory=lambda: _feed_default("EPSS_FEED_URL", EPSS_FEED_URL), alias="EPSS_FEED_URL"
+    )
 
     _split = field_validator(
         "trivy_db_repository", "trivy_severity", "trivy_scanners", "trivy_java_db_repository", "trivy_vex",
@@ -156,6 +171,14 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"URL #{position} must be an http:// or https:// URL")
         return urls
+
+    @field_validator("kev_feed_url", "epss_feed_url", mode="after")
+    @classmethod
+    def _check_feed_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError("must be an http:// or https:// URL, or empty to turn the feed off")
+        return value
 
     @field_validator("trivy_platform", mode="after")
     @classmethod

@@ -27,6 +27,7 @@ _EXPORTS = {
     "image_history": ".image_api",
     "image_verdict": ".image_api",
     "metrics": ".metrics_api",
+    "evaluate_policy": ".policy_api",
     "on_rescan": ".monitor_handlers",
     "on_watch": ".monitor_handlers",
     "load_function_settings": ".settings",

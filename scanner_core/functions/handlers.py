@@ -131,6 +131,7 @@ def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
             f"{name} refresh",
             fields={"refreshed": result.refreshed, "reason": result.reason, "db-updated-at": result.database.updated_at},
         )
+    _refresh_exploit_feeds(scanner)
     snapshot = scanner.db_snapshot
     if snapshot is not None:
         # The timer is the fleet's single writer of the DB snapshot (db_snapshot.py).
@@ -141,3 +142,21 @@ def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
             failures.append(error)
     if failures:
         raise failures[0]
+
+
+def _refresh_exploit_feeds(scanner: Scanner) -> None:
+    """The KEV and EPSS feeds (exploits/): a feed that is down or malformed keeps the previous
+    one, which the heartbeat says; never raised (scans go on without or with the old feed)."""
+    from ..exploits import refresh_feeds
+
+    try:
+        results = refresh_feeds(scanner.config.settings)
+    except Exception as error:  # noqa: BLE001 - e.g. a full disk: logged, the DBs matter more
+        scanner.logger.error("exploitability feeds not refreshed", fields={"error": str(error)})
+        return
+    for result in results:
+        if result.error:
+            scanner.logger.warning(f"{result.feed} feed not refreshed; the previous one is kept",
+                                   fields={"error": result.error})  # fmt: skip
+        else:
+            scanner.logger.info(f"{result.feed} feed refreshed")

@@ -355,7 +355,7 @@ def _row_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:
         "tag": row.tag,
         "digest": row.digest,
         "trivy-db-updated-at": row.db_updated_at,
-        "decision": row.decision,
+        "decision": row.decision, **row.exploits(),  # issue 15: KEV count, highest EPSS
     }
 
 

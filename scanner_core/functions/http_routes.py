@@ -77,3 +77,11 @@ def api_dashboard(req: func.HttpRequest) -> func.HttpResponse:
     from . import http_api, image_api  # noqa: F401 - on first use
 
     return http_api.serve(image_api.dashboard, req, APP_ROOT)
+
+
+@blueprint.function_name("api_policy_evaluate")
+@blueprint.route(route="policy/evaluate", auth_level=func.AuthLevel.FUNCTION)
+def api_policy_evaluate(req: func.HttpRequest) -> func.HttpResponse:
+    from . import http_api, policy_api  # noqa: F401 - on first use
+
+    return http_api.serve(policy_api.evaluate_policy, req, APP_ROOT)

@@ -11,6 +11,8 @@ _EXPORTS = {
     "Notifier": ".notify",
     "NOTIFICATION_BLOB": ".notify",
     "decide": ".decision",
+    "decision_of": ".gate",
+    "policy_fields": ".gate",
     "IMAGE_PUSHED": ".events",
     "IgnoredEvent": ".events",
     "PushHandler": ".events",

@@ -54,6 +54,7 @@ OPERATIONAL_SETTINGS = frozenset(
         "notify_attempts",
         "notify_timeout_s",
         "approver_roles",  # who may decide an approval, not what a scan finds
+        "policy_path",  # the policy is evaluated anew for an audit answered by dedup (gate.py)
     }
 )
 # Settings naming files (one path, or a list of paths) whose content is in the key.

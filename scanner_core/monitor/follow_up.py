@@ -1,7 +1,8 @@
 """What the monitor adds to each succeeded audit, in two steps around the
-writing of its ``meta``: before, ``previous-audit-id``, ``changes`` and
-``decision`` (``annotate``); after, the image's approval request (created,
-refreshed or revoked: ``approvals/``) and the webhook notification (``notify``).
+writing of its ``meta``: before, ``previous-audit-id``, ``changes``, the
+policy's decision and ``decision`` (``annotate``, ``gate.py``); after, the image's
+approval request (created, refreshed or revoked: ``approvals/``) and the webhook
+notification (``notify``).
 
 Neither step ever fails or blocks an audit for long: errors are logged and
 the audit goes on without the annotation or the notification.
@@ -18,12 +19,14 @@ from ..approvals import ApprovalBook, ApprovalStore
 from ..config import ScannerConfig
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult, Finding
+from ..policy import ExploitLookup
 from ..redact import Redactor
 from ..storage import AuditIndex, BlobStore, image_identity, io_pool
 from ..trivy import severity_rank
 from .changes import Key, compare, current_findings, find_previous, findings_of, previous_findings
 from ..telemetry import traced
 from .decision import decide
+from .gate import policy_fields, policy_of
 from .notify import Delivery, Notifier, build_event, should_notify
 
 
@@ -58,9 +61,13 @@ class AuditFollowUp:
         redactor: Redactor,
         *,
         notifier: Notifier | None = None,
+        exploits: ExploitLookup | None = None,
     ) -> None:
         settings = config.settings
+        self.config = config
         self.settings = settings
+        self.blob_store = blob_store
+        self.exploits = exploits
         self.audit_index = audit_index
         self.redactor = redactor
         self.notifier = notifier or Notifier(
@@ -80,11 +87,15 @@ class AuditFollowUp:
                 keys = findings_of(self.audit_index, earlier, folder, self.settings.notify_min_severity)
             except Exception as error:  # noqa: BLE001 - a comparison never fails an audit
                 log.warning("the earlier audit's findings cannot be read", fields={"error": self._describe(error)})
+        report = None
+        if earlier.trivy_audit_path and policy_of(self.config).needs_report:
+            try:
+                report = self.blob_store.download_bytes(earlier.trivy_audit_path)
+            except Exception as error:  # noqa: BLE001 - the policy then judges from the meta
+                log.warning("the earlier audit's report cannot be read", fields={"error": self._describe(error)})
         if keys is None:
-            return meta.model_copy(
-                update={"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
-            )
-        return self.annotate(meta, Path(), log, current_keys=keys)
+            return meta.model_copy(update=self._policy(meta, report, log))
+        return self.annotate(meta, Path(), log, current_keys=keys, report=report)
 
     @traced("follow-up")
     def annotate(
@@ -95,6 +106,7 @@ class AuditFollowUp:
         *,
         looked_back: Future[LookBack] | None = None,
         current_keys: set[Key] | None = None,
+        report: bytes | None = None,
     ) -> AuditMeta:
         """``meta`` with its decision and what changed since the previous audit of the image.
 
@@ -103,7 +115,7 @@ class AuditFollowUp:
         summary (``key_collector``). Without them both are found here."""
         if meta.audit_result is not AuditResult.SUCCEEDED:
             return meta
-        update: dict[str, object] = {"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
+        update = self._policy(meta, report if report is not None else report_path, log)
         threshold = self.settings.notify_min_severity
         try:
             found = looked_back.result() if looked_back is not None else None
@@ -183,6 +195,16 @@ class AuditFollowUp:
             else:
                 log.warning("notification not delivered", fields=fields)
         return deliveries
+
+    def _policy(self, meta: AuditMeta, report: Path | bytes | None, log: ScanLogger) -> dict[str, object]:
+        """The policy's decision (``gate.py``); a fault falls back to the thresholds' decision."""
+        if isinstance(report, Path) and not report.is_file():
+            report = None
+        try:
+            return policy_fields(self.config, meta, report, exploits=self.exploits)
+        except Exception as error:  # noqa: BLE001 - a policy fault never fails an audit
+            log.warning("policy not evaluated", fields={"error": self._describe(error)})
+            return {"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
 
     def _describe(self, error: Exception) -> str:
         return self.redactor(f"{type(error).__name__}: {error}")[:500]

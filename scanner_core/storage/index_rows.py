@@ -59,6 +59,12 @@ class AuditRow:
     decision: str | None = None
     eosl: bool = False  # the image's OS is past its end of life
     scan_duration_ms: int | None = None  # trivy's run (issue 19: the metrics' duration histogram)
+    kev: int | None = None  # findings in CISA's KEV catalogue (issue 15)
+    epss_max: float | None = None  # the highest EPSS score of any finding
+
+    def exploits(self) -> dict[str, object]:
+        """``kev`` and ``epss-max`` for the API's rows (the dashboard sorts by them)."""
+        return {"kev": self.kev, "epss-max": self.epss_max}
 
     @property
     def meta_path(self) -> str:
@@ -103,6 +109,8 @@ class AuditRow:
             decision=meta.decision,
             eosl=bool(meta.os and meta.os.eosl),
             scan_duration_ms=meta.scan_duration_ms,
+            kev=meta.kev,
+            epss_max=meta.epss_max,
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -126,6 +134,8 @@ class AuditRow:
             "dbupdated": self.db_updated_at,
             "decision": self.decision,
             "durationms": self.scan_duration_ms,
+            "kev": self.kev,
+            "epssmax": self.epss_max,
         }
         metadata |= {key: _ascii(str(value)) for key, value in optional.items() if value is not None}
         if self.eosl:
@@ -159,6 +169,8 @@ class AuditRow:
             decision=values.get("decision"),
             eosl=values.get("eosl") == "true",
             scan_duration_ms=int_or_none(values.get("durationms")),
+            kev=int_or_none(values.get("kev")),
+            epss_max=_float_or_none(values.get("epssmax")),
         )
 
 
@@ -204,6 +216,13 @@ def decode_cursor(cursor: str) -> str:
     if not text.startswith(_CURSOR_PREFIX) or len(text) == len(_CURSOR_PREFIX):
         raise InvalidCursor("is not a cursor handed out by this API; use the 'next-cursor' of the previous page")
     return text[len(_CURSOR_PREFIX) :]
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def int_or_none(value: str | None) -> int | None:

@@ -15,6 +15,8 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 _SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 _VULNERABILITY_PREFIX = "Results.item.Vulnerabilities.item"
 _MODIFIED_PREFIX = "Results.item.ExperimentalModifiedFindings.item"
+_LICENSE_CATEGORY = "Results.item.Licenses.item.Category"
+_MISCONFIG_PREFIX = "Results.item.Misconfigurations.item"
 _READ_BYTES = 1024 * 1024
 _PARSE_SLICE_BYTES = 128 * 1024
 _FINDING_FIELDS = ("VulnerabilityID", "PkgName", "InstalledVersion", "FixedVersion", "Severity", "Title")
@@ -37,6 +39,12 @@ class ReportSummary:
     os_eosl: bool | None = None
     # Vulnerabilities an ignore file or a VEX document suppressed (listed with --show-suppressed).
     suppressed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
+    # Licence findings (``Results[].Licenses[]``, the license scanner) by trivy's category.
+    licenses: dict[str, int] = field(default_factory=dict)
+    # How many findings each vulnerability id has (for the exploitability feeds' counts).
+    vulnerability_ids: dict[str, int] = field(default_factory=dict)
+    # Failed misconfiguration checks (``Results[].Misconfigurations[]`` with Status FAIL) by severity.
+    misconfigurations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
 
     @property
     def image_digest(self) -> str | None:
@@ -104,6 +112,7 @@ class ReportSummariser:
         self._target: str | None = None
         self._current: dict[str, Any] | None = None
         self._modified: dict[str, Any] | None = None
+        self._misconfig: dict[str, Any] | None = None
         self._closed = False
         self.bytes_fed = 0
         self.error: Exception | None = None
@@ -145,6 +154,8 @@ class ReportSummariser:
             self._on_finding(finding)
         counts = self.summary.counts
         counts[finding.severity if finding.severity in counts else "UNKNOWN"] += 1
+        ids = self.summary.vulnerability_ids
+        ids[finding.vulnerability_id] = ids.get(finding.vulnerability_id, 0) + 1
         self._kept.append(finding)
         if len(self._kept) >= 2 * self._limit + 64:
             # sorted() is stable, so this keeps what heapq.nsmallest would: the first among equals.
@@ -174,6 +185,11 @@ class ReportSummariser:
                 self._target = value
             elif prefix == "Results.item.Secrets.item" and event == "start_map":
                 summary.secrets += 1
+            elif prefix.startswith(_MISCONFIG_PREFIX):
+                self._misconfig = _misconfiguration(summary, self._misconfig, prefix, event, value)
+            elif prefix == _LICENSE_CATEGORY and event == "string":
+                category = str(value).lower()
+                summary.licenses[category] = summary.licenses.get(category, 0) + 1
             elif prefix == "ArtifactName" and event == "string":
                 summary.artifact_name = value
             elif prefix.startswith("Metadata.OS.") and event in ("string", "boolean"):
@@ -214,6 +230,24 @@ def _modified_finding(
             current["Type"] = value
         elif prefix == f"{_MODIFIED_PREFIX}.Finding.Severity":
             current["Severity"] = value
+    return current
+
+
+def _misconfiguration(
+    summary: ReportSummary, current: dict[str, Any] | None, prefix: str, event: str, value: Any
+) -> dict[str, Any] | None:
+    """One entry of ``Misconfigurations``: a failed check is counted by its severity."""
+    if prefix == _MISCONFIG_PREFIX:
+        if event == "start_map":
+            return {}
+        if event == "end_map" and current is not None:
+            if current.get("Status", "FAIL") == "FAIL":
+                severity = str(current.get("Severity") or "UNKNOWN").upper()
+                summary.misconfigurations[severity if severity in summary.misconfigurations else "UNKNOWN"] += 1
+            return None
+        return current
+    if current is not None and event == "string" and prefix.count(".") == _MISCONFIG_PREFIX.count(".") + 1:
+        current[prefix.rsplit(".", 1)[1]] = value
     return current
 
 

@@ -144,6 +144,9 @@ class Trivy:
             command.append("--ignore-unfixed")
         if options.scanners:
             command += ["--scanners", ",".join(options.scanners)]
+        if "misconfig" in options.scanners:
+            # The image's config too; trivy's embedded checks (no checks-bundle download: offline).
+            command += ["--image-config-scanners", "misconfig", "--skip-check-update"]
         if options.ignorefile is not None:
             command += ["--ignorefile", str(options.ignorefile)]
         for document in options.vex:
