@@ -8,6 +8,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "ApprovalBook": ".book",
+    "accepted_risks": ".book",
     "ApprovalNotFound": ".decide",
     "Decision": ".decide",
     "decide_request": ".decide",

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
-from ..models import AuditMeta, AuditResult
+from ..models import AcceptedRisk, AuditMeta, AuditResult
 from ..storage import image_identity, iso8601
 from .initial import initial_state
 from .models import ApprovalRequest, HistoryEntry, approval_id, security_scan_of
@@ -120,6 +120,16 @@ class ApprovalBook:
 
     def _today(self) -> date:
         return datetime.fromtimestamp(self.clock(), timezone.utc).date()
+
+
+def accepted_risks(store: ApprovalStore, meta: AuditMeta) -> list[AcceptedRisk]:
+    """What the approval of ``meta``'s digest accepts: the policy evaluates later audits of the
+    digest with it, so an accepted CVE keeps counting as accepted until its ``until`` date."""
+    repository, _, digest = image_identity(meta.image, meta.image_digest)
+    if not repository or not digest:
+        return []
+    found = store.get(approval_id(repository, digest))
+    return list(found[0].accepted) if found is not None else []
 
 
 def _unix(iso: object) -> int:

@@ -15,10 +15,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..approvals import ApprovalBook, ApprovalStore
+from ..approvals import ApprovalBook, ApprovalStore, accepted_risks
 from ..config import ScannerConfig
 from ..log import ScanLogger
-from ..models import AuditMeta, AuditResult, Finding
+from ..models import AcceptedRisk, AuditMeta, AuditResult, Finding
 from ..policy import ExploitLookup
 from ..redact import Redactor
 from ..storage import AuditIndex, BlobStore, image_identity, io_pool
@@ -162,8 +162,7 @@ class AuditFollowUp:
         if self.audit_index is None or meta.audit_result is not AuditResult.SUCCEEDED:
             return None
         try:
-            store = ApprovalStore(self.settings.blob_container_url, self.settings.scanner_short_id)
-            outcome = ApprovalBook(store, self.notifier).after_audit(meta)
+            outcome = ApprovalBook(self._approvals(), self.notifier).after_audit(meta)
         except Exception as error:  # noqa: BLE001 - approval bookkeeping never fails an audit
             log.warning("approval request not updated", fields={"error": self._describe(error)})
             return None
@@ -201,10 +200,25 @@ class AuditFollowUp:
         if isinstance(report, Path) and not report.is_file():
             report = None
         try:
-            return policy_fields(self.config, meta, report, exploits=self.exploits)
+            accepted = self._accepted(meta, log)
+            return policy_fields(self.config, meta, report, exploits=self.exploits, accepted=accepted)
         except Exception as error:  # noqa: BLE001 - a policy fault never fails an audit
             log.warning("policy not evaluated", fields={"error": self._describe(error)})
             return {"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
+
+    def _approvals(self) -> ApprovalStore:
+        return ApprovalStore(self.settings.blob_container_url, self.settings.scanner_short_id)
+
+    def _accepted(self, meta: AuditMeta, log: ScanLogger) -> list[AcceptedRisk]:
+        """The findings the approval of this digest accepts (issue 15: they apply to its later
+        audits until their date); none without an index (a caller's own blob store)."""
+        if self.audit_index is None:
+            return []
+        try:
+            return accepted_risks(self._approvals(), meta)
+        except Exception as error:  # noqa: BLE001 - then the policy judges without them
+            log.warning("the approval's accepted findings cannot be read", fields={"error": self._describe(error)})
+            return []
 
     def _describe(self, error: Exception) -> str:
         return self.redactor(f"{type(error).__name__}: {error}")[:500]
