@@ -20,6 +20,7 @@ from scanner_core.functions import (
     ApiContext,
     approval_security,
     approve,
+    evaluate_policy,
     get_approval,
     image_verdict,
     list_approvals,
@@ -158,6 +159,25 @@ def test_push_review_approve_verdict_stale_learn_revoke_notify_once(monitor: Mon
         assert len(revocations) == 1, [r.json() for r in receiver.all()]
         assert revocations[0]["approval-id"] == approval_id and NEW_CVE in revocations[0]["text"]
         assert revocations[0]["audit-id"] == second["audit-id"]
+
+        # 7. Someone editing the rules asks for a dry run on the revoking audit: the decision the
+        #    new rule would make, rule by rule with why, and the recorded one (nothing changes).
+        policy_file = tmp_path / "policy.yaml"
+        policy_file.write_text(
+            "default: review\nrules:\n"
+            "  - {id: no-critical-fixable, action: reject, severity: {critical: '> 0'}, fixable-only: true}\n"
+        )
+        monitor.env.set(POLICY_PATH=str(policy_file))
+        before = {name: audits.read(name) for name in audits.all_names()}
+        status, dry_run, _ = call(evaluate_policy, make_api(azurite), "POST", "policy/evaluate",
+                                  body={"audit-id": second["audit-id"]})
+        assert status == 200, dry_run
+        assert dry_run["recorded"] == second["policy"]
+        assert dry_run["decision"]["action"] == "reject" and dry_run["decision"]["rule"] == "no-critical-fixable"
+        assert dry_run["decision"]["reason"].startswith("rule no-critical-fixable: ") and NEW_CVE in dry_run[
+            "decision"]["reason"]
+        assert [r["rule"] for r in dry_run["rules"] if r["matched"]] == ["no-critical-fixable"]
+        assert {name: audits.read(name) for name in audits.all_names()} == before
 
 
 def _watch(monitor: Monitor) -> list:
