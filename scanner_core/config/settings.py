@@ -16,7 +16,7 @@ from uuid import UUID
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ..registry import parse_image_reference, parse_platform
+from ..registry import parse_allowlist, parse_image_reference, parse_platform
 
 DEFAULT_TRIVY_TIMEOUT_MS = 300_000
 DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     notify_attempts: int = Field(4, alias="NOTIFY_ATTEMPTS", ge=1, le=10)
     notify_timeout_s: float = Field(10.0, alias="NOTIFY_TIMEOUT", gt=0, le=60)
     trivy_auto_reject_critical: bool = Field(False, alias="TRIVY_AUTO_REJECT_CRITICAL")
+    # The registries requests may name (registry/guard.py, which applies it at every network edge).
+    allowed_registries: str | None = Field(None, alias="ALLOWED_REGISTRIES")
 
     _split = field_validator(
         "trivy_db_repository", "trivy_severity", "trivy_scanners", "trivy_java_db_repository", "trivy_vex",
@@ -148,6 +150,12 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"URL #{position} must be an http:// or https:// URL")
         return urls
+
+    @field_validator("allowed_registries", mode="after")
+    @classmethod
+    def _check_allowed_registries(cls, value: str | None) -> str | None:
+        parse_allowlist(value)  # ValueError naming the bad entry
+        return value
 
     @field_validator("trivy_platform", mode="after")
     @classmethod
