@@ -24,7 +24,7 @@ DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 ScannerKind = Literal["vuln", "secret"]
 # Settings whose values are never quoted in a configuration error.
-SECRET_SETTINGS = frozenset({"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "TRIVY_SERVER_TOKEN"})
+SECRET_SETTINGS = frozenset({"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "NOTIFY_WEBHOOK_SECRET", "TRIVY_SERVER_TOKEN"})
 
 
 def _split_list(value: Any) -> Any:
@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     notify_webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, alias="NOTIFY_WEBHOOK_URLS"
     )
+    # The HMAC key of the events' X-Signature-256 (monitor/signing.py); a secret (Key Vault reference).
+    notify_webhook_secret: SecretStr | None = Field(None, alias="NOTIFY_WEBHOOK_SECRET", min_length=16)
     notify_min_severity: Severity = Field("HIGH", alias="NOTIFY_MIN_SEVERITY")
     notify_attempts: int = Field(4, alias="NOTIFY_ATTEMPTS", ge=1, le=10)
     notify_timeout_s: float = Field(10.0, alias="NOTIFY_TIMEOUT", gt=0, le=60)

@@ -65,6 +65,7 @@ class AuditFollowUp:
             blob_store,
             attempts=settings.notify_attempts,
             timeout_s=settings.notify_timeout_s,
+            secret=settings.notify_webhook_secret.get_secret_value() if settings.notify_webhook_secret else None,
         )
 
     def annotate_reused(self, meta: AuditMeta, earlier: AuditMeta, log: ScanLogger) -> AuditMeta:

@@ -17,6 +17,9 @@ gets ``NOTIFY_ATTEMPTS`` attempts with exponential backoff (tenacity) on
 connection errors, timeouts, 408, 429 and 5xx, each bounded by
 ``NOTIFY_TIMEOUT``; URLs are sent to in parallel; every error is logged (the
 URL reduced to its host: webhook URLs carry credentials) and swallowed.
+
+Signed: with ``NOTIFY_WEBHOOK_SECRET`` every POST carries ``X-Signature-256``
+and ``X-Signature-Timestamp`` (``signing.py``), so receivers can verify it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ..errors import StorageError
 from ..models import AuditMeta
 from ..storage import BlobStore, image_identity, iso8601
 from .changes import Key
+from .signing import signature_headers
 
 NOTIFICATION_BLOB = "notification.json"
 EVENT_TYPE = "trivy-scanner.audit-changed"
@@ -154,8 +158,11 @@ class Notifier:
         timeout_s: float = 10.0,
         backoff_multiplier: float = 0.5,
         backoff_max: float = 8.0,
+        secret: str | None = None,
     ) -> None:
+        """``secret``: ``NOTIFY_WEBHOOK_SECRET``; each POST is then signed (``signing.py``)."""
         self.urls = list(urls)
+        self._secret = secret
         self.blob_store = blob_store
         self.attempts, self.timeout_s = attempts, timeout_s
         self.backoff_multiplier, self.backoff_max = backoff_multiplier, backoff_max
@@ -194,10 +201,13 @@ class Notifier:
 
         def attempt() -> int:
             try:
+                headers = {"Content-Type": "application/json", "User-Agent": "trivy-scanner-notify"}
+                if self._secret is not None:  # signed afresh on each attempt: a retry has a new timestamp
+                    headers |= signature_headers(self._secret, body)
                 response = requests.post(
                     url,
                     data=body,
-                    headers={"Content-Type": "application/json", "User-Agent": "trivy-scanner-notify"},
+                    headers=headers,
                     timeout=self.timeout_s,
                     allow_redirects=False,
                 )
