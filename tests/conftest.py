@@ -172,5 +172,6 @@ def scanner_env(
         TRIVY_OFFLINE_SCAN="true",
         TRIVY_TIMEOUT="60000",
         LOG_FORMAT="plain-text",
+        ALLOWED_REGISTRIES=LOOPBACK_REGISTRIES,  # also in values: for the processes tests start with them
     )
     return env

@@ -21,6 +21,8 @@ _EXPORTS = {
     "RetryLater": ".delivery",
     "handle_delivery": ".delivery",
     "quarantine_record": ".delivery",
+    "QUEUE_MESSAGE_LIMIT": ".quarantine",
+    "requeue_text": ".quarantine",
     "Listener": ".listener",
     "ListenerOptions": ".listener",
     "QueueEncoding": ".messages",

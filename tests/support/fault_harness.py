@@ -34,7 +34,7 @@ from scanner_core.queue import build_message
 from .azurite import DEV_ACCOUNT_KEY, Azurite
 from .faults import Blackhole, kill_service, kill_trivy, trivy_processes
 from .listener import ListenerProcess, listener_env, poison_entries, queue_length
-from .registry import Registry
+from .registry import LOOPBACK_REGISTRIES, Registry
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ def run_faults(
             {"address": hung.address, "insecure": True},
         ]}))
         env = listener_env(azurite.connection_string, queue_name, **{
+            "ALLOWED_REGISTRIES": LOOPBACK_REGISTRIES,  # the bench's environment may not list them
             **scanner_env, "TRIVY_CONFIG_PATH": str(config_path), "TRIVY_TIMEOUT": "3000",
             "RETRY_BACKOFF_BASE_SECONDS": "1", "RETRY_BACKOFF_MAX_SECONDS": "4", "RETRY_MAX_ATTEMPTS": "5",
         })
