@@ -20,7 +20,7 @@ stand-alone listener share (one implementation for both).
   host's poisoning) ends it in quarantine with that reason and its attempt
   count instead of looping. New copies are made only by finished, transient
   attempts, so a request is delivered at most ``maxDequeueCount x
-  RETRY_MAX_ATTEMPTS`` times.
+  RETRY_MAX_ATTEMPTS`` times (plus the listener's quarantining delivery).
 * Only when the retry cannot be queued (the queue itself is down) does the
   delivery fail (``RetryableFailure``): the platform (or the listener) makes
   it visible again, and its dequeue count bounds it; on the copy's last
