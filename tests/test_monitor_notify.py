@@ -312,3 +312,13 @@ def test_every_event_is_signed_and_a_verifying_receiver_refuses_tampering_and_re
         assert requests.post(verifying.url, data=event.body, headers=old, timeout=5).status_code == 401
         assert [r.verified for r in verifying.all()] == [True, False, False]
     assert WEBHOOK_SECRET not in json.dumps([audits.read(n).decode("utf-8", "replace") for n in audits.all_names()])
+
+
+def test_a_short_webhook_secret_is_named_never_quoted(scanner_env):
+    from scanner_core.errors import ConfigurationError
+
+    scanner_env.set(NOTIFY_WEBHOOK_SECRET="tooshort-s3cr3t")
+    with pytest.raises(ConfigurationError) as raised:
+        load_config()
+    text = json.dumps(raised.value.problems)
+    assert "NOTIFY_WEBHOOK_SECRET" in text and "16" in text and "s3cr3t" not in text
