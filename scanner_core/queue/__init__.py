@@ -23,6 +23,7 @@ _EXPORTS = {
     "quarantine_record": ".delivery",
     "QUEUE_MESSAGE_LIMIT": ".quarantine",
     "requeue_text": ".quarantine",
+    "bounded_quarantine": ".quarantine",
     "Listener": ".listener",
     "ListenerOptions": ".listener",
     "QueueEncoding": ".messages",

@@ -46,7 +46,7 @@ from ..errors import FailureKind, RequestError, ScanFailed, ScannerError
 from ..log import ScanLogger
 from .backoff import RetryPolicy, RetryState
 from .messages import parse_message, retry_message
-from .quarantine import bounded
+from .quarantine import bounded_quarantine
 
 
 class RetryableFailure(ScannerError):
@@ -121,7 +121,7 @@ def handle_delivery(
     fixed redelivery), as when the retry cannot be queued."""
     log = scanner.logger.bind(message_id=delivery.message_id, dequeue_count=delivery.dequeue_count)
     # Every entry fits in a queue message: a too-big one keeps the body in Blob (quarantine.py).
-    quarantine = bounded(quarantine, scanner.blob_store, scanner.short_id, delivery.message_id)
+    quarantine = bounded_quarantine(quarantine, scanner.blob_store, scanner.short_id, delivery.message_id)
     if delivery.dequeue_count > max_dequeue_count:
         return _too_many_deliveries(delivery, scanner, max_dequeue_count, quarantine, log)
     try:

@@ -42,7 +42,7 @@ def quarantine_blob(scanner_short_id: str, message_id: str | None, original: byt
     return f"{scanner_folder(scanner_short_id)}/quarantine/{name}"
 
 
-def bounded(
+def bounded_quarantine(
     quarantine: Callable[[str], None], store: BlobStore, scanner_short_id: str, message_id: str | None
 ) -> Callable[[str], None]:
     """``quarantine``, with entries that would not fit moved to their blob form first.
