@@ -224,3 +224,16 @@ def test_no_azure_ad_token_is_asked_for_or_sent_to_a_registry_not_allowed(monkey
     with ConnectionRecorder() as seen, pytest.raises(RegistryNotAllowed):
         acr_refresh_token("evil.azurecr.io")
     assert seen.attempts == []
+
+
+def test_a_name_that_rebinds_between_the_check_and_the_connection_is_refused_at_connect_time():
+    """The request's check sees a public address; the connection resolves again and meets loopback."""
+    answers = [["93.184.216.34"], ["127.0.0.2"]]
+    use_resolver(lambda host: answers.pop(0) if answers else ["127.0.0.2"])
+    try:
+        with ConnectionRecorder() as seen, RegistryApi("rebind.test:8080", plain_http=True, timeout=5) as api:
+            with pytest.raises(RegistryNotAllowed, match=r"rebind.test \(127.0.0.2\):8080 is not a public address"):
+                api.manifest("team/app", "1.0")
+    finally:
+        use_resolver(None)
+    assert answers == [] and seen.attempts == []
