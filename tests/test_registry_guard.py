@@ -110,6 +110,8 @@ def test_link_local_metadata_and_the_identity_endpoint_are_refused_even_when_lis
     for registry in ("169.254.169.254", "[fe80::1]:80", "[fd00:ec2::254]", "metadata.test:443", "mapped.test"):
         assert "link-local or cloud metadata address, never contacted" in refused(registry), registry
     assert "managed-identity endpoint" in refused("127.0.0.1:41741")
+    monkeypatch.setenv("MSI_ENDPOINT", "http://127.0.0.1/msi/token")  # port 80: a registry without a port
+    assert "managed-identity endpoint" in refused("127.0.0.1")
     current_guard().check_registry("127.0.0.1:5000", "image")  # the same host on another port is listed
 
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 REASON = "registry-not-allowed"
 SETTING = "ALLOWED_REGISTRIES"
 ALWAYS_REFUSED = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"))
-_IDENTITY_VARIABLES = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT")
+_IDENTITY_VARIABLES = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT", "IMDS_ENDPOINT")
 _MIRROR_VARIABLES = ("TRIVY_DB_REPOSITORY", "TRIVY_JAVA_DB_REPOSITORY")
 _DOCKER_HUB_HOSTS = {"docker.io": "registry-1.docker.io"}
 
@@ -209,7 +209,7 @@ class RegistryGuard:
     def _check_address(self, host: str, port: int | None, address: Address, field_name: str) -> None:
         if any(address in net for net in ALWAYS_REFUSED if net.version == address.version):
             why = "a link-local or cloud metadata address, never contacted"
-        elif port is not None and (address, port) in self.identity:
+        elif any((address, p) in self.identity for p in ((port,) if port is not None else (443, 80))):
             why = "the managed-identity endpoint, never contacted"
         elif not address.is_global and not self._listed(host, port):
             why = f"not a public address; a registry there must be listed in {SETTING}"
@@ -235,7 +235,8 @@ def current_guard() -> RegistryGuard:
 
 @lru_cache(maxsize=8)
 def _guard(values: tuple[str, ...]) -> RegistryGuard:
-    allowed_text, identity_urls, mirrors = values[0], values[1:3], values[3:]
+    identities = len(_IDENTITY_VARIABLES)
+    allowed_text, identity_urls, mirrors = values[0], values[1:1 + identities], values[1 + identities:]
     try:
         allowed = parse_allowlist(allowed_text or None)
     except ValueError:
