@@ -47,7 +47,7 @@ from scanner_core.trivy import child_environment  # noqa: E402
 from tests.support.azurite import Azurite  # noqa: E402
 from tests.support.images import SAMPLE_ADVISORIES  # noqa: E402
 from tests.support.monitor import TriggerQueue, push_distinct_image  # noqa: E402
-from tests.support.registry import Registry  # noqa: E402
+from tests.support.registry import LOOPBACK_REGISTRIES, Registry  # noqa: E402
 from tests.support.trivy_db import build_trivy_db  # noqa: E402
 
 OUT_DIR = REPO_ROOT / "bench" / "out"
@@ -104,6 +104,7 @@ def main() -> int:
                 "TRIVY_CONFIG_PATH": str(config_path), "TRIVY_PATH": str(Path(sys.prefix) / "bin" / "trivy"),
                 "TRIVY_CACHE_DIR": str(cache), "TRIVY_SKIP_DB_UPDATE": "true", "TRIVY_OFFLINE_SCAN": "true",
                 "LOG_FORMAT": "json", "AzureWebJobsStorage": azurite.connection_string,
+                "ALLOWED_REGISTRIES": LOOPBACK_REGISTRIES,
                 "SCAN_QUEUE_NAME": queue.name,
             })
             import logging

@@ -37,7 +37,7 @@ from scanner_core.trivy import ScanTarget, ServerConnection, Trivy, TrivyOptions
 from tests.support.azurite import Azurite  # noqa: E402
 from tests.support.big_image import build_big_image  # noqa: E402
 from tests.support.images import SAMPLE_ADVISORIES  # noqa: E402
-from tests.support.registry import Registry  # noqa: E402
+from tests.support.registry import LOOPBACK_REGISTRIES, Registry  # noqa: E402
 from tests.support.trivy_db import build_trivy_db  # noqa: E402
 from tests.support.trivy_server import TrivyServer  # noqa: E402
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 "SCANNER_IDENTIFIER": SCANNER_ID, "AZ_BLOB_STORAGE_SAS": azurite.container_sas_url("audits"),
                 "TRIVY_CONFIG_PATH": str(config), "TRIVY_PATH": str(trivy), "TRIVY_CACHE_DIR": str(work / "cache"),
                 "TRIVY_SKIP_DB_UPDATE": "true", "TRIVY_OFFLINE_SCAN": "true", "TRIVY_TIMEOUT": "600000",
-                "DB_SNAPSHOT": "none", "LOG_FORMAT": "plain-text",
+                "DB_SNAPSHOT": "none", "LOG_FORMAT": "plain-text", "ALLOWED_REGISTRIES": LOOPBACK_REGISTRIES,
             })  # fmt: skip
             references = {}
             for label in ("standalone-bare", "standalone-core", "server-bare", "server-core"):

@@ -10,6 +10,7 @@ when the audit succeeded but its status is ``failed``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import uuid
@@ -66,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--queue", help="queue name (default: SCAN_QUEUE_NAME, else trivy-scan-requests)")
     enqueue.add_argument("--platform", help="os/arch[/variant] to scan in a multi-platform image")
 
+    requeue = commands.add_parser(
+        "requeue",
+        help="put a quarantined request back on the trigger queue: reads one quarantine entry (JSON) from FILE or "
+        "stdin; its original body inline, or from its blob for a big one (SHA-256 checked)",
+    )
+    requeue.add_argument("entry", nargs="?", type=Path, help="file holding the entry (default: stdin)")
+    requeue.add_argument("--queue", help="queue name (default: SCAN_QUEUE_NAME, else trivy-scan-requests)")
+
     listen = commands.add_parser(
         "listen",
         help="the stand-alone message listener: competing consumers on the trigger queue, the function app's "
@@ -94,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _enqueue(args)
     if args.command == "listen":
         return _listen(args)
+    if args.command == "requeue":
+        return _requeue(args)
     from .config import load_config
     from .core import Scanner
     from .log import configure_cli_logging
@@ -133,6 +144,36 @@ def _enqueue(args: argparse.Namespace) -> int:
         return _fail(error)
     print(f"queued audit {message.payload.image_scan_id} for {args.image} on {sent.queue} (message {sent.message_id})")
     print(sent.body)
+    return EXIT_OK
+
+
+def _requeue(args: argparse.Namespace) -> int:
+    """Either form of a quarantine entry (``queue/quarantine.py``) back on the trigger queue, as is."""
+    from .config import load_config
+    from .functions import load_function_settings, message_encoding
+    from .queue import QueueSender, requeue_text
+    from .redact import Redactor
+    from .storage import AzureBlobStore
+
+    try:
+        entry = json.loads(args.entry.read_text("utf-8") if args.entry else sys.stdin.read())
+        if not isinstance(entry, dict):
+            raise RequestError("entry", "must be one quarantine entry, a JSON object")
+        config = load_config()
+        bindings = load_function_settings()
+        original = requeue_text(entry, AzureBlobStore(config.settings.blob_container_url, Redactor(config.secrets)))
+        sender = QueueSender(bindings.queue_connection_value, args.queue or bindings.queue_name,
+                             message_encoding(Path.cwd()))
+        try:
+            message_id = sender.send(original)
+        finally:
+            sender.close()
+    except ValueError as error:  # not JSON
+        return _fail(RequestError("entry", f"is not JSON: {error}"))
+    except ScannerError as error:
+        return _fail(error)
+    print(f"re-queued {entry.get('audit-id') or 'the request'} on {args.queue or bindings.queue_name} "
+          f"(message {message_id})")
     return EXIT_OK
 
 

@@ -263,7 +263,7 @@ class Scanner:
         """Dedup (monitor/reuse.py): answered from an earlier audit, trivy not run."""
         if self.reuse is None or self.refresh_db_before_scan:
             return None
-        answer = self.reuse.answer(request, target.image, base, self.database, lambda: self.trivy.version(), log)
+        answer = self.reuse.answer(request, target.image, base, folder, self.database, lambda: self.trivy.version(), log)
         if answer is None:
             return None
         meta, scanned_at, earlier = answer

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import FailureKind, ScanFailed
 from .log import ScanLogger
-from .registry import Credentials
+from .registry import Credentials, current_guard
 from .trivy import (
     JAVA_DB,
     VULNERABILITY_DB,
@@ -39,6 +39,8 @@ def scan_with_java_db(
         except ScanFailed as failure:
             log.warning("Java DB refresh failed; scanning with the Java DB in place", fields={"error": str(failure)})
     had_java_db = java.usable()
+    if scan[0].image is not None:  # trivy resolves the name itself: checked once more right before it starts
+        current_guard().check_image(scan[0].image)
     try:
         return trivy.scan(*scan)
     except ScanFailed as failure:

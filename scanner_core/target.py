@@ -5,7 +5,7 @@ from __future__ import annotations
 from .audit import ScanRequest
 from .errors import RequestError
 from .monitor import tag_label
-from .registry import ImageReference, image_name_from_archive, parse_image_reference
+from .registry import ImageReference, current_guard, image_name_from_archive, parse_image_reference
 from .trivy import ScanTarget
 
 
@@ -14,6 +14,8 @@ def scan_target(request: ScanRequest) -> tuple[ScanTarget, str]:
     image: ImageReference | None = None
     if request.image:
         image = parse_image_reference(request.image, request.image_field)
+        # ALLOWED_REGISTRIES and the address guard, before any connection: permanent registry-not-allowed.
+        current_guard().check_image(image, request.image_field)
     if request.input_tar is not None:
         if not request.input_tar.is_file():
             raise RequestError("input", f"{request.input_tar} does not exist or is not a file")

@@ -8,6 +8,7 @@ and the tests fail, in CI and everywhere else.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import uuid
@@ -22,13 +23,17 @@ from azure.storage.blob import ContainerClient
 
 from tests.support.azurite import Azurite
 from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, ImageTarball, build_alpine_image
-from tests.support.registry import Registry
+from tests.support.registry import LOOPBACK_REGISTRIES, Registry
 from tests.support.trivy_db import build_trivy_db
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The identity doubles' fixtures (msi, oauth_azurite, acr, user_assigned...).
 pytest_plugins = ["tests.support.identity_fixtures"]
 SAMPLE_REPOSITORY, SAMPLE_TAG = "team/app", "1.0"
+# The suite's loopback registries, listed once for the whole session (and inherited by the hosts,
+# listeners and runners tests start): the guard refuses loopback unless it is listed. Tests of the
+# guard's default remove it (tests/test_registry_guard.py).
+os.environ["ALLOWED_REGISTRIES"] = LOOPBACK_REGISTRIES
 
 
 @pytest.fixture(scope="session")
@@ -172,5 +177,6 @@ def scanner_env(
         # The public KEV/EPSS feeds are on by default: tests reach only loopback (tests/test_exploits.py).
         KEV_FEED_URL="",
         EPSS_FEED_URL="",
+        ALLOWED_REGISTRIES=LOOPBACK_REGISTRIES,  # also in values: for the processes tests start with them
     )
     return env

@@ -217,14 +217,16 @@ def test_the_digest_posts_one_summary_a_day(scanner_env, audits) -> None:
                      decision="rejected" if n == 2 else "pending").model_copy(
             update={"image": image, "image_digest": digest})
         assert book.after_audit(audit) == "created"
-    with WebhookReceiver() as receiver:
-        scanner_env.set(NOTIFY_WEBHOOK_URLS=receiver.url)
+    secret = "digest-signing-secret-0123456789"
+    with WebhookReceiver(secret=secret.encode()) as receiver:  # verifies the signature (issue 17)
+        scanner_env.set(NOTIFY_WEBHOOK_URLS=receiver.url, NOTIFY_WEBHOOK_SECRET=secret)
         first = on_digest(TimerRequest(), REPO_ROOT)  # the timer's body
         notifier = Notifier([receiver.url], AzureBlobStore(audits.sas_url, Redactor([])))
         second = send_digest(store, notifier, now + 60)
         assert receiver.wait_for(1)
         time.sleep(0.5)
         assert (first.sent, second.sent, len(receiver.all())) == (True, False, 1)
+        assert receiver.all()[0].verified is True  # the digest is signed like every other event
         event = receiver.all()[0].json()
     first_page, cursor = store.page(2)
     second_page, end = store.page(2, cursor)

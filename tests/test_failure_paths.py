@@ -110,12 +110,14 @@ def test_an_impossible_creation_time_is_quarantined(scanner_env, audits, creatio
 
 def test_a_missing_trivy_on_the_last_attempt_records_why(scanner_env, audits, tmp_path):
     scanner_env.set(TRIVY_PATH=str(tmp_path / "absent" / "trivy"))
-    body = json.dumps({"headers": {"creation-time": 1795300000, "payload-version": "1"},
+    scanner_env.set(RETRY_MAX_ATTEMPTS="3")
+    body = json.dumps({"headers": {"creation-time": 1795300000, "payload-version": "1", "attempt": 3,
+                                   "first-attempt-at": 1795300000},
                        "payload": {"image-scan-id": "no-trivy", "image-full-name": "registry.example.com/a:1"}})
     quarantined: list[str] = []
-    # The platform's third delivery is the last one, whatever the retry headers say.
-    functions.on_scan_message(QueueMessage(id="m", body=body.encode(), dequeue_count=3), quarantined.append, REPO_ROOT,
-                              lambda *_: pytest.fail("the last delivery must not be retried"))
+    # The request's last attempt (its headers), on a copy's first delivery.
+    functions.on_scan_message(QueueMessage(id="m", body=body.encode(), dequeue_count=1), quarantined.append, REPO_ROOT,
+                              lambda *_: pytest.fail("the last attempt must not be retried"))
     assert json.loads(quarantined[0])["failure-reason"] == "trivy-not-found"
     (meta_name,) = [name for name in audits.names() if name.endswith("no-trivy/meta")]
     assert audits.json(meta_name)["failure-reason"] == "trivy-not-found"

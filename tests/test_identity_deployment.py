@@ -279,3 +279,15 @@ def test_a_refresh_token_is_exchanged_again_shortly_before_it_expires(
     acr_refresh_token(address, insecure=True)
     acr_refresh_token(address, insecure=True)
     assert deployment.acr.exchanges == before + 3
+
+
+def test_a_dedup_answer_copies_the_report_with_the_identity(deployment: Deployment) -> None:
+    """Copy Blob within the account, authorised by the app's identity alone (no SAS anywhere)."""
+    first = deployment.scan("identity-dedup-1")
+    assert first["audit-result"] == "succeeded", first
+    request = ScanRequest(image=f"{deployment.acr.address}/{SAMPLE_REPOSITORY}@{first['image-digest']}",
+                          audit_id="identity-dedup-2", requested_at=datetime.now(UTC))
+    reused = json.loads(Scanner(load_config()).scan(request).meta.model_dump_json(by_alias=True))
+    assert reused["reused-from"] == "identity-dedup-1"
+    assert reused["trivy-audit-path"].endswith("identity-dedup-2/scan-result.json")
+    assert deployment.read(reused["trivy-audit-path"]) == deployment.read(first["trivy-audit-path"])

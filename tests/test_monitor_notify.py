@@ -282,3 +282,43 @@ def test_two_deliveries_racing_on_one_audit_send_once_and_a_4xx_is_not_retried(s
     [delivery] = deliveries
     assert (delivery.delivered, delivery.attempts, delivery.status, delivery.error) == (False, 1, 400, "HTTP 400")
     assert audits.json(f"trivy-x/20261122-080000-race/{NOTIFICATION_BLOB}")["state"] == "failed"
+
+
+WEBHOOK_SECRET = "whsec-0123456789abcdef0123456789abcdef"
+
+
+def test_every_event_is_signed_and_a_verifying_receiver_refuses_tampering_and_replays(
+    scanner_env, caches, image, audits
+):
+    import requests
+
+    with WebhookReceiver(secret=WEBHOOK_SECRET.encode()) as verifying:
+        scanner_env.set(NOTIFY_WEBHOOK_URLS=verifying.url, NOTIFY_WEBHOOK_SECRET=WEBHOOK_SECRET)
+        outcome = scan(scanner_env, caches["first"], image, "signed", FIRST_AT)
+        assert outcome.succeeded and verifying.wait_for(1)
+        [event] = verifying.all()
+        assert (event.verified, event.answered) == (True, 204)
+        assert event.headers["x-signature-256"].startswith("sha256=") and event.headers["x-signature-timestamp"]
+        assert audits.json(f"{outcome.folder}/{NOTIFICATION_BLOB}")["state"] == "sent"
+
+        signed = {"X-Signature-256": event.headers["x-signature-256"],
+                  "X-Signature-Timestamp": event.headers["x-signature-timestamp"], "Content-Type": "application/json"}
+        tampered = event.body.replace(b'"status-to": "failed"', b'"status-to": "passed"')
+        assert tampered != event.body
+        assert requests.post(verifying.url, data=tampered, headers=signed, timeout=5).status_code == 401
+        from scanner_core.monitor.signing import signature_headers
+
+        old = signature_headers(WEBHOOK_SECRET, event.body, int(time.time()) - 3600)  # a replay an hour later
+        assert requests.post(verifying.url, data=event.body, headers=old, timeout=5).status_code == 401
+        assert [r.verified for r in verifying.all()] == [True, False, False]
+    assert WEBHOOK_SECRET not in json.dumps([audits.read(n).decode("utf-8", "replace") for n in audits.all_names()])
+
+
+def test_a_short_webhook_secret_is_named_never_quoted(scanner_env):
+    from scanner_core.errors import ConfigurationError
+
+    scanner_env.set(NOTIFY_WEBHOOK_SECRET="tooshort-s3cr3t")
+    with pytest.raises(ConfigurationError) as raised:
+        load_config()
+    text = json.dumps(raised.value.problems)
+    assert "NOTIFY_WEBHOOK_SECRET" in text and "16" in text and "s3cr3t" not in text

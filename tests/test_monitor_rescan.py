@@ -11,7 +11,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from scanner_core.config import load_config
-from scanner_core.functions import monitor_handlers
+from scanner_core.functions import get_audit, monitor_handlers
 from scanner_core.monitor import ImageRecord, due_for_rescan, scan_fingerprint
 from scanner_core.monitor.fingerprint import ScanIdentity, fingerprint_document
 from scanner_core.queue import build_message
@@ -19,6 +19,7 @@ from tests.conftest import REPO_ROOT, Audits
 from tests.support.images import SAMPLE_ADVISORIES
 from tests.support.monitor import QueuedMessage, TrivySpy
 from tests.support.trivy_db import Advisory, build_trivy_db
+from tests.test_http_api import http, make_api
 from tests.test_monitor_watch import Monitor, monitor  # noqa: F401 - the fixture
 
 DAY1 = datetime(2026, 11, 1, 6, tzinfo=timezone.utc)
@@ -88,7 +89,7 @@ def test_a_rescan_after_a_db_refresh_selects_the_image_and_finds_the_new_cve(mon
 
 
 def test_a_rescan_with_the_same_db_reuses_the_audit_without_running_trivy(
-    monitor: Monitor, audits, tmp_path, trivy_executable
+    monitor: Monitor, audits, tmp_path, trivy_executable, azurite
 ):
     spy = TrivySpy(tmp_path, trivy_executable)
     old_db, new_db = write_db(tmp_path / "instance-a", DAY1), write_db(tmp_path / "instance-b", DAY2)
@@ -107,7 +108,11 @@ def test_a_rescan_with_the_same_db_reuses_the_audit_without_running_trivy(
     assert spy.scans() == []  # trivy did not scan
     reused = meta_of(monitor, audits, message.payload["image-scan-id"])
     assert reused["reused-from"] == first["audit-id"]
-    assert reused["trivy-audit-path"] == first["trivy-audit-path"]  # the earlier report
+    folder = first["trivy-audit-path"].rsplit("/", 1)[0]
+    new_folder = next(n for n in audits.names() if n.endswith(f"-{reused['audit-id']}/meta")).rsplit("/", 1)[0]
+    # Self-contained (issue 17): the earlier report copied server-side into the new folder.
+    assert new_folder != folder and reused["trivy-audit-path"] == f"{new_folder}/scan-result.json"
+    assert audits.read(reused["trivy-audit-path"]) == audits.read(first["trivy-audit-path"])
     for field in ("scan-status", "vulnerabilities", "details", "trivy-db-updated-at", "image-digest", "summary"):
         assert reused[field] == first[field]
     assert (reused["trigger"], reused["audit-result"]) == ("rescan", "succeeded")
@@ -115,10 +120,18 @@ def test_a_rescan_with_the_same_db_reuses_the_audit_without_running_trivy(
     assert reused["previous-audit-id"] == first["audit-id"]
     assert (reused["changes"]["new"], reused["changes"]["fixed"]) == ([], [])
     assert reused["decision"] == first["decision"] == "pending"
-    folder = reused["trivy-audit-path"].rsplit("/", 1)[0]
-    new_folder = next(n for n in audits.names() if n.endswith(f"-{reused['audit-id']}/meta")).rsplit("/", 1)[0]
-    assert new_folder != folder and [n for n in audits.names() if n.startswith(new_folder + "/")] == [
-        f"{new_folder}/meta"]
+    assert [n for n in audits.names() if n.startswith(new_folder + "/")] == [
+        f"{new_folder}/meta", f"{new_folder}/scan-result.json"]  # no notification claim copied
+
+    # A lifecycle rule deletes the earlier folder: the reused audit still reads whole through the API.
+    for name in [n for n in audits.all_names() if n.startswith(folder + "/")]:
+        audits.client.delete_blob(name)
+    api = make_api(azurite)
+    served = json.loads(get_audit(http("GET", "x", route_params={"audit_id": reused["audit-id"]}), api).get_body())
+    assert served["trivy-audit-path"] == reused["trivy-audit-path"]
+    report = json.loads(audits.read(served["trivy-audit-path"]))
+    assert {v["VulnerabilityID"] for r in report["Results"] for v in r.get("Vulnerabilities") or []} == finding_ids(
+        first)
 
     # SCAN_DEDUP=false: the same request is scanned.
     monitor.env.set(SCAN_DEDUP="false")
@@ -139,8 +152,9 @@ def test_requests_by_tag_and_audits_whose_report_is_gone_are_scanned(monitor: Mo
     deliver_request(monitor, f"{reference}@{digest}", "by-digest")  # the latest audit is by-tag's: reused
     assert len(spy.scans()) == 2 and meta_of(monitor, audits, "by-digest")["reused-from"] == "by-tag"
 
-    by_tag = meta_of(monitor, audits, "by-tag")
-    audits.client.delete_blob(by_tag["trivy-audit-path"])  # retention removed the report
+    by_digest = meta_of(monitor, audits, "by-digest")  # the latest audit, with its own copy of the report
+    assert by_digest["trivy-audit-path"].endswith("-by-digest/scan-result.json")
+    audits.client.delete_blob(by_digest["trivy-audit-path"])  # retention removed the report
     deliver_request(monitor, f"{reference}@{digest}", "after-retention")
     assert len(spy.scans()) == 3 and "reused-from" not in meta_of(monitor, audits, "after-retention")
 

@@ -175,6 +175,17 @@ def test_a_malformed_event_is_quarantined_with_its_reason(monitor: Monitor, audi
     assert monitor.queue.take() == []
 
 
+def test_a_push_from_a_registry_not_allowed_is_quarantined_with_that_reason(monitor: Monitor, audits: Audits):
+    monitor.configure([], ALLOWED_REGISTRIES=f"{monitor.registry.address}")
+    event = image_pushed_event("other.example.com", "team/app", "sha256:" + "c" * 64, "1.0", event_id="far-1")
+    quarantined: list[str] = []
+    assert monitor_handlers.on_image_pushed(event, quarantined.append, REPO_ROOT) is None
+    (record,) = [json.loads(text) for text in quarantined]
+    assert (record["failure-reason"], record["failure-kind"]) == ("registry-not-allowed", "permanent")
+    assert "data.request.host: registry 'other.example.com' is not allowed" in record["reason"]
+    assert monitor.queue.take() == []
+
+
 # -- the watch list's validation ------------------------------------------------------------
 
 

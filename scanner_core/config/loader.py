@@ -34,6 +34,8 @@ class ScannerConfig(BaseModel):
         values += [r.password.get_secret_value() for r in self.file.registries if r.password]
         values += [url.get_secret_value() for url in self.settings.notify_webhook_urls]
         values += [v for r in self.file.registries if r.password_setting and (v := os.environ.get(r.password_setting))]
+        if self.settings.notify_webhook_secret is not None:
+            values.append(self.settings.notify_webhook_secret.get_secret_value())
         if self.settings.trivy_server_token is not None:
             values.append(self.settings.trivy_server_token.get_secret_value())
         return values

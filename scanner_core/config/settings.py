@@ -17,7 +17,7 @@ from uuid import UUID
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ..registry import parse_image_reference, parse_platform
+from ..registry import parse_allowlist, parse_image_reference, parse_platform
 
 DEFAULT_TRIVY_TIMEOUT_MS = 300_000
 DEFAULT_CACHE_DIR = Path("/tmp/trivy-cache")
@@ -27,9 +27,10 @@ EPSS_FEED_URL = "https://epss.empiricalsecurity.com/epss_scores-current.csv.gz"
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 ScannerKind = Literal["vuln", "secret", "license", "misconfig"]
 # Settings whose values are never quoted in a configuration error.
-SECRET_SETTINGS = frozenset(
-    {"AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "TRIVY_SERVER_TOKEN", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
-)
+SECRET_SETTINGS = frozenset({
+    "AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "NOTIFY_WEBHOOK_SECRET", "TRIVY_SERVER_TOKEN",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+})
 
 
 def _split_list(value: Any) -> Any:
@@ -126,6 +127,8 @@ class Settings(BaseSettings):
     notify_webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, alias="NOTIFY_WEBHOOK_URLS"
     )
+    # The HMAC key of the events' X-Signature-256 (monitor/signing.py); a secret (Key Vault reference).
+    notify_webhook_secret: SecretStr | None = Field(None, alias="NOTIFY_WEBHOOK_SECRET", min_length=16)
     notify_min_severity: Severity = Field("HIGH", alias="NOTIFY_MIN_SEVERITY")
     notify_attempts: int = Field(4, alias="NOTIFY_ATTEMPTS", ge=1, le=10)
     notify_timeout_s: float = Field(10.0, alias="NOTIFY_TIMEOUT", gt=0, le=60)
@@ -143,6 +146,8 @@ class Settings(BaseSettings):
     epss_feed_url: str = Field(
         default_factory=lambda: _feed_default("EPSS_FEED_URL", EPSS_FEED_URL), alias="EPSS_FEED_URL"
     )
+    # The registries requests may name (registry/guard.py, which applies it at every network edge).
+    allowed_registries: str | None = Field(None, alias="ALLOWED_REGISTRIES")
 
     _split = field_validator(
         "trivy_db_repository", "trivy_severity", "trivy_scanners", "trivy_java_db_repository", "trivy_vex",
@@ -178,6 +183,12 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if value and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise ValueError("must be an http:// or https:// URL, or empty to turn the feed off")
+        return value
+
+    @field_validator("allowed_registries", mode="after")
+    @classmethod
+    def _check_allowed_registries(cls, value: str | None) -> str | None:
+        parse_allowlist(value)  # ValueError naming the bad entry
         return value
 
     @field_validator("trivy_platform", mode="after")

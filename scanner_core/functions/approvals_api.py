@@ -131,8 +131,7 @@ def on_digest(timer: func.TimerRequest | None, app_root: Path) -> Any:
 
     scanner = make_scanner(app_root)
     settings = scanner.config.settings
-    notifier = Notifier([url.get_secret_value() for url in settings.notify_webhook_urls], scanner.blob_store,
-                        attempts=settings.notify_attempts, timeout_s=settings.notify_timeout_s)
+    notifier = Notifier.from_settings(settings, scanner.blob_store)  # signed with NOTIFY_WEBHOOK_SECRET too
     result = send_digest(ApprovalStore(settings.blob_container_url, scanner.short_id), notifier)
     scanner.logger.info("approval digest", fields={"sent": result.sent, "pending": len(result.event["pending"])})
     return result

@@ -57,7 +57,7 @@ import azure.functions as func
 from ..config import ScannerConfig, load_config
 from ..errors import ConfigurationError, RequestError, StorageError
 from ..queue import QueueConnection, QueueEncoding, build_message, enqueue
-from ..registry import parse_image_reference, parse_platform
+from ..registry import allowed_reference, parse_image_reference, parse_platform
 from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, validate_audit_id
 from .host import message_encoding
 from .settings import load_function_settings
@@ -167,7 +167,7 @@ def request_scan(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         image = _string(body, "image")
         audit_id = _string(body, "audit-id") if "audit-id" in body else None
         platform = _string(body, "platform") if "platform" in body else None
-        parse_image_reference(image, field="image")
+        allowed_reference(image, "image")  # ALLOWED_REGISTRIES: 400 registry-not-allowed naming "image"
         return _enqueue_scan(ctx, image, audit_id, platform)
 
     return _answer(req, ("POST",), run)
@@ -261,9 +261,9 @@ def _image_from_route(req: func.HttpRequest) -> str:
     name = _route_segment(req, "name")
     tag = _route_segment(req, "tag")
     try:
-        parsed = parse_image_reference(name, field="name")
+        parsed = allowed_reference(name, "name")
     except RequestError as error:
-        raise ApiError(400, "invalid-field", str(error).removeprefix("name: "), "name") from None
+        raise ApiError(400, getattr(error, "reason", "invalid-field"), str(error).removeprefix("name: "), "name") from None
     if parsed.tag or parsed.digest:
         raise ApiError(
             400,
@@ -373,7 +373,8 @@ def _answer(req: func.HttpRequest, methods: tuple[str, ...], run: Callable[[], f
     except ApiError as error:
         return error.response()
     except RequestError as error:  # includes InvalidImageReference and InvalidCursor
-        return ApiError(400, "invalid-field", str(error).removeprefix(f"{error.field}: "), error.field).response()
+        code = getattr(error, "reason", "invalid-field")  # registry-not-allowed
+        return ApiError(400, code, str(error).removeprefix(f"{error.field}: "), error.field).response()
     except StorageError as error:
         _log.error("storage failure: %s", error)
         return ApiError(503, "storage-unavailable", str(error)).response()

@@ -26,7 +26,7 @@ from ..monitor import (
     WatchResult,
     parse_image_pushed,
 )
-from ..queue import build_message, enqueue
+from ..queue import bounded_quarantine, build_message, enqueue
 from .handlers import make_scanner
 from .host import message_encoding
 from .settings import load_function_settings
@@ -81,6 +81,8 @@ def on_image_pushed(
     """
     scanner = make_scanner(app_root)
     log = scanner.logger.bind(event_id=event.id)
+    # An event may be up to 1 MB: a too-big entry keeps the event in Blob (queue/quarantine.py).
+    quarantine = bounded_quarantine(quarantine, scanner.blob_store, scanner.short_id, event.id)
     try:
         pushed = parse_image_pushed(event.event_type, event.id, event.get_json(), event.event_time)
     except IgnoredEvent as reason:
@@ -105,7 +107,7 @@ def quarantine_record(event: func.EventGridEvent, error: RequestError) -> str:
         {
             "original-message": json.dumps(original),
             "reason": str(error),
-            "failure-reason": f"invalid-{error.field}",
+            "failure-reason": getattr(error, "reason", None) or f"invalid-{error.field}",  # registry-not-allowed
             "failure-kind": "permanent",
             "audit-id": None,
             "message-id": event.id,

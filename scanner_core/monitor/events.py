@@ -34,7 +34,7 @@ from typing import Any
 from ..config import ScannerConfig
 from ..errors import RequestError
 from ..log import ScanLogger
-from ..registry import RegistryApi, parse_image_reference
+from ..registry import RegistryApi, current_guard, parse_image_reference
 from ..storage import validate_audit_id
 from .records import MonitorStore, Seen
 from .watch import Enqueue, platform_digest, registry_api
@@ -98,6 +98,7 @@ def parse_image_pushed(
     if _ARTIFACT_TAG.match(tag):
         raise IgnoredEvent(f"{repository}:{tag} is a signature or attestation, not an image")
     reference = parse_image_reference(f"{request['host']}/{repository}:{tag}@{digest}", "data.target")
+    current_guard().check_image(reference, "data.request.host")  # registry-not-allowed, before any contact
     return PushedImage(
         registry=reference.registry,
         repository=reference.repository,

@@ -50,6 +50,8 @@ OPERATIONAL_SETTINGS = frozenset(
         "scan_dedup",
         "scan_scratch_dir",
         "notify_webhook_urls",
+        "notify_webhook_secret",
+        "allowed_registries",
         "notify_min_severity",
         "notify_attempts",
         "notify_timeout_s",

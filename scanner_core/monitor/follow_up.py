@@ -70,12 +70,7 @@ class AuditFollowUp:
         self.exploits = exploits
         self.audit_index = audit_index
         self.redactor = redactor
-        self.notifier = notifier or Notifier(
-            [url.get_secret_value() for url in settings.notify_webhook_urls],
-            blob_store,
-            attempts=settings.notify_attempts,
-            timeout_s=settings.notify_timeout_s,
-        )
+        self.notifier = notifier or Notifier.from_settings(settings, blob_store)
 
     def annotate_reused(self, meta: AuditMeta, earlier: AuditMeta, log: ScanLogger) -> AuditMeta:
         """The same for an audit answered from ``earlier`` (dedup, ``reuse.py``): its

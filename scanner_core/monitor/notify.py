@@ -17,6 +17,9 @@ gets ``NOTIFY_ATTEMPTS`` attempts with exponential backoff (tenacity) on
 connection errors, timeouts, 408, 429 and 5xx, each bounded by
 ``NOTIFY_TIMEOUT``; URLs are sent to in parallel; every error is logged (the
 URL reduced to its host: webhook URLs carry credentials) and swallowed.
+
+Signed: with ``NOTIFY_WEBHOOK_SECRET`` every POST carries ``X-Signature-256``
+and ``X-Signature-Timestamp`` (``signing.py``), so receivers can verify it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -37,6 +40,10 @@ from ..errors import StorageError
 from ..models import AuditMeta
 from ..storage import BlobStore, image_identity, iso8601
 from .changes import Key
+from .signing import signature_headers
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 NOTIFICATION_BLOB = "notification.json"
 EVENT_TYPE = "trivy-scanner.audit-changed"
@@ -154,11 +161,26 @@ class Notifier:
         timeout_s: float = 10.0,
         backoff_multiplier: float = 0.5,
         backoff_max: float = 8.0,
+        secret: str | None = None,
     ) -> None:
+        """``secret``: ``NOTIFY_WEBHOOK_SECRET``; each POST is then signed (``signing.py``)."""
         self.urls = list(urls)
+        self._secret = secret
         self.blob_store = blob_store
         self.attempts, self.timeout_s = attempts, timeout_s
         self.backoff_multiplier, self.backoff_max = backoff_multiplier, backoff_max
+
+    @classmethod
+    def from_settings(cls, settings: Settings, blob_store: BlobStore) -> Notifier:
+        """The scanner's notifier: its webhooks, attempts, timeout and signing secret."""
+        secret = settings.notify_webhook_secret
+        return cls(
+            [url.get_secret_value() for url in settings.notify_webhook_urls],
+            blob_store,
+            attempts=settings.notify_attempts,
+            timeout_s=settings.notify_timeout_s,
+            secret=secret.get_secret_value() if secret else None,
+        )
 
     def send_once(self, folder: str, event: dict[str, Any]) -> list[Delivery] | None:
         """Claims the audit's notification and sends it; ``None`` when it was
@@ -194,10 +216,13 @@ class Notifier:
 
         def attempt() -> int:
             try:
+                headers = {"Content-Type": "application/json", "User-Agent": "trivy-scanner-notify"}
+                if self._secret is not None:  # signed afresh on each attempt: a retry has a new timestamp
+                    headers |= signature_headers(self._secret, body)
                 response = requests.post(
                     url,
                     data=body,
-                    headers={"Content-Type": "application/json", "User-Agent": "trivy-scanner-notify"},
+                    headers=headers,
                     timeout=self.timeout_s,
                     allow_redirects=False,
                 )

@@ -1,9 +1,14 @@
 """Dedup: a request for a digest already scanned with the same trivy, DB,
 settings and suppression files is answered from that audit, without trivy.
 
-The answer is a new audit folder whose ``meta`` copies the earlier verdict,
-says ``reused-from: <audit id>`` and points to the earlier ``scan-result.json``
-(``trivy-audit-path``); nothing else is written to the folder. Only requests
+The answer is a new, self-contained audit folder: the earlier folder's data
+blobs (``scan-result.json``, ``sbom.cdx.json``, whatever else an audit folder
+holds, but not its ``meta`` or its notification claim) are copied server-side
+into it (Copy Blob within the account: no bytes through the instance), then its
+``meta`` is written last, copying the earlier verdict, saying ``reused-from:
+<audit id>`` and pointing into the new folder. A lifecycle rule that deletes
+the earlier folder leaves the new audit whole. When a copy fails (the earlier
+folder went away meanwhile), the request is scanned. Only requests
 *by digest* are answered this way (the watch timer, Event Grid, rescans, and
 anyone who sends ``repo@sha256:...``): a tag may have moved since, so a
 request by tag is always scanned. ``SCAN_DEDUP=false`` turns it off.
@@ -24,9 +29,10 @@ from ..config import ScannerConfig
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
 from ..registry import ImageReference
-from ..storage import META_BLOB, BlobStore
+from ..storage import META_BLOB, REPORT_BLOB, SBOM_BLOB, AzureBlobStore
 from ..trivy import VulnerabilityDatabase
 from .fingerprint import ScanIdentity, scan_fingerprint
+from .notify import NOTIFICATION_BLOB
 from .records import ImageRecord, MonitorStore
 
 # Fields of a meta that belong to the new request, not to the scan it reuses.
@@ -34,12 +40,14 @@ _REQUEST_FIELDS = ("audit_id", "requested_at", "image", "trigger")
 # Fields that describe the earlier audit's place in its image's history: not copied
 # (the core's follow-up computes them anew for the new audit).
 _HISTORY_FIELDS = ("previous_audit_id", "changes")
+# Blobs of an audit folder that are the audit's own, never copied into a reusing one.
+_NOT_COPIED = frozenset({META_BLOB, NOTIFICATION_BLOB})
 
 
 class AuditReuse:
     """The dedup lookup and bookkeeping of one scanner."""
 
-    def __init__(self, config: ScannerConfig, store: MonitorStore, blob_store: BlobStore) -> None:
+    def __init__(self, config: ScannerConfig, store: MonitorStore, blob_store: AzureBlobStore) -> None:
         self.config = config
         self.store = store
         self.blob_store = blob_store
@@ -92,11 +100,13 @@ class AuditReuse:
         request: ScanRequest,
         image: ImageReference | None,
         base: AuditMeta,
+        folder: str,
         database: VulnerabilityDatabase,
         trivy_version: Callable[[], str],
         log: ScanLogger,
     ) -> tuple[AuditMeta, int, AuditMeta] | None:
-        """The new audit's meta, the earlier scan's time and the earlier meta, or ``None``: scan.
+        """The new audit's meta (its folder, ``folder``, filled first), the earlier scan's time
+        and the earlier meta, or ``None``: scan.
         Any doubt, or any error, means scan (the scan path reports real failures)."""
         if not self.applies(image) or image is None:
             return None
@@ -109,9 +119,33 @@ class AuditReuse:
         if found is None:
             return None
         earlier, record = found
-        meta = self.reused_meta(earlier, base)
+        try:
+            copied = self.copy_blobs(earlier, record.folder, folder)
+        except Exception as error:  # noqa: BLE001 - a folder removed meanwhile: scan
+            log.warning("earlier audit's blobs not copied; scanning", fields={"error": str(error)})
+            return None
+        meta = self.reused_meta(earlier, base).model_copy(update=copied)
         log.info("answered from an earlier audit; trivy not run", fields={"reused-from": meta.reused_from})
         return meta, record.scanned_at, earlier
+
+    def copy_blobs(self, earlier: AuditMeta, source: str, folder: str) -> dict[str, str]:
+        """Copies ``source``'s blobs into ``folder`` (all but meta and the notification
+        claim); returns the meta's paths into ``folder``. A report outside ``source``
+        (an audit reused before audits were self-contained) is copied by its path."""
+        copied: dict[str, str] = {}
+        for name in self.blob_store.names(f"{source}/"):
+            blob = name[len(source) + 1:]
+            if blob not in _NOT_COPIED:
+                self.blob_store.copy_blob(name, f"{folder}/{blob}")
+                copied[name] = f"{folder}/{blob}"
+        paths: dict[str, str] = {}
+        for field, blob in (("trivy_audit_path", REPORT_BLOB), ("sbom_path", SBOM_BLOB)):
+            path = getattr(earlier, field)
+            if path is not None:
+                if path not in copied:
+                    self.blob_store.copy_blob(path, f"{folder}/{blob}")
+                paths[field] = copied.get(path, f"{folder}/{blob}")
+        return paths
 
     def reused_meta(self, earlier: AuditMeta, base: AuditMeta) -> AuditMeta:
         """The new audit's meta: the earlier verdict, this request's identity."""

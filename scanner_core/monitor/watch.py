@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import ScannerConfig
-from ..errors import ScanFailed
+from ..errors import RequestError, ScanFailed
 from ..log import ScanLogger
-from ..registry import RegistryApi, find_credentials, resolve_credentials
+from ..registry import RegistryApi, current_guard, find_credentials, resolve_credentials
 from .records import MonitorStore, Seen
 from .watchlist import WatchEntry
 
@@ -74,6 +74,7 @@ def version_key(tag: str) -> tuple[tuple[int, int | str], ...]:
 
 def registry_api(config: ScannerConfig, entry: WatchEntry) -> RegistryApi:
     """The registry API client for an entry, with the credentials configured for its host."""
+    current_guard().check_image(entry.reference, "repository")  # the allowlist may have changed since start-up
     registry = find_credentials(entry.reference, config.file.registries)
     return RegistryApi(
         entry.reference.registry,
@@ -132,7 +133,7 @@ class Watcher:
         for entry in self.config.file.watch:
             try:
                 result = self.watch(entry)
-            except ScanFailed as error:
+            except (ScanFailed, RequestError) as error:  # RegistryNotAllowed is a RequestError
                 result = WatchResult(entry.canonical, error=str(error))
                 self.log.error("watched repository not listed", fields={"repository": entry.canonical,
                                                                         "error": str(error)})

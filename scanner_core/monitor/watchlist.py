@@ -7,7 +7,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..registry import ImageReference, parse_image_reference
+from ..errors import RequestError
+from ..registry import ImageReference, current_guard, parse_image_reference
 
 # os/arch[/variant], as trivy's --platform and OCI image indexes spell it.
 PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$"
@@ -36,6 +37,10 @@ class WatchEntry(BaseModel):
         reference = parse_image_reference(value, "repository")  # InvalidImageReference is a ValueError
         if reference.tag or reference.digest:
             raise ValueError(f"{value!r} must name a repository without tag or digest; tags are chosen by 'tags'")
+        try:  # ALLOWED_REGISTRIES at start-up; addresses are checked when the timer connects
+            current_guard().check_image(reference, "repository", resolve_name=False)
+        except RequestError as error:
+            raise ValueError(error.detail) from None
         return value
 
     @field_validator("tags")

@@ -8,14 +8,24 @@ stand-alone listener share (one implementation for both).
 * A transient failure is retried with exponential backoff (``backoff.py``):
   the request is sent again, invisible for the delay, with its attempt number
   and first-attempt time in the headers, and the delivery completes normally.
-  The last attempt (``RETRY_MAX_ATTEMPTS``) writes ``meta`` with the reason and
-  quarantines the request, saying how many attempts were made over how long.
+  Only the attempt number decides the last attempt (``RETRY_MAX_ATTEMPTS``),
+  which writes ``meta`` with the reason and quarantines the request, saying how
+  many attempts were made over how long. The dequeue count does not: a
+  delivery that ran and failed transiently is re-sent whatever its count, so
+  deliveries that died with their instance (scale-in, a deployment, an
+  out-of-memory kill) do not eat the request's backoff.
+* The dequeue count bounds what never finished. Each copy of a request gets
+  ``maxDequeueCount`` deliveries from the platform; a worker that dies on each
+  of them leaves no outcome, and the next delivery (the listener's, or the
+  host's poisoning) ends it in quarantine with that reason and its attempt
+  count instead of looping. New copies are made only by finished, transient
+  attempts, so a request is delivered at most ``maxDequeueCount x
+  RETRY_MAX_ATTEMPTS`` times (plus the listener's quarantining delivery).
 * Only when the retry cannot be queued (the queue itself is down) does the
   delivery fail (``RetryableFailure``): the platform (or the listener) makes
-  it visible again, and its dequeue count bounds it. A delivery whose dequeue
-  count is already the maximum is the last one: a worker that died on each of
-  them (out of memory, an instance recycled) leaves no outcome, so it ends in
-  quarantine with that reason instead of looping.
+  it visible again, and its dequeue count bounds it; on the copy's last
+  delivery the request is quarantined (``meta`` written) instead, since the
+  platform would otherwise poison it without a reason.
 * The handler returns ``None`` or an outcome, never raises for a request that
   was dealt with: the Python worker fails an invocation that returns a value
   without a ``$return`` binding (the trigger discards it).
@@ -27,6 +37,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 from datetime import datetime
 
 from ..audit import AuditOutcome, ScanRequest
@@ -35,6 +46,7 @@ from ..errors import FailureKind, RequestError, ScanFailed, ScannerError
 from ..log import ScanLogger
 from .backoff import RetryPolicy, RetryState
 from .messages import parse_message, retry_message
+from .quarantine import bounded_quarantine
 
 
 class RetryableFailure(ScannerError):
@@ -108,6 +120,8 @@ def handle_delivery(
     ``retry_later`` a transient failure raises ``RetryableFailure`` (the platform's
     fixed redelivery), as when the retry cannot be queued."""
     log = scanner.logger.bind(message_id=delivery.message_id, dequeue_count=delivery.dequeue_count)
+    # Every entry fits in a queue message: a too-big one keeps the body in Blob (quarantine.py).
+    quarantine = bounded_quarantine(quarantine, scanner.blob_store, scanner.short_id, delivery.message_id)
     if delivery.dequeue_count > max_dequeue_count:
         return _too_many_deliveries(delivery, scanner, max_dequeue_count, quarantine, log)
     try:
@@ -119,7 +133,7 @@ def handle_delivery(
 
     policy = RetryPolicy.from_settings(scanner.config.settings)
     attempt = _Attempt(state, request)
-    final = policy.is_last(state.attempt) or delivery.dequeue_count >= max_dequeue_count
+    final = policy.is_last(state.attempt)  # the attempts decide; the dequeue count bounds only crashes
     log = log.bind(attempt=state.attempt)
     try:
         outcome = scanner.scan(request, final_attempt=final, reuse_succeeded=True)
@@ -128,7 +142,8 @@ def handle_delivery(
         quarantine(quarantine_record(delivery, str(error), audit_id=None, failure_reason=f"invalid-{error.field}"))
         return None
     except ScannerError as error:  # AuditNotRecorded: not even meta could be written
-        _transient(delivery, attempt, policy, final, "not-recorded", str(error), quarantine, retry_later, log, request)
+        _transient(delivery, attempt, policy, final, "not-recorded", str(error), (quarantine, retry_later), log,
+                   (scanner, max_dequeue_count))
         return None
 
     if outcome.failure is None:
@@ -136,7 +151,8 @@ def handle_delivery(
     description = outcome.meta.failure_description or str(outcome.failure)
     reason = outcome.meta.failure_reason or "transient"
     if outcome.retry_may_help:
-        _transient(delivery, attempt, policy, final, reason, description, quarantine, retry_later, log, request)
+        _transient(delivery, attempt, policy, final, reason, description, (quarantine, retry_later), log,
+                   (scanner, max_dequeue_count))
         return outcome
     quarantine(quarantine_record(delivery, description, audit_id=request.audit_id,
                                  failure_reason=outcome.meta.failure_reason or "permanent", attempt=attempt))
@@ -173,14 +189,14 @@ def _transient(
     final: bool,
     reason: str,
     description: str,
-    quarantine: Callable[[str], None],
-    retry_later: RetryLater | None,
+    senders: tuple[Callable[[str], None], RetryLater | None],
     log: ScanLogger,
-    request: ScanRequest,
+    bound: tuple[Scanner, int],
 ) -> None:
     """A transient failure: retried after the backoff delay, or quarantined on the last attempt."""
     now = int(time.time())
-    state = attempt.state
+    state, request = attempt.state, cast(ScanRequest, attempt.request)  # parsed before any scan
+    quarantine, retry_later = senders
     if final:
         text = f"gave up after {state.attempt} attempt(s) over {state.elapsed_seconds(now)} s: {reason}: {description}"
         quarantine(quarantine_record(delivery, text, audit_id=request.audit_id, failure_reason=reason,
@@ -193,10 +209,24 @@ def _transient(
             raise ScannerError("no queue to send it to was given")
         retry_later(retry_message(request, state.next(now)).to_text(), delay)
     except ScannerError as error:
-        raise RetryableFailure(
-            f"attempt {state.attempt} of {policy.max_attempts} failed ({reason}) and its retry could not be "
-            f"queued ({error}); delivery {delivery.dequeue_count} fails so the platform delivers it again"
-        ) from None
+        scanner, max_dequeue_count = bound
+        text = (f"attempt {state.attempt} of {policy.max_attempts} failed ({reason}) and its retry could not be "
+                f"queued ({error})")
+        if delivery.dequeue_count < max_dequeue_count:
+            raise RetryableFailure(f"{text}; delivery {delivery.dequeue_count} fails so the platform delivers it "
+                                   "again") from None
+        # The copy's last delivery: the platform would poison it without a reason; the quarantine says why.
+        try:
+            scanner.record_failure(request, ScanFailed(f"{text}: {description}", kind=FailureKind.TRANSIENT,
+                                                       reason=reason))
+        except ScannerError as meta_error:
+            log.warning("no meta for a request whose retry could not be queued", fields={"error": str(meta_error)})
+        quarantine(quarantine_record(delivery, f"{text} on delivery {delivery.dequeue_count} of "
+                                     f"{max_dequeue_count}: {description}", audit_id=request.audit_id,
+                                     failure_reason=reason, kind=FailureKind.TRANSIENT, attempt=attempt))
+        log.error("transient failure and no retry could be queued on the last delivery; quarantined",
+                  fields={"reason": reason})
+        return
     log.warning(
         "transient failure; retried later",
         fields={"reason": reason, "next-attempt": state.attempt + 1, "delay-seconds": delay},

@@ -29,6 +29,13 @@ _EXPORTS = {
     "parse_platform": ".platform",
     "pick_platform": ".platform",
     "ImageFacts": ".inspect",
+    "RegistryGuard": ".guard",
+    "RegistryNotAllowed": ".guard",
+    "allowed_reference": ".guard",
+    "current_guard": ".guard",
+    "parse_allowlist": ".guard",
+    "use_resolver": ".guard",
+    "GuardedSession": ".guarded_http",
     "inspect_image": ".inspect",
 }
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..errors import FailureKind, ScanFailed
 from ..identity import azure_credential, identity_label, token_claims
 from ..redact import Redactor
+from .guard import current_guard
 
 if TYPE_CHECKING:
     import requests
@@ -51,6 +52,8 @@ def acr_refresh_token(registry: str, *, insecure: bool = False) -> str:
     the identity (naming its client id and the ``AcrPull`` role) or no identity
     is available; transient when the registry or the identity endpoint fails.
     """
+    # Before an Azure AD token is even asked for: it is sent to the registry's exchange.
+    current_guard().check_registry(registry, "registry")
     key = (registry, os.environ.get("AZURE_CLIENT_ID", ""))
     with _lock:
         cached = _refresh_tokens.get(key)
@@ -97,13 +100,16 @@ def _aad_token(registry: str) -> str:
 def _exchange(registry: str, aad_token: str, claims: dict, insecure: bool) -> str:
     import requests
 
+    from .guarded_http import GuardedSession
+
     tenant = str(claims.get("tid") or os.environ.get("AZURE_TENANT_ID") or "")
     form = {"grant_type": "access_token", "service": registry, "tenant": tenant, "access_token": aad_token}
     response: requests.Response | None = None
     for scheme in ("https", "http") if insecure else ("https",):
         try:
-            response = requests.post(f"{scheme}://{registry}/oauth2/exchange", data=form, timeout=_TIMEOUT_SECONDS,
-                                     verify=not insecure)
+            with GuardedSession() as session:  # no redirect to a refused address
+                response = session.post(f"{scheme}://{registry}/oauth2/exchange", data=form,
+                                        timeout=_TIMEOUT_SECONDS, verify=not insecure)
             break
         except requests.exceptions.RequestException as error:
             if scheme == "https" and insecure:

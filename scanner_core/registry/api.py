@@ -22,6 +22,7 @@ from urllib.parse import urljoin
 
 from ..errors import FailureKind, ScanFailed
 from .credentials import Credentials
+from .guard import RegistryNotAllowed
 
 if TYPE_CHECKING:
     import requests
@@ -83,13 +84,13 @@ class RegistryApi:
         plain_http: bool = False,
     ) -> None:
         """``plain_http``: speak HTTP only (a loopback registry, as trivy does), skipping the HTTPS try."""
-        import requests  # imported on first use: not every process talks to a registry
+        from .guarded_http import GuardedSession  # requests, on first use: not every process talks to a registry
 
         self.registry = registry
         self._credentials = credentials
         self._insecure = insecure
         self._timeout = timeout
-        self._session = requests.Session()
+        self._session = GuardedSession()  # every connection, redirect and token realm passes the guard
         self._session.verify = not insecure
         self._scheme: str | None = "http" if plain_http else None
         self._tokens: dict[str, str] = {}
@@ -193,6 +194,8 @@ class RegistryApi:
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         try:
             response = self._session.get(params.get("realm", ""), params=query, auth=auth, timeout=self._timeout)
+        except RegistryNotAllowed:
+            raise
         except Exception as error:  # noqa: BLE001 - any failure to reach the token service
             raise _unreachable(self.registry, f"token service: {type(error).__name__}") from None
         if not response.ok:

@@ -30,6 +30,7 @@ _EXPORTS = {
     "SBOM_BLOB": ".layout",
     "audit_folder": ".layout",
     "heartbeat_blob": ".layout",
+    "scanner_folder": ".layout",
     "validate_audit_id": ".layout",
 }
 

@@ -9,6 +9,7 @@ token included, in its exception text.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
@@ -148,6 +149,29 @@ class AzureBlobStore:
 
         return self._with_retries(f"creation of {name}", attempt)
 
+    def names(self, prefix: str) -> list[str]:
+        """The names of the blobs under ``prefix``."""
+        return self._with_retries(f"listing of {prefix}",
+                                  lambda: [b.name for b in self._container.list_blobs(name_starts_with=prefix)])
+
+    def copy_blob(self, source: str, destination: str, timeout_s: float = 120.0) -> None:
+        """A server-side copy within the account (Copy Blob): no bytes pass through this
+        instance. The source URL carries the container's SAS, if any; with the app's
+        identity the destination request's token authorises a source in the same account.
+        A missing source raises ``StorageError`` at once (HTTP 404, not retried)."""
+
+        def attempt() -> None:
+            target = self._container.get_blob_client(destination)
+            status = target.start_copy_from_url(self._container.get_blob_client(source).url).get("copy_status")
+            deadline = time.monotonic() + timeout_s
+            while status == "pending" and time.monotonic() < deadline:  # same-account copies rarely are
+                time.sleep(0.2)
+                status = target.get_blob_properties().copy.status
+            if status != "success":
+                raise _CopyNotFinished(f"the copy ended {status!r}")
+
+        self._with_retries(f"copy of {source} to {destination}", attempt)
+
     def download_bytes(self, name: str) -> bytes | None:
         """The blob's content, or ``None`` if there is no such blob."""
 
@@ -178,6 +202,10 @@ class AzureBlobStore:
             text = f"{type(error).__name__}: {_first_line(str(error))}"
         retried = f" (after {attempts} attempts)" if attempts > 1 else " (not retried: retrying cannot help)"
         return self._redactor(text + retried)
+
+
+class _CopyNotFinished(Exception):
+    """A server-side copy that did not succeed (failed, aborted, or still pending)."""
 
 
 def _first_line(text: str) -> str:

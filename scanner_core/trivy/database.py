@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..errors import FailureKind, ScanFailed
-from ..registry import Credentials
+from ..registry import Credentials, current_guard
 from .db_kind import JAVA_DB, VULNERABILITY_DB, DatabaseKind
 from .runner import Trivy
 
@@ -141,6 +141,8 @@ class VulnerabilityDatabase:
         return RefreshResult(True, "downloaded", self.info())
 
     def _download_and_swap(self) -> None:
+        for repository in self.repositories:  # operator's mirrors: any address but the guard's always-refused
+            current_guard().check_operator_registry(repository, self.kind.repository_setting)
         def download(staging: Path) -> None:
             self.trivy.download_db(
                 staging, self.repositories, self.timeout_ms, self._credentials, self._insecure, kind=self.kind

@@ -25,6 +25,7 @@ from azure.storage.blob import ContainerClient
 
 from .azurite import Azurite
 from .images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, build_alpine_image
+from .registry import LOOPBACK_REGISTRIES
 from .trivy_db import build_trivy_db
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +80,7 @@ def runner_environment(sas_url: str, trivy: Path, cache_dir: Path) -> dict[str, 
         "TRIVY_CACHE_DIR": str(cache_dir),
         "TRIVY_SKIP_DB_UPDATE": "true",
         "TRIVY_OFFLINE_SCAN": "true",
+        "ALLOWED_REGISTRIES": LOOPBACK_REGISTRIES,  # the demo's registry is on loopback
     }
 
 

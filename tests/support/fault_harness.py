@@ -10,6 +10,14 @@ answers. Then the invariant is checked: every message ends as exactly one audit
 folder with ``meta``, or on the poison queue with its reason; none lost, none
 scanned into two folders, no trivy left running, no secret in any log line.
 
+Two more faults (issue 17): ``recycles`` instances die holding messages (an
+extra listener is killed -9 with its trivy children while it scans, as a
+scale-in or an out-of-memory kill does), so their messages come back with a
+higher dequeue count just before the registry outage; and a lifecycle rule
+deletes audit folders (``seeds``: audits by digest made first, then deleted
+whole) while requests by digest (``by_digest``) are answered by dedup. Every
+succeeded audit must then hold its own report (``not_self_contained``).
+
 Azurite is stopped with SIGTERM, not SIGKILL: measured, a SIGKILLed Azurite loses
 the writes it acknowledged in its last seconds (its LokiJS metadata is saved
 every few seconds), which real Storage never does; a harness that did so would
@@ -18,7 +26,10 @@ count the emulator's losses as the scanner's.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import statistics
 import time
 import uuid
@@ -26,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
@@ -34,7 +46,7 @@ from scanner_core.queue import build_message
 from .azurite import DEV_ACCOUNT_KEY, Azurite
 from .faults import Blackhole, kill_service, kill_trivy, trivy_processes
 from .listener import ListenerProcess, listener_env, poison_entries, queue_length
-from .registry import Registry
+from .registry import LOOPBACK_REGISTRIES, Registry
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,9 @@ class FaultPlan:
     registry_outage_seconds: float = 3.0
     azurite_outage_seconds: float = 3.0
     timeout_seconds: float = 240.0
+    recycles: int = 0  # instances killed -9 while holding messages
+    by_digest: int = 0  # messages asking for the image by digest (dedup answers them)
+    seeds: int = 0  # audits by digest made first, then deleted as a lifecycle rule would
 
 
 @dataclass
@@ -64,6 +79,8 @@ class FaultReport:
     latencies: list[float] = field(default_factory=list)
     elapsed_seconds: float = 0.0
     listener_exit_codes: list[int | None] = field(default_factory=list)
+    not_self_contained: list[str] = field(default_factory=list)
+    reused: int = 0
 
     def percentile(self, share: float) -> float:
         if not self.latencies:
@@ -77,6 +94,7 @@ class FaultReport:
             f"messages {self.messages}, faults injected {len(self.faults)} ({'; '.join(self.faults)}), "
             f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, succeeded {self.succeeded}, "
             f"audit-failed {self.audit_failed}, quarantined {self.quarantined}, trivy left {self.trivy_left}, "
+            f"answered by dedup {self.reused}, not self-contained {len(self.not_self_contained)}, "
             f"leaked log lines {len(self.leaked_lines)}, enqueue->meta p50 {p50:.1f} s p95 {self.percentile(0.95):.1f} s, "
             f"total {self.elapsed_seconds:.1f} s"
         )
@@ -92,6 +110,7 @@ def run_faults(
     container_sas_url: str,
     config_path: Path,
     workdir: Path,
+    digest: str | None = None,
 ) -> FaultReport:
     """Runs ``plan``; ``scanner_env`` holds the scanner's settings (blob SAS, trivy paths...)."""
     queue_name = f"faults-{uuid.uuid4().hex[:12]}"
@@ -103,18 +122,24 @@ def run_faults(
             {"address": hung.address, "insecure": True},
         ]}))
         env = listener_env(azurite.connection_string, queue_name, **{
+            "ALLOWED_REGISTRIES": LOOPBACK_REGISTRIES,  # the bench's environment may not list them
             **scanner_env, "TRIVY_CONFIG_PATH": str(config_path), "TRIVY_TIMEOUT": "3000",
             "RETRY_BACKOFF_BASE_SECONDS": "1", "RETRY_BACKOFF_MAX_SECONDS": "4", "RETRY_MAX_ATTEMPTS": "5",
         })
-        enqueued = _enqueue(azurite, queue_name, plan, image, f"{hung.address}/team/app:1.0")
+        by_digest = f"{image.rsplit(':', 1)[0]}@{digest}" if digest else image
         started = time.monotonic()
-        listeners = [
-            ListenerProcess(env, workdir / f"listener-{i}.log",
-                            ["--concurrency", str(plan.concurrency), "--visibility-timeout", "5",
-                             "--grace-period", "20", "--log-level", "debug"]).start()
-            for i in range(plan.listeners)
-        ]
+
+        def listener(name: str) -> ListenerProcess:
+            return ListenerProcess(env, workdir / f"{name}.log",
+                                   ["--concurrency", str(plan.concurrency), "--visibility-timeout", "5",
+                                    "--grace-period", "20", "--log-level", "debug"]).start()
+
+        listeners = [listener(f"listener-{i}") for i in range(plan.listeners)]
         try:
+            _lifecycle_deletion(plan, report, azurite, queue_name, container_sas_url, by_digest)
+            doomed = [listener(f"recycled-{k}") for k in range(plan.recycles)]  # compete from the start
+            enqueued = _enqueue(azurite, queue_name, plan, image, f"{hung.address}/team/app:1.0", by_digest)
+            _recycle(report, registry, doomed)
             _inject(plan, report, azurite, registry)
             _await_settled(azurite, queue_name, container_sas_url, enqueued, plan.timeout_seconds)
         finally:
@@ -132,18 +157,68 @@ def _signature(sas_url: str) -> str:
     return sas_url.split("sig=", 1)[1].split("&", 1)[0]
 
 
-def _enqueue(azurite: Azurite, queue_name: str, plan: FaultPlan, image: str, hung_image: str) -> dict[str, float]:
+def _enqueue(azurite: Azurite, queue_name: str, plan: FaultPlan, image: str, hung_image: str,
+             by_digest: str) -> dict[str, float]:
     """Audit id -> enqueue time (unix s)."""
     enqueued: dict[str, float] = {}
     hung = {int((k + 0.5) * plan.messages / plan.hung_messages) for k in range(plan.hung_messages)}
+    digests = {int((k + 0.25) * plan.messages / plan.by_digest) for k in range(plan.by_digest)} - hung
     with QueueClient.from_connection_string(azurite.connection_string, queue_name) as client:
-        client.create_queue()
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass  # the seeds' queue
         for index in range(plan.messages):
             target, audit_id = (hung_image, f"hung-{index:04d}") if index in hung else (image, f"fault-{index:04d}")
+            if index in digests:
+                target = by_digest
             now = time.time()
             client.send_message(build_message(target, audit_id, created_at=now).to_text())
             enqueued[audit_id] = now
     return enqueued
+
+
+def _lifecycle_deletion(plan: FaultPlan, report: FaultReport, azurite: Azurite, queue_name: str, sas_url: str,
+                        by_digest: str) -> None:
+    """Seed audits by digest, then delete their folders whole, as a lifecycle rule would."""
+    if not plan.seeds:
+        return
+    seeds = [f"seed-{k:04d}" for k in range(plan.seeds)]
+    with QueueClient.from_connection_string(azurite.connection_string, queue_name) as client:
+        client.create_queue()
+        for audit_id in seeds:
+            client.send_message(build_message(by_digest, audit_id, created_at=time.time()).to_text())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(a in _metas(sas_url) for a in seeds):
+        time.sleep(0.5)
+    folders = [folder for a in seeds for folder in _metas(sas_url).get(a, [])]
+    with ContainerClient.from_container_url(sas_url) as container:
+        for folder in folders:
+            for blob in list(container.list_blobs(name_starts_with=folder + "/")):
+                container.delete_blob(blob.name)
+    report.faults.append(f"a lifecycle rule deleted {len(folders)} audit folders before requests by digest")
+
+
+def _recycle(report: FaultReport, registry: Registry, doomed: list[ListenerProcess]) -> None:
+    """Instances that die holding messages: each extra listener is killed -9, with its trivy,
+    once it has started a scan (its deliveries come back later with a higher dequeue count)."""
+    for process in doomed:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "scan requested" not in process.log():
+            time.sleep(0.1)
+        time.sleep(0.3)
+        children = _children(process.pid, registry.address)
+        process.signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        held = process.log().count("scan requested")
+        report.faults.append(f"an instance killed -9 holding messages ({held} scans started, {len(children)} trivy)")
+
+
+def _children(pid: int, marker: str) -> list[int]:
+    return [p.pid for p in trivy_processes(marker) if p.ppid == pid]
 
 
 def _inject(plan: FaultPlan, report: FaultReport, azurite: Azurite, registry: Registry) -> None:
@@ -211,6 +286,10 @@ def _check(report: FaultReport, azurite: Azurite, queue_name: str, sas_url: str,
             meta = json.loads(container.download_blob(f"{folders[0]}/meta").readall())
             if meta["audit-result"] == "succeeded":
                 report.succeeded += 1
+                report.reused += "reused-from" in meta
+                path = meta.get("trivy-audit-path") or ""
+                if not path.startswith(folders[0] + "/") or not container.get_blob_client(path).exists():
+                    report.not_self_contained.append(audit_id)
                 if audit_id in poisoned:  # a result and a quarantine entry: not "exactly one"
                     report.unexplained_poison += [e for e in poison if e.get("audit-id") == audit_id]
             else:

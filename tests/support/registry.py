@@ -24,6 +24,11 @@ from typing import NoReturn
 from .ports import ServiceProcess, free_port, log_tail, wait_until
 
 HOST = "127.0.0.1"
+# The suite's registries, token services and doubles all listen on loopback, which the scanner
+# contacts only when ALLOWED_REGISTRIES lists it (scanner_core/registry/guard.py); "*" keeps the
+# default for every other name (tests name registry.example.com, myacr.azurecr.io...). tests/conftest.py
+# puts this in the session's environment, so every test and every process a test starts has it.
+LOOPBACK_REGISTRIES = "*,127.0.0.1,localhost,[::1]"
 REGISTRY_EXECUTABLE = Path("/usr/bin/docker-registry")
 SKOPEO_EXECUTABLE = Path("/usr/bin/skopeo")
 STARTUP_TIMEOUT = 30.0

@@ -5,12 +5,21 @@ static file server for pages.
 body) and answers each with the next status of ``statuses`` (then 204), so a
 test can make it fail a few times before it accepts: that is how a receiver
 that is down or overloaded looks to the sender.
+
+With a ``secret`` it is a receiver that verifies, with the five lines the
+README gives receivers (``verify``, written apart from the scanner's signing
+code): a request whose signature does not match its raw body, or whose
+timestamp is older than ``tolerance_s``, is answered ``401`` and recorded with
+``verified=False``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler
@@ -28,6 +37,8 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: bytes
     answered: int
+    verified: bool | None = None  # None: the receiver has no secret
+
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -39,6 +50,8 @@ class WebhookReceiver(LoopbackHttpServer):
 
     statuses: list[int] = field(default_factory=list)
     requests: list[ReceivedRequest] = field(default_factory=list)
+    secret: bytes | None = None
+    tolerance_s: int = 300
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -48,10 +61,13 @@ class WebhookReceiver(LoopbackHttpServer):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                status = receiver._next_status()
+                verified = None if receiver.secret is None else verify(
+                    receiver.secret, self.headers, body, receiver.tolerance_s)
+                status = 401 if verified is False else receiver._next_status()
                 receiver._record(
                     ReceivedRequest(
-                        self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, status
+                        self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, status,
+                        verified,
                     )
                 )
                 self.send_response(status)
@@ -85,6 +101,14 @@ class WebhookReceiver(LoopbackHttpServer):
     def _record(self, request: ReceivedRequest) -> None:
         with self._lock:
             self.requests.append(request)
+
+
+def verify(secret: bytes, headers: Any, body: bytes, tolerance: int = 300) -> bool:
+    """The README's receiver check, verbatim: signature over ``<timestamp>.<raw body>``, recent timestamp."""
+    ts = headers.get("X-Signature-Timestamp", "0")
+    expected = "sha256=" + hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return ts.isdigit() and abs(time.time() - int(ts)) <= tolerance and hmac.compare_digest(
+        expected, headers.get("X-Signature-256", ""))
 
 
 class StaticServer(LoopbackHttpServer):
