@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 
+from tests.support.easy_auth import principal_headers
 from tests.support.functions_host import output
 from tests.support.monitor import TriggerQueue, image_pushed_event
 from tests.support.registry import unreachable_address
@@ -268,3 +269,68 @@ def test_every_http_function_answers_through_the_worker(worker, pb):
     for name in http_functions:
         status, _, _ = http_answer(host.http_invocation(name, "GET", f"/api/{name}", params={}), pb)
         assert 200 <= status < 600, name
+
+
+def test_an_approval_is_decided_gated_graphed_and_dry_run_through_the_worker(
+    worker, pb, scanner_env, registry, registry_configured, trigger_queue
+):
+    """Issue 15's and 19's routes through the worker: an API scan creates the digest's
+    approval request, a reviewer with App Service's principal headers approves it with
+    ``If-Match`` (a stale version is 409), ``/verdict`` says allowed, the metrics show the
+    state, and the policy's dry run answers; headers and bodies as the worker returns them."""
+    scanner_env.set(WEBSITE_AUTH_ENABLED="True", APPROVER_ROLES="release-approvers")
+    host = worker()
+    status, _, _ = http_answer(host.http_invocation(
+        "api_request_scan", "POST", "/api/scans", headers={"Content-Type": "application/json"},
+        body=json.dumps({"image": registry_configured.reference, "audit-id": "gated-1"}).encode()), pb)  # fmt: skip
+    assert status == 202
+    (queued,) = trigger_queue.take()
+    assert queued.payload["trigger"] == "request"
+    deliver(host, pb, queued.body, message_id=queued.id)
+
+    status, _, body = http_answer(host.http_invocation(
+        "api_list_approvals", "GET", "/api/approvals", query={"status": "pending"}), pb)
+    assert status == 200, body
+    (row,) = json.loads(body)["approvals"]
+    ids = {"approval_id": row["id"]}
+    status, headers, body = http_answer(host.http_invocation(
+        "api_get_approval", "GET", f"/api/approvals/{row['id']}", params=ids), pb)
+    assert status == 200 and headers["etag"] == json.loads(body)["etag"]
+    seen = headers["etag"]
+
+    alice = principal_headers("alice@contoso.com", roles=["release-approvers"])
+    decision = json.dumps({"reason": "accepted for the test", "accept": []}).encode()
+    status, headers, body = http_answer(host.http_invocation(
+        "api_approve", "POST", f"/api/approvals/{row['id']}/approve", params=ids,
+        headers={**alice, "If-Match": seen, "Content-Type": "application/json"}, body=decision), pb)  # fmt: skip
+    approved = json.loads(body)
+    assert status == 200, approved
+    assert (approved["state"], approved["decided-by"]) == ("approved", "alice@contoso.com")
+    assert headers["etag"] != seen
+    status, headers, body = http_answer(host.http_invocation(
+        "api_reject", "POST", f"/api/approvals/{row['id']}/reject", params=ids,
+        headers={**alice, "If-Match": seen}, body=json.dumps({"reason": "stale"}).encode()), pb)  # fmt: skip
+    assert status == 409 and json.loads(body)["error"]["code"] == "stale-version"
+    eve = principal_headers("eve@contoso.com", roles=["readers"])
+    status, _, body = http_answer(host.http_invocation(
+        "api_reject", "POST", f"/api/approvals/{row['id']}/reject", params=ids,
+        headers={**eve, "If-Match": approved["etag"]}, body=json.dumps({"reason": "no"}).encode()), pb)  # fmt: skip
+    assert status == 403, body
+
+    name = quote(f"{registry.address}/team/app", safe="")
+    status, _, body = http_answer(host.http_invocation(
+        "api_image_verdict_by_digest", "GET", f"/api/images/{name}/verdict", params={"name": name},
+        query={"digest": registry_configured.digest}), pb)  # fmt: skip
+    verdict = json.loads(body)
+    assert status == 200 and verdict["allowed"] is True and verdict["approval"]["state"] == "approved", verdict
+
+    status, headers, body = http_answer(host.http_invocation("api_metrics", "GET", "/api/metrics"), pb)
+    assert status == 200 and headers["content-type"].startswith("text/plain"), headers
+    assert any(line.startswith("trivy_scanner_image_approval{") and 'state="approved"' in line
+               for line in body.decode().splitlines()), body.decode()[:2000]
+
+    status, _, body = http_answer(host.http_invocation(
+        "api_policy_evaluate", "POST", "/api/policy/evaluate", headers={"Content-Type": "application/json"},
+        body=json.dumps({"audit-id": "gated-1"}).encode()), pb)  # fmt: skip
+    dry_run = json.loads(body)
+    assert status == 200 and dry_run["audit-id"] == "gated-1" and dry_run["decision"]["action"], dry_run
