@@ -71,6 +71,10 @@ class ImageRecord:
     db_updated_at: str | None = None
     fingerprint: str | None = None
     trigger: str | None = None
+    # Issue 18: the CycloneDX inventory rescans match, the audit that made it, and its secrets count.
+    inventory: str | None = None
+    inventory_audit: str | None = None
+    secrets: int | None = None
 
     def to_metadata(self) -> dict[str, str]:
         values = {key.replace("_", ""): value for key, value in asdict(self).items() if value is not None}
@@ -92,6 +96,9 @@ class ImageRecord:
                 db_updated_at=values.get("dbupdatedat"),
                 fingerprint=values.get("fingerprint"),
                 trigger=values.get("trigger"),
+                inventory=values.get("inventory"),
+                inventory_audit=values.get("inventoryaudit"),
+                secrets=int(values["secrets"]) if values.get("secrets", "").isdigit() else None,
             )
         except (KeyError, ValueError):
             return None  # written by another version: left out

@@ -145,5 +145,15 @@ class AuditReuse:
             db_updated_at=meta.trivy_db_updated_at,
             fingerprint=fingerprint,
             trigger=request.trigger,
+            **inventory_fields(meta),
         )
         return self.store.remember(record)
+
+
+def inventory_fields(meta: AuditMeta) -> dict[str, object]:
+    """The record's inventory (issue 18): the meta's, made by the image scan it names (this
+    audit, the one an inventory rescan matched, or the one a dedup answer reused)."""
+    if meta.inventory_path is None:
+        return {}
+    made_by = meta.rescanned_from or meta.reused_from or meta.audit_id
+    return {"inventory": meta.inventory_path, "inventory_audit": made_by, "secrets": meta.secrets}
