@@ -33,7 +33,7 @@ from .records import ImageRecord, MonitorStore
 _REQUEST_FIELDS = ("audit_id", "requested_at", "image", "trigger")
 # Fields that describe the earlier audit's place in its image's history: not copied
 # (the core's follow-up computes them anew for the new audit).
-_HISTORY_FIELDS = ("previous_audit_id", "changes")
+_HISTORY_FIELDS = ("previous_audit_id", "changes", "rescan_fallback")
 
 
 class AuditReuse:
