@@ -151,9 +151,9 @@ class Scanner:
                           self.follow_up.look_back(plan.base))  # fmt: skip
             with tempfile.TemporaryDirectory(prefix="scan-", dir=plan.scratch) as workdir:
                 run = self.run_stage.run(plan, Path(workdir) / REPORT_BLOB, log)
-                outcome = self.shipper.ship(plan, run, folder, log, ahead)
-                self._remember(request, plan.target, outcome, log)
-                return outcome
+                target = plan.target
+                return self.shipper.ship(plan, run, folder, log, ahead,
+                                         lambda outcome: self._remember(request, target, outcome, log))
         except (RequestError, ScanFailed) as failure:
             return self._failed(plan.base, folder, failure, final_attempt, log)
         except (AuditNotRecorded, StorageError):

@@ -13,6 +13,7 @@ Dedup (``monitor/reuse.py``) is asked by the core after the plan, for either kin
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..models import AuditMeta
 from ..monitor import MonitorStore
 from ..preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
 from ..registry import Platform
+from ..storage import io_pool
 from ..target import scan_target
 from ..trivy import ScanTarget
 
@@ -35,6 +37,7 @@ class Inventory:
     path: str
     audit_id: str
     secrets: int | None = None
+    document: Future[bytes | None] | None = None  # its content, being read
 
 
 @dataclass
@@ -101,7 +104,7 @@ class Planner:
         if image.digest is None:
             return None, "requested-by-tag"
         try:
-            record = store.latest(f"{image.registry}/{image.repository}", image.digest)
+            record = store.latest(f"{image.registry}/{image.repository}", image.digest, keep=True)
         except StorageError as error:
             log.warning("the image's record could not be read", fields={"error": str(error)})
             return None, "inventory-unreadable"
@@ -109,4 +112,6 @@ class Planner:
             return None, "first-scan"
         if record.inventory is None or record.inventory_audit is None:
             return None, "no-inventory"
-        return Inventory(record.inventory, record.inventory_audit, record.secrets), None
+        # Read on the I/O pool while dedup looks the image up; the run stage waits for it.
+        document = io_pool().submit(store.read_bytes, record.inventory)
+        return Inventory(record.inventory, record.inventory_audit, record.secrets, document), None

@@ -107,7 +107,8 @@ class RunStage:
         """``trivy sbom`` of the inventory: one blob read, no registry request."""
         assert plan.inventory is not None
         try:
-            document = self.blob_store.download_bytes(plan.inventory.path)
+            pending = plan.inventory.document
+            document = pending.result() if pending is not None else self.blob_store.download_bytes(plan.inventory.path)
         except StorageError as error:
             log.warning("the inventory could not be read", fields={"error": str(error)})
             raise InventoryUnusable("inventory-unreadable") from None

@@ -13,6 +13,7 @@ A reader who sees a meta can trust its folder: everything else is written first.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -46,8 +47,14 @@ class Shipper:
     def follow_up(self) -> AuditFollowUp:
         return self.scanner.follow_up
 
-    def ship(self, plan: Plan, run: TrivyRun, folder: str, log: ScanLogger, ahead: Ahead) -> AuditOutcome:
-        """The audit's folder, from trivy's report; returns its outcome."""
+    def ship(
+        self, plan: Plan, run: TrivyRun, folder: str, log: ScanLogger, ahead: Ahead,
+        remember: Callable[[AuditOutcome], None] | None = None,
+    ) -> AuditOutcome:
+        """The audit's folder, from trivy's report; returns its outcome. ``remember`` (the image's
+        record, ``monitor/reuse.py``) runs on the I/O pool beside the meta and index writes: a
+        record that names a folder whose meta is not there (yet) is never used (dedup reads that
+        meta; an inventory rescan reads only the inventory, written before)."""
         report_path = run.report_path
         base = plan.base.model_copy(update={"scan_duration_ms": int(run.duration_seconds * 1000)})
         settings = self.scanner.config.settings
@@ -90,14 +97,18 @@ class Shipper:
             meta, report_path, log, looked_back=ahead.looked_back, current_keys=current_keys if read_once else None
         )
         meta = meta.model_copy(update={"timestamp": int(time.time())})
+        outcome = AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure, summary=summary)
+        remembered = io_pool().submit(remember, outcome) if remember is not None and outcome.succeeded else None
         self.write_meta(folder, meta, log, ahead.pointer)
         follow_up.notify(meta, folder, log)
+        if remembered is not None:
+            remembered.result()  # never raises: the bookkeeping logs its own failures
         log.info(
             "audit recorded",
             fields={"audit-result": meta.audit_result.value, "meta": f"{folder}/{META_BLOB}",
                     **{s.lower(): n for s, n in summary.counts.items()}},
         )
-        return AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure, summary=summary)
+        return outcome
 
     def _start_inventory(self, plan: Plan, folder: str, report_path: Path) -> Future[str] | None:
         """The inventory's conversion and upload, started beside the report's upload."""
