@@ -24,7 +24,7 @@ def _met(ok: bool) -> str:
 
 def rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
     scan, cold, fleet, server = (_load(directory, n) for n in ("scan", "cold_start", "fleet", "server"))
-    rescan = _load(directory, "rescan") if (directory / "rescan.json").is_file() else None
+    fleet_rescan = _load(directory, "rescan") if (directory / "rescan.json").is_file() else None
     small, large = scan["small"], scan["large"]
     out: list[tuple[str, str, str, str, str, str]] = []
     ratio = small["ratio_core_over_bare"]
@@ -74,8 +74,8 @@ def rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
                     f"{core_first / bare_first:.2f}× / {core_rescan / bare_rescan:.2f}×", "", ""))
     saved = server["standalone_core"][1] / server["server_core"][1]
     out.append(("rescan, core: standalone / server", "", "", f"{saved:.1f}× faster against the server", "", ""))
-    if rescan is not None:
-        out.extend(rescan_rows(rescan))
+    if fleet_rescan is not None:
+        out.extend(rescan_rows(fleet_rescan))
     return out
 
 
