@@ -117,11 +117,12 @@ class Shipper:
         wanted = settings.scan_sbom == "cyclonedx" or (settings.rescan_from == "inventory" and registry_image)
         if plan.inventory is not None or not wanted:
             return None
-        return io_pool().submit(self._store_inventory, folder, report_path)
+        return io_pool().submit(self._store_inventory, folder, report_path, plan.scratch)
 
-    def _store_inventory(self, folder: str, report_path: Path) -> str:
+    def _store_inventory(self, folder: str, report_path: Path, scratch: Path | None) -> str:
         sbom_path = report_path.with_name(SBOM_BLOB)
-        self.scanner.trivy.convert_to_cyclonedx(report_path, sbom_path, self.scanner.config.settings.trivy_timeout_ms)
+        self.scanner.trivy.convert_to_cyclonedx(report_path, sbom_path, self.scanner.config.settings.trivy_timeout_ms,
+                                                scratch)
         self.blob_store.upload_file(f"{folder}/{SBOM_BLOB}", sbom_path, CYCLONEDX_CONTENT_TYPE)
         return f"{folder}/{SBOM_BLOB}"
 

@@ -202,10 +202,10 @@ class Trivy:
             raise ScanFailed("trivy exited 0 but wrote no report", kind=FailureKind.TRANSIENT, reason="no-report")
         return TrivyRun(report_path=output, duration_seconds=time.monotonic() - started)
 
-    def convert_to_cyclonedx(self, report: Path, output: Path, timeout_ms: int) -> None:
+    def convert_to_cyclonedx(self, report: Path, output: Path, timeout_ms: int, scratch_dir: Path | None = None) -> None:
         """Derives a CycloneDX SBOM from a JSON report (``trivy convert``): no second scan."""
         command = [str(self.executable), "convert", "--format", "cyclonedx", "--output", str(output), "--", str(report)]
-        self._run(command, timeout_ms, None, self._redactor)
+        self._run(command, timeout_ms, None, self._redactor, scratch_dir)
 
     def download_db(
         self,
