@@ -19,6 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "interpreter (python -c pass)": [sys.executable, "-c", "pass"],
+    "import azure.functions": [sys.executable, "-c", "import azure.functions"],  # the floor (issue 18)
     "import function_app": [sys.executable, "-c", "import function_app"],
     "python -m scanner_core --help": [sys.executable, "-m", "scanner_core", "--help"],
 }

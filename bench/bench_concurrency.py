@@ -43,12 +43,12 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
 from azure.storage.blob import ContainerClient  # noqa: E402
 
-from bench.bench_scan import MIB, Fixture, say, scanner_environment, trivy_executable  # noqa: E402
+from bench.bench_scan import MIB, Fixture, run_bare_trivy, say, scanner_environment, trivy_executable  # noqa: E402
 from scanner_core.audit import AuditOutcome, ScanRequest, utc_now
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
@@ -190,6 +190,16 @@ class RunResult:
     machine_cpu_busy: float  # share of all CPUs busy during the run, anyone's work
     others_cpu_share: float  # of which not this bench (trivy, worker, Azurite): other people's load
     machine_busy_before: float  # the busy share in the second before the run (see --quiet-threshold)
+    mode: str = "host"  # "host": Scanner.scan per invocation, as the Functions host runs them; "bare": trivy only
+
+    @property
+    def scans_per_minute_per_vcpu(self) -> float:
+        return self.scans_per_minute / (os.cpu_count() or 1)
+
+    @property
+    def mib_per_concurrent_scan(self) -> float:
+        """The peak of the trivy processes' summed RSS, shared out over the scans running then."""
+        return self.peak_trivy_rss_sum_mib / max(self.trivy_processes_at_peak, 1)
 
 
 def p95(values: Sequence[float]) -> float:
@@ -266,6 +276,7 @@ class RunSettings:
     quiet_threshold: float
     quiet_timeout: float
     attempts: int  # runs per C at most, while other work disturbs them
+    bare: bool = False  # bare trivy (the core's command) instead of Scanner.scan, at the same concurrency
 
 
 def run_concurrency(concurrency: int, settings: RunSettings, attempt: int, busy_before: float) -> RunResult:
@@ -281,7 +292,11 @@ def run_concurrency(concurrency: int, settings: RunSettings, attempt: int, busy_
         for round_ in range(settings.scans_per_worker):
             try:
                 audit_id = f"c{concurrency}-a{attempt}-w{index}-s{round_}"
-                seconds, _ = scan_once(fixture, audit_id, expected_findings)
+                if settings.bare:
+                    with tempfile.TemporaryDirectory(prefix="bare-") as home:
+                        seconds = run_bare_trivy(settings.trivy, fixture, Path(home) / "report.json", Path(home)).seconds
+                else:
+                    seconds, _ = scan_once(fixture, audit_id, expected_findings)
             except BaseException as error:  # noqa: BLE001 - reported by the main thread
                 with lock:
                     errors.append(error)
@@ -342,6 +357,7 @@ def run_concurrency(concurrency: int, settings: RunSettings, attempt: int, busy_
         machine_cpu_busy=machine_busy,
         others_cpu_share=max(0.0, machine_busy - ours),
         machine_busy_before=busy_before,
+        mode="bare" if settings.bare else "host",
     )
 
 
@@ -448,9 +464,9 @@ def machine_memory_mib() -> float:
 
 def print_table(runs: Sequence[RunResult], advice: Recommendation, header: str) -> None:
     columns = (
-        ("C", 3), ("scans", 5), ("wall s", 7), ("scans/min", 9), ("speed-up", 8), ("median s", 8),
+        ("C", 3), ("scans", 5), ("wall s", 7), ("scans/min", 9), ("/min/vCPU", 9), ("speed-up", 8), ("median s", 8),
         ("p95 s", 7), ("trivy RSS/anon peak MiB (procs)", 31), ("largest trivy MiB", 17),
-        ("CPU ours/others", 15),
+        ("CPU ours/others", 15), ("MiB/scan", 8),
     )  # fmt: skip
     base = runs[0].scans_per_minute
     print()
@@ -462,12 +478,14 @@ def print_table(runs: Sequence[RunResult], advice: Recommendation, header: str) 
             str(run.scans),
             f"{run.wall_seconds:.1f}",
             f"{run.scans_per_minute:.1f}",
+            f"{run.scans_per_minute_per_vcpu:.1f}",
             f"{run.scans_per_minute / base:.2f}x",
             f"{run.latency_median_seconds:.2f}",
             f"{run.latency_p95_seconds:.2f}",
             f"{run.peak_trivy_rss_sum_mib:.0f}/{run.peak_trivy_anon_sum_mib:.0f} ({run.trivy_processes_at_peak})",
             f"{run.peak_single_trivy_rss_mib:.0f}",
             f"{run.cpu_utilisation:.0%}/{run.others_cpu_share:.0%}",
+            f"{run.mib_per_concurrent_scan:.0f}",
         )
         print("  ".join(cell.rjust(width) for cell, (_, width) in zip(cells, columns, strict=True)))
 
@@ -548,6 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"runs per C at most: a run during which other work used over {DISTURBED_SHARE:.0%}% "
         "of the CPUs is redone, and the least disturbed one kept (default 3)",
     )
+    parser.add_argument("--bare", action="store_true",
+                        help="also run bare trivy (the core's command) at each C, for the same K scans per worker")
     args = parser.parse_args(argv)
     if args.attempts < 1:
         parser.error("--attempts must be at least 1")
@@ -606,6 +626,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run, discarded = measure(concurrency, settings)
                 runs.append(run)
                 disturbed_runs.extend(discarded)
+            bare_runs: list[RunResult] = []
+            if args.bare:
+                bare_settings = replace(settings, bare=True)
+                for concurrency in args.concurrency:
+                    run, discarded = measure(concurrency, bare_settings)
+                    bare_runs.append(run)
+                    disturbed_runs.extend(discarded)
             report_bytes = _uploaded_bytes(azurite, warmup.meta.trivy_audit_path)
         finally:
             azurite.stop()
@@ -617,6 +644,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"machine: {cpus} CPUs, {memory_mib / 1024:.1f} GiB; worker baseline RSS {worker_baseline_mib:.0f} MiB"
     )
     print_table(runs, advice, header)
+    if bare_runs:
+        print("\nBare trivy (the core's command, no storage, no Python) at the same concurrency:")
+        print(f"{'C':>3}  {'scans/min':>9}  {'/min/vCPU':>9}  {'host/bare':>9}  {'median s':>8}  {'MiB/scan':>8}")
+        for bare_run, run in zip(bare_runs, runs, strict=True):
+            print(f"{bare_run.concurrency:>3}  {bare_run.scans_per_minute:9.1f}  {bare_run.scans_per_minute_per_vcpu:9.1f}  "
+                  f"{run.scans_per_minute / bare_run.scans_per_minute:9.2f}  {bare_run.latency_median_seconds:8.2f}  "
+                  f"{bare_run.mib_per_concurrent_scan:8.0f}")
     if disturbed_runs:
         print(
             f"({len(disturbed_runs)} run(s) disturbed by other work were redone; "
@@ -640,7 +674,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scans_per_worker": args.scans_per_worker,
         "sampling_interval_ms": args.interval_ms,
         "worker_baseline_rss_mib": worker_baseline_mib,
-        "runs": [asdict(run) for run in runs],
+        "runs": [asdict(run) | {"scans_per_minute_per_vcpu": run.scans_per_minute_per_vcpu,
+                                "mib_per_concurrent_scan": run.mib_per_concurrent_scan} for run in runs],
+        "bare_runs": [asdict(run) | {"scans_per_minute_per_vcpu": run.scans_per_minute_per_vcpu,
+                                     "mib_per_concurrent_scan": run.mib_per_concurrent_scan} for run in bare_runs],
         "discarded_runs": [asdict(run) for run in disturbed_runs],
         "recommendation": asdict(advice),
     }

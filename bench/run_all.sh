@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of issue 11 in one go, then one table of the figures beside their goals
+# Every benchmark of issues 11 and 18 in one go, then one table of the figures beside their goals
 # (bench/summary.py). Each script measures bare trivy in the same run. About a minute.
 #   bash bench/run_all.sh                 # after scripts/setup.sh
 set -euo pipefail
@@ -12,4 +12,6 @@ $PY bench/bench_scan.py --rounds 9 --json "$OUT/scan.json" > "$OUT/scan.txt"
 $PY bench/bench_cold_start.py --runs 9 --json "$OUT/cold_start.json" > "$OUT/cold_start.txt"
 $PY bench/bench_fleet.py --instances 4 --json "$OUT/fleet.json" > "$OUT/fleet.txt"
 $PY bench/bench_server.py --size-mib 112 --json "$OUT/server.json" > "$OUT/server.txt"
+# The fleet's rescan pass (issue 18); RESCAN_IMAGES=200 for the full fleet (~15 min on 2 vCPUs).
+$PY bench/bench_rescan.py --images "${RESCAN_IMAGES:-20}" --big-mib 112 --json "$OUT/rescan.json" > "$OUT/rescan.txt"
 $PY bench/summary.py "$OUT" | tee "$OUT/summary.md"

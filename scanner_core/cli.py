@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -80,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the stand-alone message listener: competing consumers on the trigger queue, the function app's "
         "retry and quarantine rules (outside Azure Functions: Container Apps, AKS with KEDA, a VM)",
     )
-    listen.add_argument("--concurrency", type=int, default=1, metavar="N", help="scans at once (default 1)")
+    # One scan per CPU: the knee of bench/bench_listener.py and bench_concurrency.py (issue 18).
+    listen.add_argument("--concurrency", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
+                        help="scans at once (default: one per CPU this process may use)")
     listen.add_argument("--queue", help="queue name (default: SCAN_QUEUE_NAME, else trivy-scan-requests)")
     listen.add_argument("--visibility-timeout", type=int, default=300, metavar="S",
                         help="seconds a received message stays invisible, renewed every third of it (default 300)")

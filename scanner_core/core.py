@@ -15,7 +15,6 @@ from pathlib import Path
 
 from . import __version__
 from .audit import AuditOutcome, ScanRequest
-from .target import scan_target
 from .config import ScannerConfig
 from .errors import (
     AuditNotRecorded,
@@ -26,48 +25,36 @@ from .errors import (
     ScannerError,
     StorageError,
 )
-from .java_db import scan_with_java_db
 from .log import ScanLogger
 from .log_records import install as install_log_redaction
 from .models import AuditMeta, AuditResult
 from .monitor import AuditFollowUp, AuditReuse, MonitorStore
-from .preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
 from .redact import Redactor
-from .registry import (
-    find_credentials,
-    resolve_credentials,
-)
+from .stages import Plan, Planner, RunStage, Shipper
 from .storage import (
     META_BLOB,
     REPORT_BLOB,
-    SBOM_BLOB,
     AuditIndex,
     AzureBlobStore,
     BlobStore,
     audit_folder,
     validate_audit_id,
 )
-from .suppressions import os_info, suppression_fields
 from .trivy import (
     JAVA_DB,
     VULNERABILITY_DB,
-    ReportSummariser,
     ScanTarget,
     ServerConnection,
     Trivy,
-    TrivyOptions,
-    TrivyRun,
     VulnerabilityDatabase,
     locate_trivy,
 )
-from .db_snapshot import DbSnapshot, database_for, ensure_database, snapshot_for
-from .server_mode import ask_server_ahead, database_fields, server_connection
+from .db_snapshot import DbSnapshot, database_for, snapshot_for
+from .server_mode import ask_server_ahead, server_connection
+from .shipping import Ahead, lookup_ahead
 from .telemetry import traced_scan
-from .shipping import Ahead, PointerLookup, finish_summary, lookup_ahead, record_in_index, upload_failed_fields, upload_report
-from .verdict import verdict_fields
 
 JSON_CONTENT_TYPE = "application/json"
-CYCLONEDX_CONTENT_TYPE = "application/vnd.cyclonedx+json"
 
 
 class Scanner:
@@ -155,36 +142,22 @@ class Scanner:
             self.follow_up.notify(existing, folder, log)  # sent at most once: a no-op when it was
             return AuditOutcome(meta=existing, folder=folder, meta_written=True)
         log.info("scan requested", fields={"folder": folder, "final-attempt": final_attempt})
-        base = self._base_meta(audit_id, request)
-
+        plan = Plan(self._base_meta(audit_id, request))  # the stages (stages/): plan, run, ship
         try:
-            target, label = scan_target(request)
-            base = base.model_copy(update={"image": label})
-            scratch = scratch_dir(self.config.settings)
-            platform = requested_platform(self.config.settings, request.platform, request.platform_field)
-            base = base.model_copy(update={"platform": str(platform) if platform else None})
-            checked = preflight(self.config, platform, target, log)
-            facts = checked.facts
-            base = base.model_copy(update={
-                "image_digest": facts.digest if facts else None,
-                "platform_digest": facts.platform_digest if facts else None,
-                "image_size": facts.compressed_size if facts else None,
-            })
-            check_size(facts, self.config.settings, scratch)
-            if (reused := self._reuse(request, target, base, folder, log)) is not None:
+            self.planner.plan(plan, request, log)
+            assert plan.target is not None
+            if (reused := self._reuse(request, plan.target, plan.base, folder, log)) is not None:
                 return reused
             # The index pointer, the previous audit and the server's DB age are asked while trivy runs.
             ahead = Ahead(lookup_ahead(self.audit_index, audit_id), ask_server_ahead(self.server),
-                          self.follow_up.look_back(base))  # fmt: skip
-            with tempfile.TemporaryDirectory(prefix="scan-", dir=scratch) as workdir:
-                report_path = Path(workdir) / REPORT_BLOB
-                run = self._run_trivy(target, report_path, log, checked, scratch)
-                base = base.model_copy(update={"scan_duration_ms": int(run.duration_seconds * 1000)})
-                outcome = self._ship(base, folder, report_path, log, ahead)
-                self._remember(request, target, outcome, log)
-                return outcome
+                          self.follow_up.look_back(plan.base))  # fmt: skip
+            with tempfile.TemporaryDirectory(prefix="scan-", dir=plan.scratch) as workdir:
+                run = self.run_stage.run(plan, Path(workdir) / REPORT_BLOB, log)
+                target = plan.target
+                return self.shipper.ship(plan, run, folder, log, ahead,
+                                         lambda outcome: self._remember(request, target, outcome, log))
         except (RequestError, ScanFailed) as failure:
-            return self._failed(base, folder, failure, final_attempt, log)
+            return self._failed(plan.base, folder, failure, final_attempt, log)
         except (AuditNotRecorded, StorageError):
             raise
         except Exception as error:  # noqa: BLE001 - an unforeseen fault still ends as a recorded, retried failure
@@ -195,7 +168,7 @@ class Scanner:
                 kind=FailureKind.TRANSIENT,
                 reason="internal-error",
             )
-            return self._failed(base, folder, unexpected, final_attempt, log)
+            return self._failed(plan.base, folder, unexpected, final_attempt, log)
 
     def record_failure(self, request: ScanRequest, failure: ScanFailed) -> AuditOutcome:
         """Records ``failure`` in the audit's ``meta`` without scanning (e.g. a request
@@ -218,37 +191,17 @@ class Scanner:
             return None
         return meta if meta.audit_result is AuditResult.SUCCEEDED else None
 
-    def _run_trivy(
-        self, target: ScanTarget, report_path: Path, log: ScanLogger, checked: Preflight, scratch: Path
-    ) -> TrivyRun:
-        settings = self.config.settings
-        if self.server is None:  # in client/server mode the server holds the DB
-            ensure_database(self.database, refresh=self.refresh_db_before_scan, log=log)
-        registry = find_credentials(target.image, self.config.file.registries) if target.image else None
-        options = TrivyOptions(
-            cache_dir=settings.trivy_cache_dir,
-            timeout_ms=settings.trivy_timeout_ms,
-            # Scans only read the DB; VulnerabilityDatabase downloads it (see database.py).
-            skip_db_update=True,
-            cache_backend="memory",
-            offline_scan=settings.trivy_offline_scan,
-            db_repositories=tuple(settings.trivy_db_repository),
-            insecure_registry=bool(registry and registry.insecure),
-            severities=tuple(settings.trivy_severity),
-            ignore_unfixed=settings.trivy_ignore_unfixed,
-            scanners=tuple(settings.trivy_scanners),
-            # No scan ever downloads the Java DB either: it is fetched apart, once (see java_db.py).
-            skip_java_db_update=True,
-            platform=str(checked.platform) if checked.platform and target.input_tar is None else None,
-            ignorefile=settings.trivy_ignorefile,
-            vex=tuple(settings.trivy_vex),
-            scratch_dir=scratch,
-            server=self.server,
-        )
-        return scan_with_java_db(
-            self.trivy, self.java_database, (target, options, report_path, resolve_credentials(registry)), log,
-            refresh_first=self.refresh_db_before_scan,
-        )
+    @cached_property
+    def planner(self) -> Planner:
+        return Planner(self.config, lambda: self.reuse.store if self.reuse is not None else None)
+
+    @cached_property
+    def run_stage(self) -> RunStage:
+        return RunStage(self, self.planner, self.blob_store)
+
+    @cached_property
+    def shipper(self) -> Shipper:
+        return Shipper(self, self.blob_store, self.audit_index)
 
     @cached_property
     def reuse(self) -> AuditReuse | None:
@@ -296,62 +249,6 @@ class Scanner:
             image_tag=request.image,
         )
 
-    def _ship(
-        self,
-        base: AuditMeta,
-        folder: str,
-        report_path: Path,
-        log: ScanLogger,
-        ahead: Ahead,
-    ) -> AuditOutcome:
-        """``scan-result.json`` first, ``meta`` last: a reader who sees a meta can trust its folder.
-        The report is summarised from the bytes being uploaded (one read; see ``shipping.py``)."""
-        collect_keys, current_keys = self.follow_up.key_collector()
-        summariser = ReportSummariser(on_finding=collect_keys)
-        failure: ScannerError | None = None
-        sbom_path: str | None = None
-        try:
-            upload_report(self.blob_store, f"{folder}/{REPORT_BLOB}", report_path, JSON_CONTENT_TYPE, summariser)
-            if self.config.settings.scan_sbom == "cyclonedx":
-                sbom_path = self._ship_sbom(folder, report_path)
-        except StorageError as error:
-            failure = error
-        summary, read_once = finish_summary(summariser, report_path)
-        settings = self.config.settings
-        meta = base.model_copy(
-            update={
-                "audit_result": AuditResult.SUCCEEDED,
-                "image_digest": summary.image_digest or base.image_digest,
-                "image_id": summary.image_id,
-                "trivy_version": self.trivy.version(),
-                "trivy_audit_path": f"{folder}/{REPORT_BLOB}",
-                "sbom_path": sbom_path,
-                **database_fields(settings, self.server, ahead.server, log),  # the DBs' ages (server_mode.py)
-                "os": os_info(summary),
-                **suppression_fields(settings, summary),
-                **verdict_fields(summary, settings),
-            }
-        )
-        if failure is not None:
-            meta = meta.model_copy(update=upload_failed_fields(failure))
-        meta = self.follow_up.annotate(
-            meta, report_path, log, looked_back=ahead.looked_back, current_keys=current_keys if read_once else None
-        )
-        meta = meta.model_copy(update={"timestamp": int(time.time())})
-        self._write_meta(folder, meta, log, ahead.pointer)
-        self.follow_up.notify(meta, folder, log)
-        log.info(
-            "audit recorded",
-            fields={"audit-result": meta.audit_result.value, "meta": f"{folder}/{META_BLOB}", **{s.lower(): n for s, n in summary.counts.items()}},
-        )
-        return AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure, summary=summary)
-
-    def _ship_sbom(self, folder: str, report_path: Path) -> str:
-        sbom_path = report_path.with_name(SBOM_BLOB)
-        self.trivy.convert_to_cyclonedx(report_path, sbom_path, self.config.settings.trivy_timeout_ms)
-        self.blob_store.upload_file(f"{folder}/{SBOM_BLOB}", sbom_path, CYCLONEDX_CONTENT_TYPE)
-        return f"{folder}/{SBOM_BLOB}"
-
     def _failed(
         self, base: AuditMeta, folder: str, failure: RequestError | ScanFailed, final_attempt: bool, log: ScanLogger
     ) -> AuditOutcome:
@@ -381,20 +278,8 @@ class Scanner:
         except ScannerError:
             return None
 
-    def _write_meta(self, folder: str, meta: AuditMeta, log: ScanLogger, pointer: PointerLookup = None) -> None:
-        try:
-            self.blob_store.upload_bytes(f"{folder}/{META_BLOB}", meta.to_json_bytes(), JSON_CONTENT_TYPE)
-        except StorageError as error:
-            log.error("meta could not be written", fields={"error": str(error)})
-            raise AuditNotRecorded(f"the audit's meta could not be written to {folder}/{META_BLOB}: {error}") from None
-        self._index(meta, folder, log, pointer)
+    def _write_meta(self, folder: str, meta: AuditMeta, log: ScanLogger) -> None:
+        self.shipper.write_meta(folder, meta, log)
 
-    def _index(self, meta: AuditMeta, folder: str, log: ScanLogger, pointer: PointerLookup = None) -> None:
-        """The meta is the contract; the index only serves the HTTP API, so a failure
-        here is logged (the audit is indexed again on redelivery or by ``reindex``)."""
-        if self.audit_index is None:
-            return
-        try:
-            record_in_index(self.audit_index, meta, folder, pointer)
-        except Exception as error:  # noqa: BLE001 - the index must never fail an audit that is recorded
-            log.warning("audit index not updated", fields={"error": self.redactor(str(error))})
+    def _index(self, meta: AuditMeta, folder: str, log: ScanLogger) -> None:
+        self.shipper.index(meta, folder, log)

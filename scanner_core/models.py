@@ -129,6 +129,13 @@ class AuditMeta(_BlobDocument):
     # Answered from an earlier audit of the same digest, DB and settings (monitor/reuse.py):
     # its id; the report and SBOM paths above are that audit's.
     reused_from: str | None = None
+    # Inventory rescans (issue 18): the CycloneDX inventory the next rescan matches (maybe an earlier
+    # audit's); the audit whose inventory this rescan matched; why a rescan pulled the image instead;
+    # the audit whose image scan counted ``secrets`` (an inventory has no files to search).
+    inventory_path: str | None = None
+    rescanned_from: str | None = None
+    rescan_fallback: str | None = None
+    secrets_from: str | None = None
     # The verdict (present when the scan succeeded); see verdict.py for the counting rule.
     vulnerabilities: dict[str, int] | None = None
     secrets: int | None = None

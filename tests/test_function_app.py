@@ -357,3 +357,25 @@ def test_concurrent_scans_share_one_cache(scanner_env, registry_configured, samp
     failures = {i: o.meta.failure_description for i, o in outcomes.items() if not o.succeeded}
     assert len(outcomes) == 6 and failures == {}
     assert not list(Path(scanner_env.values["TRIVY_CACHE_DIR"]).glob("fanal/*.db"))  # no shared layer-cache lock
+
+
+def test_the_light_binding_reader_says_what_the_settings_model_says(monkeypatch):
+    """functions/bindings.py reads the binding names without pydantic (cold start, issue 18):
+    the same values and the same error as FunctionSettings."""
+    from scanner_core.errors import ConfigurationError
+    from scanner_core.functions.bindings import binding_names
+    from scanner_core.functions.settings import load_function_settings
+
+    monkeypatch.setenv("SCAN_QUEUE_NAME", "scans-a")
+    monkeypatch.setenv("WATCH_SCHEDULE", "0 */5 * * * *")
+    monkeypatch.setenv("RESCAN_SCHEDULE", "")
+    light, full = binding_names(), load_function_settings()
+    for field in ("queue_name", "queue_connection", "heartbeat_schedule", "db_refresh_schedule", "watch_schedule",
+                  "rescan_schedule", "poison_queue_name"):
+        assert getattr(light, field) == getattr(full, field), field
+    monkeypatch.setenv("SCAN_QUEUE_NAME", "Bad_Name")
+    with pytest.raises(ConfigurationError) as light_error:
+        binding_names()
+    with pytest.raises(ConfigurationError) as full_error:
+        load_function_settings()
+    assert str(light_error.value) == str(full_error.value)

@@ -283,7 +283,9 @@ def test_request_scan_then_queue_then_scan_then_audit(api, scanner_env, registry
     assert outcome.succeeded, outcome.failure
     assert outcome.folder == promised["results"]["folder"]
     results = audits.names()
-    assert results == [promised["results"]["meta"], promised["results"]["report"]]
+    # The folder also keeps the image's inventory for rescans (issue 18, RESCAN_FROM=inventory).
+    inventory = f"{promised['results']['folder']}/sbom.cdx.json"
+    assert results == [promised["results"]["meta"], inventory, promised["results"]["report"]]
     audit_id = promised["audit-id"]
     meta = answer(get_audit(http("GET", promised["links"]["audit"], route_params={"audit_id": audit_id}), api), 200)
     assert meta["image"] == pushed_sample.reference and meta["image-digest"] == pushed_sample.digest

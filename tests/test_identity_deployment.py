@@ -150,7 +150,8 @@ def test_an_identity_only_deployment_scans_an_acr_image_and_writes_its_audit(
     assert deployment.acr.exchanges == exchanges + 1
 
     refresh_token = acr_refresh_token(deployment.acr.address, insecure=True)  # the cached one the scans used
-    auth = trivy_runs[-1]["docker-config"]["auths"][deployment.acr.address]["auth"]
+    last_scan = next(run for run in reversed(trivy_runs) if run["argv"][1] == "image")  # not the inventory's convert
+    auth = last_scan["docker-config"]["auths"][deployment.acr.address]["auth"]
     assert base64.b64decode(auth).decode() == f"{ACR_USERNAME}:{refresh_token}"
     aad_token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
     for secret in (refresh_token, aad_token, refresh_token.split(".")[2], aad_token.split(".")[2]):

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     rescan_max_age_hours: float = Field(24, alias="RESCAN_MAX_AGE_HOURS", ge=0)
     rescan_window_days: float = Field(30, alias="RESCAN_WINDOW_DAYS", gt=0)
     scan_dedup: bool = Field(True, alias="SCAN_DEDUP")
+    # Rescans of a digest match its stored inventory (trivy sbom), or pull the image again (issue 18).
+    rescan_from: Literal["inventory", "image"] = Field("inventory", alias="RESCAN_FROM")
     # Product setting: also store a CycloneDX SBOM (sbom.cdx.json) converted from the report.
     scan_sbom: Literal["none", "cyclonedx"] = Field("none", alias="SCAN_SBOM")
     # Retries of transient failures (queue/backoff.py): 30 s doubling to 16 min, 7 attempts,

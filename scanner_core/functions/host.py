@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from ..queue import QueueEncoding
+if TYPE_CHECKING:  # a type only: importing queue.messages at a cold start costs pydantic (~100 ms)
+    from ..queue import QueueEncoding
 
 # The function app's root (where host.json lives): scanner_core sits at its top.
 APP_ROOT = Path(__file__).resolve().parents[2]

@@ -14,11 +14,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ..config import describe_error
 from ..errors import ConfigurationError
 from ..queue import QueueConnection, resolve_queue_connection
+from .bindings import (
+    DEFAULT_DB_REFRESH_SCHEDULE,
+    DEFAULT_HEARTBEAT_SCHEDULE,
+    DEFAULT_QUEUE_CONNECTION,
+    DEFAULT_QUEUE_NAME,
+    DEFAULT_RESCAN_SCHEDULE,
+    DEFAULT_WATCH_SCHEDULE,
+    QUEUE_NAME_PATTERN,
+)
 
-DEFAULT_HEARTBEAT_SCHEDULE = "0 */5 * * * *"  # every 300 s: the default heartbeat-period
-DEFAULT_DB_REFRESH_SCHEDULE = "0 30 */6 * * *"  # every 6 h; trivy's DB is rebuilt every 6 h
-DEFAULT_WATCH_SCHEDULE = "0 */15 * * * *"  # the watch list's registries, every 15 minutes
-DEFAULT_RESCAN_SCHEDULE = "0 0 3 * * *"  # rescans, daily at 03:00 UTC
 AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true"
 
 
@@ -28,8 +33,8 @@ class FunctionSettings(BaseSettings):
     )
 
     # Azure queue names: 3-63 of [a-z0-9-]; "-poison" is appended for the quarantine queue.
-    queue_name: str = Field("trivy-scan-requests", alias="SCAN_QUEUE_NAME", pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$")
-    queue_connection: str = Field("AzureWebJobsStorage", alias="SCAN_QUEUE_CONNECTION", min_length=1)
+    queue_name: str = Field(DEFAULT_QUEUE_NAME, alias="SCAN_QUEUE_NAME", pattern=QUEUE_NAME_PATTERN)
+    queue_connection: str = Field(DEFAULT_QUEUE_CONNECTION, alias="SCAN_QUEUE_CONNECTION", min_length=1)
     heartbeat_schedule: str = Field(DEFAULT_HEARTBEAT_SCHEDULE, alias="HEARTBEAT_SCHEDULE")
     db_refresh_schedule: str = Field(DEFAULT_DB_REFRESH_SCHEDULE, alias="DB_REFRESH_SCHEDULE")
     watch_schedule: str = Field(DEFAULT_WATCH_SCHEDULE, alias="WATCH_SCHEDULE")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import azure.functions as func
 
 from .host import APP_ROOT
-from .settings import load_function_settings
+from .bindings import binding_names
 
-bindings = load_function_settings()
+bindings = binding_names()  # without pydantic: see bindings.py
 blueprint = func.Blueprint()
 
 
@@ -16,7 +16,7 @@ blueprint = func.Blueprint()
 def heartbeat(timer: func.TimerRequest) -> None:
     from . import handlers  # the core and the storage SDKs: on first use, not at indexing
 
-    handlers.on_heartbeat(timer, bindings, APP_ROOT)
+    handlers.on_heartbeat(timer, handlers.binding_settings(), APP_ROOT)
 
 
 @blueprint.function_name("refresh_vulnerability_db")

@@ -71,6 +71,10 @@ class ImageRecord:
     db_updated_at: str | None = None
     fingerprint: str | None = None
     trigger: str | None = None
+    # Issue 18: the CycloneDX inventory rescans match, the audit that made it, and its secrets count.
+    inventory: str | None = None
+    inventory_audit: str | None = None
+    secrets: int | None = None
 
     def to_metadata(self) -> dict[str, str]:
         values = {key.replace("_", ""): value for key, value in asdict(self).items() if value is not None}
@@ -92,6 +96,9 @@ class ImageRecord:
                 db_updated_at=values.get("dbupdatedat"),
                 fingerprint=values.get("fingerprint"),
                 trigger=values.get("trigger"),
+                inventory=values.get("inventory"),
+                inventory_audit=values.get("inventoryaudit"),
+                secrets=int(values["secrets"]) if values.get("secrets", "").isdigit() else None,
             )
         except (KeyError, ValueError):
             return None  # written by another version: left out
@@ -111,6 +118,7 @@ class MonitorStore:
             )
         self._container = container
         self.prefix = f"trivy-{scanner_short_id}/monitor/"
+        self._kept: dict[str, ImageRecord | None] = {}
 
     def _errors(self, what: str) -> StorageErrors:
         return StorageErrors(what, self._container.url)
@@ -170,10 +178,18 @@ class MonitorStore:
     def image_name(self, repository: str, digest: str) -> str:
         return f"{self.prefix}images/{repository}/{_digest_name(digest)}"
 
-    def latest(self, repository: str, digest: str) -> ImageRecord | None:
+    def latest(self, repository: str, digest: str, *, keep: bool = False) -> ImageRecord | None:
+        """The image's record. ``keep``: the next call for the same image (one scan's dedup
+        lookup after its plan's) is answered from this one instead of asking again."""
+        name = self.image_name(repository, digest)
+        if name in self._kept:
+            return self._kept.pop(name)
         with self._errors(f"reading the latest audit of {repository}@{digest}"):
-            metadata = self._metadata(self.image_name(repository, digest))
-        return ImageRecord.from_metadata(metadata) if metadata is not None else None
+            metadata = self._metadata(name)
+        record = ImageRecord.from_metadata(metadata) if metadata is not None else None
+        if keep:
+            self._kept[name] = record
+        return record
 
     def remember(self, record: ImageRecord) -> ImageRecord:
         """Makes ``record`` the image's latest audit unless a newer request is recorded.
@@ -183,6 +199,7 @@ class MonitorStore:
         once may leave the older one, which the next audit of the image replaces.
         """
         name = self.image_name(record.repository, record.digest)
+        self._kept.pop(name, None)
         with self._errors(f"recording the latest audit of {record.repository}@{record.digest}"):
             previous_metadata = self._metadata(name)
             previous = ImageRecord.from_metadata(previous_metadata) if previous_metadata else None
@@ -207,6 +224,14 @@ class MonitorStore:
                     yield record
 
     # -- plumbing ------------------------------------------------------------
+
+    def read_bytes(self, name: str) -> bytes | None:
+        """A blob of the container (``None`` when it is gone): an inventory, for a rescan."""
+        with self._errors(f"reading {name}"):
+            try:
+                return bytes(self._container.download_blob(name).readall())
+            except ResourceNotFoundError:
+                return None
 
     def exists(self, name: str) -> bool:
         """Whether a blob of the container exists (one HEAD)."""

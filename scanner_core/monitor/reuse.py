@@ -39,7 +39,7 @@ from .records import ImageRecord, MonitorStore
 _REQUEST_FIELDS = ("audit_id", "requested_at", "image", "trigger")
 # Fields that describe the earlier audit's place in its image's history: not copied
 # (the core's follow-up computes them anew for the new audit).
-_HISTORY_FIELDS = ("previous_audit_id", "changes")
+_HISTORY_FIELDS = ("previous_audit_id", "changes", "rescan_fallback")
 # Blobs of an audit folder that are the audit's own, never copied into a reusing one.
 _NOT_COPIED = frozenset({META_BLOB, NOTIFICATION_BLOB})
 
@@ -139,12 +139,13 @@ class AuditReuse:
                 self.blob_store.copy_blob(name, f"{folder}/{blob}")
                 copied[name] = f"{folder}/{blob}"
         paths: dict[str, str] = {}
-        for field, blob in (("trivy_audit_path", REPORT_BLOB), ("sbom_path", SBOM_BLOB)):
+        for field, blob in (("trivy_audit_path", REPORT_BLOB), ("sbom_path", SBOM_BLOB), ("inventory_path", SBOM_BLOB)):
             path = getattr(earlier, field)
             if path is not None:
                 if path not in copied:
                     self.blob_store.copy_blob(path, f"{folder}/{blob}")
-                paths[field] = copied.get(path, f"{folder}/{blob}")
+                    copied[path] = f"{folder}/{blob}"
+                paths[field] = copied[path]
         return paths
 
     def reused_meta(self, earlier: AuditMeta, base: AuditMeta) -> AuditMeta:
@@ -179,5 +180,15 @@ class AuditReuse:
             db_updated_at=meta.trivy_db_updated_at,
             fingerprint=fingerprint,
             trigger=request.trigger,
+            **inventory_fields(meta),
         )
         return self.store.remember(record)
+
+
+def inventory_fields(meta: AuditMeta) -> dict[str, object]:
+    """The record's inventory (issue 18): the meta's, made by the image scan it names (this
+    audit, the one an inventory rescan matched, or the one a dedup answer reused)."""
+    if meta.inventory_path is None:
+        return {}
+    made_by = meta.rescanned_from or meta.reused_from or meta.audit_id
+    return {"inventory": meta.inventory_path, "inventory_audit": made_by, "secrets": meta.secrets}

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,9 +110,29 @@ class Trivy:
             raise _unusable(self.executable, error) from None
 
     def build_command(self, target: ScanTarget, options: TrivyOptions, output: Path) -> list[str]:
+        command = self._report_flags("image", options, output)
+        if options.platform:
+            command += ["--platform", options.platform]
+        if target.input_tar is not None:
+            command += ["--input", str(target.input_tar)]
+            return command
+        assert target.image is not None
+        if options.insecure_registry:
+            command.append("--insecure")
+        # Registry images only: no Docker daemon is asked, and the name can never be a flag.
+        command += ["--image-src", "remote", "--", target.image.canonical]
+        return command
+
+    def build_sbom_command(self, inventory: Path, options: TrivyOptions, output: Path) -> list[str]:
+        """``trivy sbom`` of a stored inventory: the same DB, severities, suppressions; trivy's
+        sbom scanners are vuln and license only (secrets come from the audit that made it)."""
+        options = replace(options, scanners=tuple(s for s in options.scanners if s == "vuln") or ("vuln",))
+        return [*self._report_flags("sbom", options, output), "--", str(inventory)]
+
+    def _report_flags(self, command_name: str, options: TrivyOptions, output: Path) -> list[str]:
         command = [
             str(self.executable),
-            "image",
+            command_name,
             "--format",
             "json",
             "--output",
@@ -153,16 +173,6 @@ class Trivy:
             command += ["--vex", str(document)]
         if options.ignorefile is not None or options.vex:
             command.append("--show-suppressed")  # the report keeps what was suppressed, and why
-        if options.platform:
-            command += ["--platform", options.platform]
-        if target.input_tar is not None:
-            command += ["--input", str(target.input_tar)]
-            return command
-        assert target.image is not None
-        if options.insecure_registry:
-            command.append("--insecure")
-        # Registry images only: no Docker daemon is asked, and the name can never be a flag.
-        command += ["--image-src", "remote", "--", target.image.canonical]
         return command
 
     @traced("trivy")
@@ -177,7 +187,16 @@ class Trivy:
 
         Raises ``ScanFailed`` (transient or permanent) when no report came out.
         """
-        command = self.build_command(target, options, output)
+        return self.run_report(self.build_command(target, options, output), options, output, credentials)
+
+    @traced("trivy")
+    def scan_inventory(self, inventory: Path, options: TrivyOptions, output: Path) -> TrivyRun:
+        """``trivy sbom`` of an inventory (no registry, no layers); raises like ``scan``."""
+        return self.run_report(self.build_sbom_command(inventory, options, output), options, output)
+
+    def run_report(
+        self, command: list[str], options: TrivyOptions, output: Path, credentials: Credentials | None = None
+    ) -> TrivyRun:
         secrets = [credentials.password] if credentials else []
         token = options.server.token if options.server is not None else None
         if token:
@@ -189,10 +208,10 @@ class Trivy:
             raise ScanFailed("trivy exited 0 but wrote no report", kind=FailureKind.TRANSIENT, reason="no-report")
         return TrivyRun(report_path=output, duration_seconds=time.monotonic() - started)
 
-    def convert_to_cyclonedx(self, report: Path, output: Path, timeout_ms: int) -> None:
+    def convert_to_cyclonedx(self, report: Path, output: Path, timeout_ms: int, scratch_dir: Path | None = None) -> None:
         """Derives a CycloneDX SBOM from a JSON report (``trivy convert``): no second scan."""
         command = [str(self.executable), "convert", "--format", "cyclonedx", "--output", str(output), "--", str(report)]
-        self._run(command, timeout_ms, None, self._redactor)
+        self._run(command, timeout_ms, None, self._redactor, scratch_dir)
 
     def download_db(
         self,

@@ -1,0 +1,32 @@
+"""What the stages use of the scanner that runs them (``core.Scanner``), as a protocol,
+so that the stages need not import the core that imports them."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..config import ScannerConfig
+from ..monitor import AuditFollowUp
+from ..redact import Redactor
+from ..trivy import ServerConnection, Trivy, VulnerabilityDatabase
+
+
+class ScannerParts(Protocol):
+    config: ScannerConfig
+    redactor: Redactor
+    refresh_db_before_scan: bool
+
+    @property
+    def trivy(self) -> Trivy: ...
+
+    @property
+    def database(self) -> VulnerabilityDatabase: ...
+
+    @property
+    def java_database(self) -> VulnerabilityDatabase: ...
+
+    @property
+    def server(self) -> ServerConnection | None: ...
+
+    @property
+    def follow_up(self) -> AuditFollowUp: ...
