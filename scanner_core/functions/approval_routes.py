@@ -10,9 +10,9 @@ from __future__ import annotations
 import azure.functions as func
 
 from .host import APP_ROOT
-from .settings import load_function_settings
+from .bindings import binding_names
 
-bindings = load_function_settings()
+bindings = binding_names()  # without pydantic: see bindings.py
 blueprint = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
 
 

@@ -32,6 +32,8 @@ class BindingNames:
     db_refresh_schedule: str
     watch_schedule: str
     rescan_schedule: str
+    metrics_anonymous: bool = False  # GET /api/metrics without a function key (metrics_routes.py)
+    digest_schedule: str | None = None  # the approvals' daily digest; None: no digest timer (approval_routes.py)
 
     @property
     def poison_queue_name(self) -> str:
@@ -40,6 +42,29 @@ class BindingNames:
 
 def _value(name: str, default: str) -> str:
     return os.environ.get(name) or default  # an empty value counts as unset (env_ignore_empty)
+
+
+# pydantic's spellings of a bool, so that METRICS_ANONYMOUS means what FunctionSettings reads.
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+DIGEST_SCHEDULE_RULE = ("must be an NCRONTAB expression of 6 fields (second minute hour day month weekday), "
+                        "e.g. '0 0 7 * * *' for 07:00 UTC daily; unset or empty: no digest")
+
+
+def _flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE or not value:
+        return False
+    raise ConfigurationError([f"{name}: Input should be a valid boolean, e.g. true or false (got {value!r})"])
+
+
+def _digest_schedule() -> str | None:
+    value = os.environ.get("DIGEST_SCHEDULE") or None
+    if value is not None and len(value.split()) != 6:
+        raise ConfigurationError([f"DIGEST_SCHEDULE: Value error, {DIGEST_SCHEDULE_RULE} (got {value!r})"])
+    return value
 
 
 def binding_names() -> BindingNames:
@@ -51,6 +76,8 @@ def binding_names() -> BindingNames:
         db_refresh_schedule=_value("DB_REFRESH_SCHEDULE", DEFAULT_DB_REFRESH_SCHEDULE),
         watch_schedule=_value("WATCH_SCHEDULE", DEFAULT_WATCH_SCHEDULE),
         rescan_schedule=_value("RESCAN_SCHEDULE", DEFAULT_RESCAN_SCHEDULE),
+        metrics_anonymous=_flag("METRICS_ANONYMOUS"),
+        digest_schedule=_digest_schedule(),
     )
     if not re.match(QUEUE_NAME_PATTERN, names.queue_name):
         # Word for word what FunctionSettings' validation says (tests/test_function_app.py).

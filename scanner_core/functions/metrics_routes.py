@@ -14,9 +14,9 @@ from __future__ import annotations
 import azure.functions as func
 
 from .host import APP_ROOT
-from .settings import load_function_settings
+from .bindings import binding_names
 
-AUTH_LEVEL = func.AuthLevel.ANONYMOUS if load_function_settings().metrics_anonymous else func.AuthLevel.FUNCTION
+AUTH_LEVEL = func.AuthLevel.ANONYMOUS if binding_names().metrics_anonymous else func.AuthLevel.FUNCTION
 blueprint = func.Blueprint(http_auth_level=AUTH_LEVEL)
 
 

@@ -21,6 +21,7 @@ from .bindings import (
     DEFAULT_QUEUE_NAME,
     DEFAULT_RESCAN_SCHEDULE,
     DEFAULT_WATCH_SCHEDULE,
+    DIGEST_SCHEDULE_RULE,
     QUEUE_NAME_PATTERN,
 )
 
@@ -48,8 +49,7 @@ class FunctionSettings(BaseSettings):
     @classmethod
     def _check_digest_schedule(cls, value: str | None) -> str | None:
         if value is not None and len(value.split()) != 6:
-            raise ValueError("must be an NCRONTAB expression of 6 fields (second minute hour day month weekday), "
-                             "e.g. '0 0 7 * * *' for 07:00 UTC daily; unset or empty: no digest")
+            raise ValueError(DIGEST_SCHEDULE_RULE)
         return value
 
     @property
