@@ -11,6 +11,7 @@ _EXPORTS = {
     "load_config": ".loader",
     "load_config_cached": ".cache",
     "describe_error": ".problems",
+    "read_yaml_file": ".file",
     "DEFAULT_TRIVY_TIMEOUT_MS": ".settings",
     "Settings": ".settings",
 }

@@ -25,10 +25,11 @@ class ScannerFileConfig(BaseModel):
     watch: list[WatchEntry] = Field(default_factory=list)  # repositories whose new tags are scanned (monitor/)
 
 
-def load_file_config(path: Path) -> ScannerFileConfig:
-    source = f"TRIVY_CONFIG_PATH ({path})"
+def read_yaml_file(path: Path, source: str) -> object:
+    """The YAML document at ``path``; ``ConfigurationError`` naming ``source`` (the setting)
+    when it cannot be read or parsed."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigurationError([f"{source}: cannot be read: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
@@ -37,6 +38,11 @@ def load_file_config(path: Path) -> ScannerFileConfig:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise ConfigurationError([f"{source}: not valid YAML{where}: {problem}"]) from None
+
+
+def load_file_config(path: Path) -> ScannerFileConfig:
+    source = f"TRIVY_CONFIG_PATH ({path})"
+    raw = read_yaml_file(path, source)
     try:
         return ScannerFileConfig.model_validate(raw if raw is not None else {})
     except ValidationError as exc:

@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..config import describe_error
+from ..config import describe_error, read_yaml_file
 from ..errors import ConfigurationError
 from .evaluate import Policy
 from .rules import LicenseCounts, PolicyCve, PolicyFile, Rule, SeverityCounts
@@ -45,14 +44,7 @@ def load_policy(settings: Settings) -> Policy:
 
 def read_policy_file(path: Path) -> Policy:
     source = f"POLICY_PATH ({path})"
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError([f"{source}: cannot be read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigurationError([f"{source}: not valid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}"]) from None
+    raw = read_yaml_file(path, source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
