@@ -120,8 +120,10 @@ def test_a_rescan_with_the_same_db_reuses_the_audit_without_running_trivy(
     assert reused["previous-audit-id"] == first["audit-id"]
     assert (reused["changes"]["new"], reused["changes"]["fixed"]) == ([], [])
     assert reused["decision"] == first["decision"] == "pending"
+    # The earlier folder's report and inventory (issue 18) copied, no notification claim.
     assert [n for n in audits.names() if n.startswith(new_folder + "/")] == [
-        f"{new_folder}/meta", f"{new_folder}/scan-result.json"]  # no notification claim copied
+        f"{new_folder}/meta", f"{new_folder}/sbom.cdx.json", f"{new_folder}/scan-result.json"]
+    assert reused["inventory-path"] == f"{new_folder}/sbom.cdx.json"
 
     # A lifecycle rule deletes the earlier folder: the reused audit still reads whole through the API.
     for name in [n for n in audits.all_names() if n.startswith(folder + "/")]:
