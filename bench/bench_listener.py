@@ -44,7 +44,7 @@ from scanner_core.trivy import ScanTarget, Trivy, TrivyOptions  # noqa: E402
 from tests.support.azurite import Azurite  # noqa: E402
 from tests.support.images import build_alpine_image, large_fixture  # noqa: E402
 from tests.support.listener import ListenerProcess, listener_env  # noqa: E402
-from tests.support.registry import Registry  # noqa: E402
+from tests.support.registry import LOOPBACK_REGISTRIES, Registry  # noqa: E402
 from tests.support.trivy_db import build_trivy_db  # noqa: E402
 
 SCANNER_ID = "5e7e7000-0000-4000-8000-000000000418"
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 "TRIVY_CONFIG_PATH": str(config), "TRIVY_PATH": str(trivy_path), "TRIVY_CACHE_DIR": str(work / "cache"),
                 "TRIVY_SKIP_DB_UPDATE": "true", "TRIVY_OFFLINE_SCAN": "true", "TRIVY_TIMEOUT": "600000",
                 "DB_SNAPSHOT": "none", "LOG_FORMAT": "json",
+                "ALLOWED_REGISTRIES": LOOPBACK_REGISTRIES,  # the loopback registry (issue 17's guard)
             })
             for level in levels:
                 total = level * args.scans_per_worker

@@ -48,7 +48,7 @@ from scanner_core.trivy import ScanTarget, Trivy, TrivyOptions, child_environmen
 from tests.support.azurite import Azurite  # noqa: E402
 from tests.support.big_image import build_big_image  # noqa: E402
 from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, build_alpine_image  # noqa: E402
-from tests.support.registry import Registry  # noqa: E402
+from tests.support.registry import LOOPBACK_REGISTRIES, Registry  # noqa: E402
 from tests.support.trivy_db import Advisory, build_trivy_db  # noqa: E402
 
 SCANNER_ID = "5e7e7000-0000-4000-8000-000000000018"
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 "TRIVY_CONFIG_PATH": str(config), "TRIVY_PATH": str(trivy_path), "TRIVY_CACHE_DIR": str(cache),
                 "TRIVY_SKIP_DB_UPDATE": "true", "TRIVY_OFFLINE_SCAN": "true", "TRIVY_TIMEOUT": "600000",
                 "DB_SNAPSHOT": "none", "LOG_FORMAT": "json", "SCAN_DEDUP": "false", "RESCAN_FROM": "inventory",
+                "ALLOWED_REGISTRIES": LOOPBACK_REGISTRIES,  # the loopback registry (issue 17's guard)
             })
             forget_config()
             say(f"building and pushing {args.images - 1} small images and one of {args.big_mib} MiB")

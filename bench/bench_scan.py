@@ -55,6 +55,7 @@ from tests.support.images import (  # noqa: E402
     large_fixture,
 )
 from tests.support.trivy_db import Advisory, build_trivy_db  # noqa: E402
+from tests.support.registry import LOOPBACK_REGISTRIES  # noqa: E402
 
 OUT_DIR = REPO_ROOT / "bench" / "out"
 CONTAINER = "audits"
@@ -195,9 +196,13 @@ def run_bare_trivy(trivy: Path, fixture: Fixture, output: Path, home: Path) -> T
 
 
 def scanner_environment(sas_url: str, trivy: Path, fixture: Fixture, config_path: Path) -> dict[str, str]:
-    """The variables tests/conftest.py's ``scanner_env`` sets."""
+    """The variables tests/conftest.py's ``scanner_env`` sets: the benches' loopback registries
+    are listed (``ALLOWED_REGISTRIES``, issue 17) and the public KEV/EPSS feeds are off."""
     config_path.write_text("heartbeat-period: 60\nregistries: []\n", encoding="utf-8")
     return {
+        "ALLOWED_REGISTRIES": LOOPBACK_REGISTRIES,
+        "KEV_FEED_URL": "",
+        "EPSS_FEED_URL": "",
         "SCANNER_IDENTIFIER": SCANNER_ID,
         "AZ_BLOB_STORAGE_SAS": sas_url,
         "TRIVY_CONFIG_PATH": str(config_path),
