@@ -8,7 +8,8 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "ApprovalBook": ".book",
-    "accepted_risks": ".book",
+    "SeenRequest": ".book",
+    "read_request": ".book",
     "ApprovalNotFound": ".decide",
     "Decision": ".decide",
     "decide_request": ".decide",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
@@ -37,14 +38,19 @@ class ApprovalBook:
     def __init__(self, store: ApprovalStore, notifier: Any | None, clock: Callable[[], float] = time.time) -> None:
         self.store, self.notifier, self.clock = store, notifier, clock
 
-    def after_audit(self, meta: AuditMeta) -> Outcome | None:
+    def after_audit(self, meta: AuditMeta, seen: SeenRequest | None = None) -> Outcome | None:
+        """``seen``: the request as read earlier for this audit; a version changed since then
+        is caught by ``If-None-Match``/``If-Match`` and read again, as any concurrent change."""
         if meta.audit_result is not AuditResult.SUCCEEDED:
             return None
         repository, tag, digest = image_identity(meta.image, meta.image_digest)
         if not repository or not digest:
             return None  # a tarball, or an image without a digest: nothing to approve by
         identifier = approval_id(repository, digest)
-        found = self.store.get(identifier)
+        if seen is not None and (seen.audit_id, seen.identifier) == (meta.audit_id, identifier):
+            found = seen.found
+        else:
+            found = self.store.get(identifier)
         if found is None:
             if meta.trigger not in CREATING_TRIGGERS:
                 return None
@@ -122,14 +128,29 @@ class ApprovalBook:
         return datetime.fromtimestamp(self.clock(), timezone.utc).date()
 
 
-def accepted_risks(store: ApprovalStore, meta: AuditMeta) -> list[AcceptedRisk]:
-    """What the approval of ``meta``'s digest accepts: the policy evaluates later audits of the
-    digest with it, so an accepted CVE keeps counting as accepted until its ``until`` date."""
+@dataclass(frozen=True)
+class SeenRequest:
+    """The request of an audit's digest as the follow-up read it before the meta (``None``
+    in ``found``: there was none), so that ``after_audit`` need not read it again."""
+
+    audit_id: str
+    identifier: str
+    found: tuple[ApprovalRequest, str] | None
+
+    @property
+    def accepted(self) -> list[AcceptedRisk]:
+        """What the approval accepts: the policy evaluates later audits of the digest with it,
+        so an accepted CVE keeps counting as accepted until its ``until`` date."""
+        return list(self.found[0].accepted) if self.found is not None else []
+
+
+def read_request(store: ApprovalStore, meta: AuditMeta) -> SeenRequest | None:
+    """The request of ``meta``'s digest, read once; ``None`` for an image without a digest."""
     repository, _, digest = image_identity(meta.image, meta.image_digest)
     if not repository or not digest:
-        return []
-    found = store.get(approval_id(repository, digest))
-    return list(found[0].accepted) if found is not None else []
+        return None
+    identifier = approval_id(repository, digest)
+    return SeenRequest(meta.audit_id, identifier, store.get(identifier))
 
 
 def _unix(iso: object) -> int:

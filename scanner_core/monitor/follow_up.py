@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..approvals import ApprovalBook, ApprovalStore, accepted_risks
+from ..approvals import ApprovalBook, ApprovalStore, SeenRequest, read_request
 from ..config import ScannerConfig
 from ..log import ScanLogger
 from ..models import AcceptedRisk, AuditMeta, AuditResult, Finding
@@ -71,6 +71,7 @@ class AuditFollowUp:
         self.audit_index = audit_index
         self.redactor = redactor
         self.notifier = notifier or Notifier.from_settings(settings, blob_store)
+        self._seen: SeenRequest | None = None  # the digest's approval request, read once per audit
 
     def annotate_reused(self, meta: AuditMeta, earlier: AuditMeta, log: ScanLogger) -> AuditMeta:
         """The same for an audit answered from ``earlier`` (dedup, ``reuse.py``): its
@@ -157,7 +158,7 @@ class AuditFollowUp:
         if self.audit_index is None or meta.audit_result is not AuditResult.SUCCEEDED:
             return None
         try:
-            outcome = ApprovalBook(self._approvals(), self.notifier).after_audit(meta)
+            outcome = ApprovalBook(self._approvals(), self.notifier).after_audit(meta, self._seen)
         except Exception as error:  # noqa: BLE001 - approval bookkeeping never fails an audit
             log.warning("approval request not updated", fields={"error": self._describe(error)})
             return None
@@ -206,14 +207,16 @@ class AuditFollowUp:
 
     def _accepted(self, meta: AuditMeta, log: ScanLogger) -> list[AcceptedRisk]:
         """The findings the approval of this digest accepts (issue 15: they apply to its later
-        audits until their date); none without an index (a caller's own blob store)."""
+        audits until their date); none without an index (a caller's own blob store). The
+        request read here is kept for ``follow_approval``, which then does not read it again."""
         if self.audit_index is None:
             return []
         try:
-            return accepted_risks(self._approvals(), meta)
+            self._seen = read_request(self._approvals(), meta)
         except Exception as error:  # noqa: BLE001 - then the policy judges without them
             log.warning("the approval's accepted findings cannot be read", fields={"error": self._describe(error)})
             return []
+        return self._seen.accepted if self._seen is not None else []
 
     def _describe(self, error: Exception) -> str:
         return self.redactor(f"{type(error).__name__}: {error}")[:500]
