@@ -113,3 +113,24 @@ def test_sigterm_waits_the_grace_period_then_kills_trivy_and_gives_the_message_b
         assert [n for n in audits.names() if n.endswith("/meta")] == []  # no audit recorded, no attempt spent
         assert poison_entries(azurite.connection_string, queue_name) == []
         assert "scans abandoned" in listener.log()
+
+
+def test_a_lease_taken_over_by_another_consumer_is_no_longer_held(azurite):
+    """After an outage longer than its lease, a message is delivered to another consumer; the first
+    one must then send nothing for it (``Lease.still_held``, used before any retry copy or quarantine
+    entry), or both would: the fault test's duplicated quarantine entry under an Azurite restart."""
+    from scanner_core.log import ScanLogger
+    from scanner_core.queue.lease import Lease
+
+    name = f"lease-{uuid.uuid4().hex[:12]}"
+    with QueueClient.from_connection_string(azurite.connection_string, name) as client:
+        client.create_queue()
+        client.send_message("scan me")
+        first = next(iter(client.receive_messages(visibility_timeout=1)))
+        held = Lease(client, first, 30, ScanLogger())
+        assert held.still_held()  # renewed: ours for 30 s more
+        client.update_message(first.id, held._pop_receipt, visibility_timeout=0)  # as if its lease ran out
+        second = next(iter(client.receive_messages(visibility_timeout=30)))  # another consumer takes it
+        assert second.id == first.id
+        assert held.still_held() is False and held.lost
+        assert Lease(client, second, 30, ScanLogger()).still_held()

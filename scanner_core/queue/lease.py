@@ -66,6 +66,29 @@ class Lease:
                 self.log.warning("message could not be released; visible again after its timeout",
                                  fields={"error": _code(error)})
 
+    def still_held(self) -> bool:
+        """Renews the lease now. ``False`` when the receipt is no longer ours: another consumer
+        has the message (its lease ran out while storage was unreachable) and will answer it,
+        so nothing may be sent on its behalf (a retry copy or a quarantine entry sent by both
+        would be a duplicate). ``True`` also when storage cannot tell: the send then fails as
+        it would have."""
+        with self._lock:
+            if self.lost:
+                return False
+            try:
+                updated = self.client.update_message(
+                    self.message.id, self._pop_receipt, visibility_timeout=self.visibility_timeout
+                )
+                self._pop_receipt = updated.pop_receipt
+            except (ResourceNotFoundError, HttpResponseError) as error:
+                if isinstance(error, ResourceNotFoundError) or _code(error) in ("PopReceiptMismatch", "MessageNotFound"):
+                    self.lost = True
+                    self.log.warning("message lease lost; another consumer may have it", fields={"error": _code(error)})
+                    return False
+            except AzureError:
+                pass
+            return True
+
     def _renew(self) -> None:
         period = max(1.0, self.visibility_timeout / 3)
         while not self._stopped.wait(period):

@@ -60,7 +60,8 @@ class ListenerOptions:
 
 
 class _Abandoned(Exception):
-    """Raised into a worker whose message was given back at a hard stop."""
+    """Raised into a worker whose message was given back at a hard stop, or whose lease
+    another consumer now holds: nothing more is sent for it, and it is neither deleted nor released."""
 
 
 class Listener:
@@ -169,7 +170,8 @@ class Listener:
         completed = False
         try:
             handle_delivery(delivery, scanner, max_dequeue_count=self.options.max_dequeue_count,
-                            quarantine=self._guard(poison.quarantine), retry_later=self._guard(retries.retry_later))
+                            quarantine=self._guard(poison.quarantine, lease),
+                            retry_later=self._guard(retries.retry_later, lease))
             completed = True
         except _Abandoned:
             return
@@ -189,11 +191,12 @@ class Listener:
         else:
             lease.release(RetryPolicy.from_settings(scanner.config.settings).base_seconds)
 
-    def _guard(self, action: Callable[..., None]) -> Callable[..., None]:
-        """Nothing more is sent for a message given back at a hard stop."""
+    def _guard(self, action: Callable[..., None], lease: Lease) -> Callable[..., None]:
+        """Nothing more is sent for a message given back at a hard stop, nor for one whose
+        lease another consumer took over (``Lease.still_held``): that one sends its own."""
 
         def guarded(*args: object) -> None:
-            if self.abandoning.is_set():
+            if self.abandoning.is_set() or not lease.still_held():
                 raise _Abandoned()
             action(*args)
 
