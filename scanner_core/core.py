@@ -28,9 +28,22 @@ from .errors import (
 from .log import ScanLogger
 from .log_records import install as install_log_redaction
 from .models import AuditMeta, AuditResult
-from .monitor import AuditFollowUp, AuditReuse, MonitorStore
+from .follow_up import AuditFollowUp
+from .monitor import AuditReuse, MonitorStore
 from .redact import Redactor
-from .stages import Plan, Planner, RunStage, Shipper
+from .stages import (
+    Ahead,
+    DbSnapshot,
+    Plan,
+    Planner,
+    RunStage,
+    Shipper,
+    ask_server_ahead,
+    database_for,
+    lookup_ahead,
+    server_connection,
+    snapshot_for,
+)
 from .storage import (
     META_BLOB,
     REPORT_BLOB,
@@ -49,9 +62,6 @@ from .trivy import (
     VulnerabilityDatabase,
     locate_trivy,
 )
-from .db_snapshot import DbSnapshot, database_for, snapshot_for
-from .server_mode import ask_server_ahead, server_connection
-from .shipping import Ahead, lookup_ahead
 from .telemetry import traced_scan
 
 JSON_CONTENT_TYPE = "application/json"
@@ -92,30 +102,37 @@ class Scanner:
             self._trivy = Trivy(locate_trivy(self.config.settings.trivy_path, self._app_root), self.redactor)
         return self._trivy
 
-    @property
+    # The collaborators: each built once per scanner, on first use (a scanner serves one
+    # invocation, or one request of the one-time runner or the listener), and handed to the
+    # stages through ``stages.ScannerParts``. The per-process caches (clients, the config,
+    # trivy's version) are the layers' own.
+
+    @cached_property
     def database(self) -> VulnerabilityDatabase:
         settings = self.config.settings
         return database_for(self.config, self.trivy, VULNERABILITY_DB, settings.trivy_db_repository,
                             not settings.trivy_skip_db_update, self.db_snapshot)  # fmt: skip
 
-    @property
+    @cached_property
     def java_database(self) -> VulnerabilityDatabase:
         """The Java DB, needed by images with Java archives; managed like the vulnerability DB."""
         settings = self.config.settings
         return database_for(self.config, self.trivy, JAVA_DB, settings.trivy_java_db_repository,
                             settings.java_db_updates_allowed, self.db_snapshot)  # fmt: skip
 
-    @property
+    @cached_property
     def db_snapshot(self) -> DbSnapshot | None:
         """``DB_SNAPSHOT=blob``: the fleet's DB snapshot beside the audits (db_snapshot.py)."""
         return snapshot_for(self.config, self.redactor, self.logger)
 
-    @property
+    @cached_property
     def follow_up(self) -> AuditFollowUp:
-        """previous-audit-id, changes and decision before the meta; the notification after."""
+        """previous-audit-id, changes and decision before the meta; the notification after.
+        One per scanner, so that the digest's approval request read for the policy is the one
+        the approvals' book uses after the meta (one read per audit, dedup answers included)."""
         return AuditFollowUp(self.config, self.blob_store, self.audit_index, self.redactor)
 
-    @property
+    @cached_property
     def server(self) -> ServerConnection | None:
         """``TRIVY_SERVER``: scans ask that trivy server (client/server mode)."""
         return server_connection(self.config)

@@ -11,7 +11,7 @@ from .errors import ScannerError
 from .models import FeedState, HeartbeatMeta
 from .storage import heartbeat_blob
 from .trivy import JAVA_DB, is_stale, read_database_info
-from .server_mode import ask_server_ahead, database_age
+from .stages import ask_server_ahead, database_age
 
 
 def build_heartbeat(scanner: Scanner, now: float | None = None) -> HeartbeatMeta:

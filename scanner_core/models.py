@@ -60,7 +60,7 @@ class Finding(BaseModel):
 
 
 class AuditChanges(_BlobDocument):
-    """What changed since the previous audit of the same image (``monitor/changes.py``)."""
+    """What changed since the previous audit of the same image (``follow_up/changes.py``)."""
 
     new: list[str] = Field(default_factory=list)
     fixed: list[str] = Field(default_factory=list)

@@ -92,8 +92,6 @@ def judge(summary: ReportSummary, thresholds: Thresholds, *, fail_on_eosl: bool 
 
 def verdict_fields(summary: ReportSummary, settings: Settings) -> dict[str, object]:
     """The meta's verdict fields for a report, under the configured thresholds."""
-    from .exploits import enrich_fields
-
     thresholds = Thresholds(critical=settings.trivy_critical_threshold, high=settings.trivy_high_threshold)
     verdict = judge(summary, thresholds, fail_on_eosl=settings.trivy_fail_on_eosl)
     licensed = "license" in settings.trivy_scanners
@@ -109,7 +107,6 @@ def verdict_fields(summary: ReportSummary, settings: Settings) -> dict[str, obje
         # Licence findings by trivy's category, when the license scanner ran (issue 15).
         "licenses": {c: summary.licenses.get(c, 0) for c in LICENSE_CATEGORIES} if licensed else None,
         "misconfigurations": _misconfigurations(summary) if "misconfig" in settings.trivy_scanners else None,
-        **enrich_fields(verdict.details, summary.vulnerability_ids, settings),  # KEV and EPSS (exploits/)
     }
 
 

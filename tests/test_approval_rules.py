@@ -31,7 +31,7 @@ from azure.functions.timer import TimerRequest
 from scanner_core.errors import ConfigurationError
 from scanner_core.functions import approve, get_approval, list_approvals, load_function_settings, on_digest, reject, request_scan
 from scanner_core.models import AcceptedRisk, AuditMeta, AuditResult, Finding, PolicyDecision
-from scanner_core.monitor import Notifier
+from scanner_core.follow_up import Notifier
 from scanner_core.redact import Redactor
 from scanner_core.storage import AzureBlobStore
 from tests.conftest import REPO_ROOT

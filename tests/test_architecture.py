@@ -1,72 +1,100 @@
-"""The package's shape: layers as subpackages, no import cycles, public faces.
+"""The package's shape: layers that only point down, no import cycles, public faces.
 
-Read from the source with ``ast`` (every import, also the ones inside
-functions), so a lazy in-function import cannot hide a cycle.
+Read from the source with ``ast`` (``tests/support/import_graph.py``: every import, also
+the ones inside functions and under ``TYPE_CHECKING``), so a lazy import cannot hide a
+cycle or an upward edge. ``python scripts/import_graph.py`` prints the graph.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "scanner_core"
-SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+from tests.support.import_graph import (
+    MODULES,
+    PACKAGE,
+    SUBPACKAGES,
+    dependencies,
+    face_exports,
+    imports_of,
+    layer_of,
+    resolve,
+)
+
 MAX_LINES = 400
 
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-
-
-def face_exports(package: str) -> dict[str, str]:
-    """A subpackage's ``_EXPORTS``: public name -> absolute module that defines it."""
-    tree = ast.parse(MODULES[package].read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
-            mapping = ast.literal_eval(node.value)
-            return {name: package + relative for name, relative in mapping.items()}
-    return {}
-
-
-def imports_of(module: str) -> Iterator[tuple[ast.ImportFrom | ast.Import, str, list[str]]]:
-    """Every import in ``module`` (any depth), as (node, absolute module, names)."""
-    path = MODULES[module]
-    is_package = path.name == "__init__.py"
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node, alias.name, []
-        elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                base = node.module or ""
-            else:
-                parts = module.split(".") if is_package else module.split(".")[:-1]
-                parts = parts[: len(parts) - (node.level - 1)]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            yield node, base, [alias.name for alias in node.names]
+# The layers, top first. A module may import its own layer and any layer of a later row;
+# never a layer of its own row (siblings stay apart) or of an earlier one. Top-level
+# modules are layers of their own ("scanner_core" is the package's __init__).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("__main__",),
+    ("cli",),  # the one-time runner and the listener's command line
+    ("functions",),  # the Azure Functions side: Blueprints, handlers, the HTTP API
+    ("metrics",),  # Prometheus and Azure Monitor figures, read from storage and the queue
+    ("queue",),  # the message contract, delivery, the stand-alone listener
+    ("heartbeat",),
+    ("core",),  # Scanner: one request in, one audit folder out; the one wiring point
+    ("stages",),  # plan, run, ship and their helpers
+    ("follow_up",),  # what each audit adds: policy decision, changes, approvals, webhooks
+    ("monitor",),  # the loop: watch, push events, rescans, dedup, image records
+    ("approvals", "exploits"),
+    ("audit",),  # the core's input and output types
+    ("storage",),
+    ("verdict",),  # status, counts and summary: the domain's terms
+    ("config", "trivy"),
+    ("policy",),
+    ("registry",),
+    ("identity", "telemetry"),
+    ("scanner_core", "log"),
+    ("log_records", "io_pool", "yaml_files"),
+    ("models", "errors", "redact", "_lazy"),
+)
+RANK = {layer: rank for rank, row in enumerate(LAYERS) for layer in row}
 
 
-def dependencies(module: str) -> set[str]:
-    """The modules ``module`` really loads, seeing through the lazy faces."""
-    found: set[str] = set()
-    for _node, base, names in imports_of(module):
-        if not base.startswith("scanner_core"):
-            continue
-        exports = face_exports(base) if base in MODULES and MODULES[base].name == "__init__.py" else {}
-        targets = [exports.get(name) or (f"{base}.{name}" if f"{base}.{name}" in MODULES else base) for name in names]
-        found.update(t for t in (targets or [base]) if t in MODULES and t != module)
-    return found
+def test_every_layer_has_a_place_in_the_order() -> None:
+    missing = sorted({layer_of(module) for module in MODULES} - set(RANK))
+    assert missing == [], f"layers missing from LAYERS (add each where it belongs): {missing}"
+
+
+def test_the_layers_only_point_down() -> None:
+    upward = []
+    for module in sorted(MODULES):
+        source = layer_of(module)
+        for dependency in sorted(dependencies(module)):
+            target = layer_of(dependency)
+            if target != source and RANK[target] <= RANK[source]:
+                upward.append(f"{module} -> {dependency}")
+    assert upward == [], "imports that point up or sideways:\n" + "\n".join(upward)
+
+
+def test_every_import_of_the_package_names_a_module_that_exists() -> None:
+    """A moved module leaves no import of its old path behind (lazy ones included)."""
+    dangling = []
+    for module in sorted(MODULES):
+        for node, base, names in imports_of(module):
+            if base.startswith("scanner_core") and any(resolve(base, name) is None for name in names or [None]):
+                dangling.append(f"{module} line {node.lineno}: {base} {names}")
+    assert dangling == [], "imports of modules that do not exist:\n" + "\n".join(dangling)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    private = []
+    for module in sorted(MODULES):
+        for node, base, names in imports_of(module):
+            if not base.startswith("scanner_core"):
+                continue
+            for name in names:
+                target = resolve(base, name)
+                if name.startswith("_") and not name.startswith("__") and target != module:
+                    private.append(f"{module} line {node.lineno}: {name} from {base}")
+    assert private == [], "underscore names imported across modules:\n" + "\n".join(private)
 
 
 def test_the_layers_are_subpackages() -> None:
-    assert {"config", "functions", "monitor", "queue", "registry", "storage", "trivy"} <= set(SUBPACKAGES)
+    assert {"config", "follow_up", "functions", "monitor", "queue", "registry", "stages", "storage",
+            "trivy"} <= set(SUBPACKAGES)  # fmt: skip
 
 
 def test_no_module_imports_a_module_that_imports_it_back() -> None:
@@ -116,6 +144,12 @@ def test_each_face_names_real_definitions(package: str) -> None:
 def test_no_module_is_over_the_size_budget(module: str) -> None:
     lines = len(MODULES[module].read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{module} has {lines} lines; split it by job (budget {MAX_LINES})"
+
+
+def test_the_top_level_keeps_only_the_cores_faces() -> None:
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__", "__main__", "_lazy", "audit", "cli", "core", "errors", "heartbeat", "io_pool",
+                   "log", "log_records", "models", "redact", "verdict", "yaml_files"], top  # fmt: skip
 
 
 def test_function_app_is_wiring_only() -> None:

@@ -19,7 +19,7 @@ from azure.functions.timer import TimerRequest
 from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
-from scanner_core.db_snapshot import forget_checks
+from scanner_core.stages.db_snapshot import forget_checks
 from scanner_core.functions import handlers
 from tests.conftest import REPO_ROOT
 from tests.support.images import SAMPLE_ADVISORIES

@@ -14,7 +14,7 @@ import pytest
 from scanner_core.audit import AuditOutcome, ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
-from scanner_core.monitor import NOTIFICATION_BLOB
+from scanner_core.storage import NOTIFICATION_BLOB
 from scanner_core.queue import Delivery, build_message, handle_delivery
 from tests.support.monitor_dbs import NEW_CRITICAL, NEW_HIGH, WITHDRAWN, build_caches
 from tests.support.ports import free_port
@@ -256,7 +256,7 @@ def test_two_deliveries_racing_on_one_audit_send_once_and_a_4xx_is_not_retried(s
     """The claim is Blob Storage's If-None-Match: *, so of two senders exactly one sends."""
     import threading
 
-    from scanner_core.monitor import Notifier
+    from scanner_core.follow_up import Notifier
     from scanner_core.redact import Redactor
     from scanner_core.storage import AzureBlobStore
 
@@ -306,7 +306,7 @@ def test_every_event_is_signed_and_a_verifying_receiver_refuses_tampering_and_re
         tampered = event.body.replace(b'"status-to": "failed"', b'"status-to": "passed"')
         assert tampered != event.body
         assert requests.post(verifying.url, data=tampered, headers=signed, timeout=5).status_code == 401
-        from scanner_core.monitor.signing import signature_headers
+        from scanner_core.follow_up.signing import signature_headers
 
         old = signature_headers(WEBHOOK_SECRET, event.body, int(time.time()) - 3600)  # a replay an hour later
         assert requests.post(verifying.url, data=event.body, headers=old, timeout=5).status_code == 401

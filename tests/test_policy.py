@@ -254,7 +254,7 @@ def test_the_built_in_policy_is_todays_auto_rejection(scanner_env, sample_image,
 @pytest.mark.parametrize(("auto", "threshold", "eosl"), [
     (a, t, e) for a in (False, True) for t in (0, 1, 5) for e in (False, True)])
 def test_the_built_in_policy_matches_the_old_decision_for_every_setting(scanner_env, auto, threshold, eosl):
-    from scanner_core.monitor import decide as old_decide
+    from scanner_core.follow_up import decide as old_decide
     from scanner_core.verdict import Thresholds, VulnerabilityCounts, decide_status
 
     scanner_env.set(TRIVY_AUTO_REJECT_CRITICAL=str(auto).lower(), TRIVY_CRITICAL_THRESHOLD=str(threshold),

@@ -32,7 +32,8 @@ from azure.core.paging import PageIterator
 from azure.storage.blob import BlobProperties, ContainerClient, ContentSettings
 
 from ..errors import ScannerError
-from ..storage import InvalidCursor, StorageErrors, decode_cursor, encode_cursor, io_pool, shared_container_client
+from ..io_pool import io_pool
+from ..storage import InvalidCursor, StorageErrors, decode_cursor, encode_cursor, shared_container_client
 from .models import ApprovalRequest, HistoryEntry
 
 INVERT_FROM = 9_999_999_999

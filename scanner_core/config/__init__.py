@@ -11,7 +11,7 @@ _EXPORTS = {
     "load_config": ".loader",
     "load_config_cached": ".cache",
     "describe_error": ".problems",
-    "read_yaml_file": ".file",
+    "WatchEntry": ".watchlist",
     "DEFAULT_TRIVY_TIMEOUT_MS": ".settings",
     "Settings": ".settings",
 }

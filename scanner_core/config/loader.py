@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ConfigurationError
+from ..policy import Policy, load_policy
 from .file import ScannerFileConfig, load_file_config
 from .problems import describe_error
 from .settings import Settings
@@ -21,7 +21,7 @@ class ScannerConfig(BaseModel):
 
     settings: Settings
     file: ScannerFileConfig
-    policy: Any = None  # policy.Policy: POLICY_PATH's rules, or the built-in default (issue 15)
+    policy: Policy | None = None  # POLICY_PATH's rules, or the built-in default (issue 15)
 
     @property
     def secrets(self) -> list[str]:
@@ -64,8 +64,6 @@ def load_config() -> ScannerConfig:
 
     policy = None
     if settings is not None:
-        from ..policy import load_policy  # the policy is validated with the configuration
-
         try:
             policy = load_policy(settings)
         except ConfigurationError as exc:

@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     notify_webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, alias="NOTIFY_WEBHOOK_URLS"
     )
-    # The HMAC key of the events' X-Signature-256 (monitor/signing.py); a secret (Key Vault reference).
+    # The HMAC key of the events' X-Signature-256 (follow_up/signing.py); a secret (Key Vault reference).
     notify_webhook_secret: SecretStr | None = Field(None, alias="NOTIFY_WEBHOOK_SECRET", min_length=16)
     notify_min_severity: Severity = Field("HIGH", alias="NOTIFY_MIN_SEVERITY")
     notify_attempts: int = Field(4, alias="NOTIFY_ATTEMPTS", ge=1, le=10)

@@ -40,7 +40,7 @@ def export_snapshot(scanner: Scanner, bindings: FunctionSettings) -> None:
     """The stored metrics as Azure Monitor gauges; the heartbeat timer (one instance) calls it."""
     from ..errors import StorageError
     from ..metrics import read_snapshot
-    from ..telemetry import record_snapshot
+    from ..metrics import record_snapshot
 
     settings = scanner.config.settings
     try:

@@ -8,6 +8,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "approval_state": ".approval",
+    "record_snapshot": ".azure_monitor",
     "render_prometheus": ".exposition",
     "SnapshotCollector": ".exposition",
     "ImageMetrics": ".snapshot",

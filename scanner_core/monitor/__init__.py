@@ -1,4 +1,8 @@
-"""The monitor loop (issue 10): watching repositories, rescans, change notifications.
+"""The monitor loop (issue 10): watching repositories, ACR's push events, rescans,
+dedup (answering a request from an earlier audit) and the images' records.
+
+What each audit adds afterwards (the policy's decision, changes, approvals, webhooks) is
+the follow-up's job: ``scanner_core/follow_up/``.
 
 Its public face: see ``scanner_core/_lazy.py``.
 """
@@ -6,20 +10,12 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "AuditFollowUp": ".follow_up",
-    "LookBack": ".follow_up",
-    "Notifier": ".notify",
-    "NOTIFICATION_BLOB": ".notify",
-    "decide": ".decision",
-    "decision_of": ".gate",
-    "policy_fields": ".gate",
     "IMAGE_PUSHED": ".events",
     "IgnoredEvent": ".events",
     "PushHandler": ".events",
     "PushedImage": ".events",
     "parse_image_pushed": ".events",
     "scan_fingerprint": ".fingerprint",
-    "tag_label": ".labels",
     "ImageRecord": ".records",
     "MonitorStore": ".records",
     "Seen": ".records",
@@ -30,7 +26,6 @@ _EXPORTS = {
     "Enqueue": ".watch",
     "Watcher": ".watch",
     "WatchResult": ".watch",
-    "WatchEntry": ".watchlist",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

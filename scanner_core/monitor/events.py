@@ -31,14 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..config import ScannerConfig
+from ..config import ScannerConfig, WatchEntry
 from ..errors import RequestError
 from ..log import ScanLogger
 from ..registry import RegistryApi, current_guard, parse_image_reference
 from ..storage import validate_audit_id
 from .records import MonitorStore, Seen
 from .watch import Enqueue, platform_digest, registry_api
-from .watchlist import WatchEntry
 
 IMAGE_PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
 _ARTIFACT_TAG = re.compile(r"^sha256-[0-9a-f]{64}\.(sig|att|sbom)$")

@@ -29,10 +29,9 @@ from ..config import ScannerConfig
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
 from ..registry import ImageReference
-from ..storage import META_BLOB, REPORT_BLOB, SBOM_BLOB, AzureBlobStore
+from ..storage import META_BLOB, NOTIFICATION_BLOB, REPORT_BLOB, SBOM_BLOB, AzureBlobStore
 from ..trivy import VulnerabilityDatabase
 from .fingerprint import ScanIdentity, scan_fingerprint
-from .notify import NOTIFICATION_BLOB
 from .records import ImageRecord, MonitorStore
 
 # Fields of a meta that belong to the new request, not to the scan it reuses.

@@ -33,12 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..config import ScannerConfig
+from ..config import ScannerConfig, WatchEntry
 from ..errors import RequestError, ScanFailed
 from ..log import ScanLogger
 from ..registry import RegistryApi, current_guard, find_credentials, resolve_credentials
 from .records import MonitorStore, Seen
-from .watchlist import WatchEntry
 
 
 class Enqueue(Protocol):

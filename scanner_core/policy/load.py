@@ -11,20 +11,29 @@ naming each bad rule (by id and position) and field, with what it allows.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from ..config import describe_error, read_yaml_file
 from ..errors import ConfigurationError
+from ..yaml_files import file_problem, read_yaml_file
 from .evaluate import Policy
 from .rules import LicenseCounts, PolicyCve, PolicyFile, Rule, SeverityCounts
 
-if TYPE_CHECKING:
-    from ..config import Settings
+class PolicySettings(Protocol):
+    """What loading the policy reads of the settings (``config.Settings`` has it all)."""
+
+    @property
+    def policy_path(self) -> Path | None: ...
+    @property
+    def trivy_auto_reject_critical(self) -> bool: ...
+    @property
+    def trivy_critical_threshold(self) -> int: ...
+    @property
+    def trivy_fail_on_eosl(self) -> bool: ...
 
 
-def builtin_policy(settings: Settings) -> Policy:
+def builtin_policy(settings: PolicySettings) -> Policy:
     """The policy when ``POLICY_PATH`` is unset: the same outcomes as the settings always had."""
     rules: list[dict[str, Any]] = []
     if settings.trivy_auto_reject_critical:
@@ -36,7 +45,7 @@ def builtin_policy(settings: Settings) -> Policy:
     return Policy(PolicyFile.model_validate({"default": "review", "rules": rules}), source)
 
 
-def load_policy(settings: Settings) -> Policy:
+def load_policy(settings: PolicySettings) -> Policy:
     """The policy the scanner runs with; raises ``ConfigurationError`` for a bad file."""
     path = settings.policy_path
     return builtin_policy(settings) if path is None else read_policy_file(path)
@@ -88,4 +97,4 @@ def _problem(error: Any, raw: dict[str, Any], source: str) -> str:
         name = rule.get("id") if isinstance(rule, dict) and isinstance(rule.get("id"), str) else None
         label = f"rule {name!r} (rules[{loc[1]}])" if name else f"rules[{loc[1]}]"
         error = {**error, "loc": (label, *loc[2:])}
-    return describe_error(error, source)
+    return file_problem(error, source)

@@ -1,9 +1,14 @@
 """The stages of one scan (issue 18): plan, run, ship; the core strings them together.
 
-* ``plan.py``  the request checked; an image scan (pre-flight) or an inventory rescan;
+* ``plan.py``  the request checked (``target.py``: what trivy scans, and the audit's label);
+  an image scan (``preflight.py``: platform, manifests, size) or an inventory rescan;
 * ``run.py``   trivy: ``trivy image`` of the image, or ``trivy sbom`` of the stored inventory;
-* ``ship.py``  the report, the inventory, the follow-up's annotations, ``meta`` last, the
-  index, then the notification.
+  the DBs first (``db_snapshot.py``: the fleet's snapshot in Blob Storage), the Java DB on
+  first need (``java_db.py``), or a trivy server (``server_mode.py``);
+* ``ship.py``  the report and its summary side by side, the inventory, the follow-up's
+  annotations, ``meta`` last, the index, then the notification; the suppression files and
+  the ``os`` meta (``suppressions.py``).
+* ``parts.py`` what the stages use of the scanner that runs them (a protocol).
 
 Its public face: see ``scanner_core/_lazy.py``.
 """
@@ -11,6 +16,14 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "DbSnapshot": ".db_snapshot",
+    "database_for": ".db_snapshot",
+    "snapshot_for": ".db_snapshot",
+    "ask_server_ahead": ".server_mode",
+    "database_age": ".server_mode",
+    "server_connection": ".server_mode",
+    "Ahead": ".ship",
+    "lookup_ahead": ".ship",
     "Inventory": ".plan",
     "Plan": ".plan",
     "Planner": ".plan",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..config import ScannerConfig
-from ..monitor import AuditFollowUp
+from ..follow_up import AuditFollowUp
 from ..redact import Redactor
 from ..trivy import ServerConnection, Trivy, VulnerabilityDatabase
 

@@ -23,10 +23,10 @@ from ..errors import StorageError
 from ..log import ScanLogger
 from ..models import AuditMeta
 from ..monitor import MonitorStore
-from ..preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
+from .preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
 from ..registry import Platform
-from ..storage import io_pool
-from ..target import scan_target
+from ..io_pool import io_pool
+from .target import scan_target
 from ..trivy import ScanTarget
 
 

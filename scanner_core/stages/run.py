@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 
 from ..errors import FailureKind, ScanFailed, StorageError
-from ..java_db import scan_with_java_db
+from .java_db import scan_with_java_db
 from ..log import ScanLogger
 from ..registry import find_credentials, resolve_credentials
 from ..storage import BlobStore
 from ..trivy import TrivyOptions, TrivyRun
-from ..db_snapshot import ensure_database
+from .db_snapshot import ensure_database
 from .parts import ScannerParts
 from .plan import Plan, Planner
 

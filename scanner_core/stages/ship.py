@@ -1,38 +1,138 @@
 """The ship stage: ``scan-result.json``, the inventory, ``meta`` last, the index; then the follow-up.
 
-* The report is uploaded and summarised from the same bytes (``shipping.py``).
+* The report is uploaded in parallel blocks and summarised from the very bytes the upload
+  reads (``AzureBlobStore.upload_file_observed``): one read of the file serves both, and the
+  parsing overlaps the block uploads (issue 11). A store without that method (a test double)
+  uploads first, then the file is read.
 * The inventory (issue 18): a CycloneDX SBOM of the report (``trivy convert``, no second
   scan) stored as ``sbom.cdx.json`` beside it; converted and uploaded on the I/O pool while
   the report uploads. An inventory rescan stores none: its meta names the one it matched.
-* The follow-up (``monitor/follow_up.py``): ``annotate`` (previous audit, changes, decision)
+* The follow-up (``follow_up/``): ``annotate`` (previous audit, changes, decision)
   before the meta is written, ``notify`` after it.
+* The audit index's pointer is looked up (one HEAD) while trivy runs, on the process's I/O
+  pool, instead of after the meta.
 
-A reader who sees a meta can trust its folder: everything else is written first.
+A reader who sees a meta can trust its folder: everything else is written first, then
+``meta``, then the index entries (the row and the pointer, written side by side).
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from ..audit import AuditOutcome
-from ..errors import AuditNotRecorded, ScannerError, StorageError
+from ..errors import AuditNotRecorded, FailureKind, ScannerError, StorageError
+from ..exploits import enrich_fields
+from ..follow_up import AuditFollowUp, LookBack
+from ..io_pool import io_pool
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
-from ..monitor import AuditFollowUp
-from ..server_mode import database_fields
-from ..shipping import Ahead, PointerLookup, finish_summary, record_in_index, upload_failed_fields, upload_report
-from ..storage import META_BLOB, REPORT_BLOB, SBOM_BLOB, AuditIndex, BlobStore, io_pool
-from ..suppressions import os_info, suppression_fields
-from ..trivy import ReportSummariser, TrivyRun
+from ..storage import META_BLOB, REPORT_BLOB, SBOM_BLOB, AuditIndex, BlobStore
+from ..telemetry import traced
+from ..trivy import ReportSummariser, ReportSummary, ServerInfo, TrivyRun, summarise_report
 from ..verdict import verdict_fields
 from .parts import ScannerParts
 from .plan import Plan
+from .server_mode import database_fields
+from .suppressions import os_info, suppression_fields
 
 JSON_CONTENT_TYPE = "application/json"
 CYCLONEDX_CONTENT_TYPE = "application/vnd.cyclonedx+json"
+PointerLookup = Optional["Future[dict[str, str] | None]"]
+
+
+
+BACKGROUND_PARSE_BYTES = 4 * 1024 * 1024  # above this, the summary is parsed on a thread of its own
+_QUEUED_CHUNKS = 1  # a chunk read but not parsed yet: at most 4 MiB
+
+
+@traced("upload")
+def upload_report(store: BlobStore, name: str, path: Path, content_type: str, summariser: ReportSummariser) -> None:
+    """Uploads the report, feeding ``summariser`` with its bytes when the store can.
+
+    For a big report the parsing runs on a thread of its own, so that the thread
+    that reads the file hands each block to the uploaders at once instead of after
+    parsing it; a small one (a single PUT) is parsed in line."""
+    observed = getattr(store, "upload_file_observed", None)
+    if observed is None:
+        store.upload_file(name, path, content_type)
+        return
+    if path.stat().st_size <= BACKGROUND_PARSE_BYTES:
+        observed(name, path, content_type, summariser.feed)
+        return
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
+
+    def parse() -> None:
+        while (chunk := chunks.get()) is not None:
+            summariser.feed(chunk)
+
+    parser = threading.Thread(target=parse, name="report-summary", daemon=True)
+    parser.start()
+    try:
+        observed(name, path, content_type, chunks.put)
+    finally:
+        chunks.put(None)
+        parser.join()
+
+
+def finish_summary(summariser: ReportSummariser, path: Path) -> tuple[ReportSummary, bool]:
+    """The summary, and whether the summariser saw the whole report; it is read from
+    the file only when the upload did not see all of it (it failed half-way, or the
+    store could not show its bytes)."""
+    if summariser.error is None and summariser.bytes_fed == path.stat().st_size:
+        return summariser.close(), True
+    if summariser.error is not None:
+        summariser.close()  # raises the parse error: the report is not JSON
+    return summarise_report(path), False
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What a scan asks while trivy runs: the index pointer, the trivy server's DB age
+    (client/server mode) and the previous audit of the image (the monitor's changes)."""
+
+    pointer: Future[dict[str, str] | None] | None
+    server: Future[ServerInfo] | None
+    looked_back: Future[LookBack] | None
+
+
+def upload_failed_fields(failure: Exception) -> dict[str, object]:
+    """What a meta says when the scan succeeded but its report could not be stored."""
+    return {
+        "audit_result": AuditResult.UPLOAD_FAILED,
+        "failure_description": f"the scan succeeded but its report could not be stored: {failure}",
+        "failure_reason": "upload-failed",
+        "failure_kind": FailureKind.TRANSIENT.value,
+        "trivy_audit_path": None,
+    }
+
+
+def lookup_ahead(index: AuditIndex | None, audit_id: str) -> Future[dict[str, str] | None] | None:
+    return io_pool().submit(index.lookup, audit_id) if index is not None else None
+
+
+@traced("index")
+def record_in_index(
+    index: AuditIndex, meta: AuditMeta, folder: str, pointer: Future[dict[str, str] | None] | None
+) -> None:
+    """Records the audit, with the pointer looked up ahead when that lookup worked."""
+    if pointer is not None:
+        try:
+            looked_up = pointer.result()
+        except Exception:  # noqa: BLE001 - the lookup failed: record() asks again
+            pointer = None
+        else:
+            index.record(meta, folder, known_pointer=looked_up)
+            return
+    index.record(meta, folder)
+
 
 
 class Shipper:
@@ -74,6 +174,7 @@ class Shipper:
             except StorageError as error:
                 failure = error
         summary, read_once = finish_summary(summariser, report_path)
+        verdict = verdict_fields(summary, settings)  # then KEV and EPSS (exploits/) for its details
         meta = base.model_copy(
             update={
                 "audit_result": AuditResult.SUCCEEDED,
@@ -84,7 +185,8 @@ class Shipper:
                 **database_fields(settings, self.scanner.server, ahead.server, log),  # the DBs' ages (server_mode.py)
                 "os": os_info(summary),
                 **suppression_fields(settings, summary),
-                **verdict_fields(summary, settings),
+                **verdict,
+                **enrich_fields(verdict["details"], summary.vulnerability_ids, settings),  # type: ignore[arg-type]
                 **self._inventory_fields(plan, inventory_path),
             }
         )

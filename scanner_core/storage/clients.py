@@ -6,16 +6,12 @@ pays a new TCP (and, on Azure, TLS) handshake on the first request of every
 scan. Clients are thread-safe, so one per (URL, options) serves the whole
 process. The cache is bounded; an evicted client is not closed (another
 thread may still use it) but left to the garbage collector.
-
-``io_pool`` is the process's thread pool for independent storage requests
-(the audit index's lookups and writes beside the report and ``meta``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.storage.blob import ContainerClient
@@ -23,11 +19,9 @@ from azure.storage.blob import ContainerClient
 from .container import container_client
 
 MAX_CLIENTS = 32
-IO_WORKERS = 8
 
 _lock = threading.Lock()
 _clients: OrderedDict[tuple[str, tuple[tuple[str, Any], ...]], ContainerClient] = OrderedDict()
-_pool: ThreadPoolExecutor | None = None
 
 
 def shared_container_client(container_url: str, **options: Any) -> ContainerClient:
@@ -44,16 +38,6 @@ def shared_container_client(container_url: str, **options: Any) -> ContainerClie
             _clients.popitem(last=False)
         return client
 
-
-def io_pool() -> ThreadPoolExecutor:
-    """The process's pool for storage requests that may run side by side.
-
-    Tasks submitted here must not wait on other tasks of this pool."""
-    global _pool
-    with _lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=IO_WORKERS, thread_name_prefix="storage-io")
-        return _pool
 
 
 def forget_clients() -> None:

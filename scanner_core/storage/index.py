@@ -72,7 +72,8 @@ from .index_rows import (
     encode_cursor,
     int_or_none,
 )
-from .clients import io_pool, shared_container_client
+from ..io_pool import io_pool
+from .clients import shared_container_client
 from .container import StorageErrors
 from .layout import META_BLOB, scanner_folder, validate_audit_id
 

@@ -10,6 +10,7 @@ from ..errors import RequestError
 REPORT_BLOB = "scan-result.json"
 META_BLOB = "meta"
 SBOM_BLOB = "sbom.cdx.json"
+NOTIFICATION_BLOB = "notification.json"  # the claim of an audit's webhook notification
 _AUDIT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 

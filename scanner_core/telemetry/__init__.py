@@ -17,7 +17,8 @@ _EXPORTS = {
     "configure_telemetry": ".setup",
     "use_providers": ".setup",
     "reset_telemetry": ".setup",
-    "record_snapshot": ".instruments",
+    "active_instruments": ".instruments",
+    "clean": ".spans",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

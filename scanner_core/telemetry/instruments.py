@@ -1,11 +1,11 @@
 """The scanner's metrics as OpenTelemetry instruments, for Azure Monitor.
 
-The same names as ``GET /api/metrics`` (see README "Metrics"); Application Insights
+The same names as ``GET /api/metrics`` (see docs/metrics.md); Application Insights
 stores them in ``customMetrics`` with the labels as ``customDimensions``:
 
 * per audit, where the scan ran: ``trivy_scanner_audits`` (counter; ``result``,
   ``reason``) and ``trivy_scanner_scan_duration_seconds`` (histogram);
-* per heartbeat, from the stored snapshot (``metrics/snapshot.py``): the gauges
+* per heartbeat, from the stored snapshot (set by ``metrics/azure_monitor.py``): the gauges
   ``trivy_image_vulnerabilities`` (image labels and ``severity``),
   ``trivy_scanner_image_status``, ``trivy_scanner_queue_messages``,
   ``trivy_scanner_db_age_seconds``, ``trivy_scanner_db_stale`` and
@@ -20,10 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .spans import STATE, clean
 
 if TYPE_CHECKING:
-    from ..metrics import MetricsSnapshot
     from ..models import AuditMeta
-
-_SEVERITIES = (("critical", "Critical"), ("high", "High"), ("medium", "Medium"), ("low", "Low"), ("unknown", "Unknown"))
 
 
 class Instruments:
@@ -55,28 +52,7 @@ class Instruments:
         if meta.scan_duration_ms is not None:
             self.durations.record(meta.scan_duration_ms / 1000)
 
-    def record_snapshot(self, snapshot: MetricsSnapshot) -> None:
-        for image in snapshot.images:
-            labels = clean(image.labels)
-            self.image_status.set(1, labels | {"status": image.status})
-            for key, severity in _SEVERITIES:
-                if image.vulnerabilities is not None:
-                    self.vulnerabilities.set(image.vulnerabilities.get(key, 0), labels | {"severity": severity})
-        for kind, count in snapshot.queue_messages.items():
-            if count is not None:
-                self.queue_messages.set(count, {"queue": kind})
-        for db in ("trivy", "java"):
-            if (updated := snapshot.db_updated(db)) is not None:
-                self.db_age.set(max(0.0, snapshot.taken_at - updated), {"db": db})
-        if snapshot.heartbeat is not None and snapshot.heartbeat.trivy_db_stale is not None:
-            self.db_stale.set(1 if snapshot.heartbeat.trivy_db_stale else 0)
-        for (result, reason), count in snapshot.recent_audits.items():
-            self.recent_audits.set(count, {"result": result, "reason": reason or "none"})
 
-
-def record_snapshot(snapshot: MetricsSnapshot) -> bool:
-    """Sets the gauges from ``snapshot``; ``False`` (nothing done) when telemetry is off."""
-    if STATE.instruments is None:
-        return False
-    STATE.instruments.record_snapshot(snapshot)
-    return True
+def active_instruments() -> Instruments | None:
+    """The process's instruments while telemetry is on; ``None`` when it is off."""
+    return STATE.instruments  # type: ignore[no-any-return]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from .audit import ScanRequest
-from .errors import RequestError
-from .monitor import tag_label
-from .registry import ImageReference, current_guard, image_name_from_archive, parse_image_reference
-from .trivy import ScanTarget
+from ..audit import ScanRequest
+from ..errors import RequestError
+from ..registry import ImageReference, current_guard, image_name_from_archive, parse_image_reference
+from ..trivy import ScanTarget
 
 
 def scan_target(request: ScanRequest) -> tuple[ScanTarget, str]:
@@ -24,3 +23,13 @@ def scan_target(request: ScanRequest) -> tuple[ScanTarget, str]:
     if image is None:
         raise RequestError("image", "an image reference or an image tarball is required")
     return ScanTarget(image=image), tag_label(request.image, image, request.tag) or image.canonical
+
+
+def tag_label(text: str | None, image: ImageReference, tag: str | None) -> str | None:
+    """``repo:tag@digest`` for ``repo@digest`` labelled ``tag`` (the monitor loop's label of a
+    digest found under a tag: what the meta's ``image`` says, so that readers see the tag);
+    ``text`` unchanged otherwise."""
+    if text is None or tag is None or image.digest is None or image.tag is not None:
+        return text
+    name, _, digest = text.partition("@")
+    return f"{name}:{tag}@{digest}"

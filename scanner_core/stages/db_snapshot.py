@@ -33,14 +33,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from .config import ScannerConfig
-from .errors import ScanFailed, StorageError
-from .log import ScanLogger
-from .redact import Redactor
-from .storage import SnapshotBlobs, snapshot_prefix
-from .registry import find_credentials, parse_image_reference, resolve_credentials
-from .telemetry import traced
-from .trivy import JAVA_DB, VULNERABILITY_DB, DatabaseKind, Trivy, VulnerabilityDatabase
+from ..config import ScannerConfig
+from ..errors import ScanFailed, StorageError
+from ..log import ScanLogger
+from ..redact import Redactor
+from ..storage import SnapshotBlobs, snapshot_prefix
+from ..registry import find_credentials, parse_image_reference, resolve_credentials
+from ..telemetry import traced
+from ..trivy import JAVA_DB, VULNERABILITY_DB, DatabaseKind, Trivy, VulnerabilityDatabase
 
 SNAPSHOT_FORMAT = 1
 COMPRESS_LEVEL = 1  # the timer may share a 1-vCPU instance with scans: fast beats small here
@@ -85,7 +85,7 @@ class DbSnapshot:
                 continue
             self._publish(kind, cache_dir / kind.dir_name, local)
             published.append(kind.dir_name)
-        from .exploits import publish_feeds  # the KEV/EPSS feeds travel with the DBs (issue 15)
+        from ..exploits import publish_feeds  # the KEV/EPSS feeds travel with the DBs (issue 15)
 
         published += [f"exploits/{feed}" for feed in publish_feeds(self.blobs, self.short_id, cache_dir)]
         return published
@@ -138,7 +138,7 @@ class DbSnapshot:
 
     def _restore_feeds(self, cache_dir: Path) -> None:
         """The KEV/EPSS feeds the timer published, when newer than the ones in place."""
-        from .exploits import restore_feeds
+        from ..exploits import restore_feeds
 
         try:
             if restored := restore_feeds(self.blobs, self.short_id, cache_dir):

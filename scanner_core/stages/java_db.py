@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import FailureKind, ScanFailed
-from .log import ScanLogger
-from .registry import Credentials, current_guard
-from .trivy import (
+from ..errors import FailureKind, ScanFailed
+from ..log import ScanLogger
+from ..registry import Credentials, current_guard
+from ..trivy import (
     JAVA_DB,
     VULNERABILITY_DB,
     ScanTarget,

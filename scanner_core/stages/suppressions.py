@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .config import Settings
-from .errors import FailureKind, ScanFailed
-from .models import OsInfo, SuppressionFile
-from .trivy import ReportSummary
+from ..config import Settings
+from ..errors import FailureKind, ScanFailed
+from ..models import OsInfo, SuppressionFile
+from ..trivy import ReportSummary
 
 _CHUNK = 1024 * 1024
 

@@ -16,10 +16,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ScannerConfig, Settings
-from .errors import FailureKind, ScanFailed
-from .log import ScanLogger
-from .registry import (
+from ..config import ScannerConfig, Settings
+from ..errors import FailureKind, ScanFailed
+from ..log import ScanLogger
+from ..registry import (
     Credentials,
     ImageFacts,
     ImageReference,
@@ -30,8 +30,8 @@ from .registry import (
     parse_platform,
     resolve_credentials,
 )
-from .telemetry import traced
-from .trivy import ScanTarget
+from ..telemetry import traced
+from ..trivy import ScanTarget
 
 _MIB = 1024 * 1024
 _MAX_REQUEST_SECONDS = 15.0

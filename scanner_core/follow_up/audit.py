@@ -21,7 +21,8 @@ from ..log import ScanLogger
 from ..models import AcceptedRisk, AuditMeta, AuditResult, Finding
 from ..policy import ExploitLookup
 from ..redact import Redactor
-from ..storage import AuditIndex, BlobStore, image_identity, io_pool
+from ..io_pool import io_pool
+from ..storage import AuditIndex, BlobStore, image_identity
 from ..trivy import severity_rank
 from .changes import Key, compare, current_findings, find_previous, findings_of, previous_findings
 from ..telemetry import traced

@@ -10,11 +10,11 @@ from __future__ import annotations
 from concurrent.futures import Future
 from pathlib import Path
 
-from .config import ScannerConfig
-from .config import Settings
-from .log import ScanLogger
-from .storage import io_pool
-from .trivy import (
+from ..config import ScannerConfig
+from ..config import Settings
+from ..log import ScanLogger
+from ..io_pool import io_pool
+from ..trivy import (
     JAVA_DB,
     DatabaseInfo,
     ServerConnection,

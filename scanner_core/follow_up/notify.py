@@ -38,14 +38,13 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from ..errors import StorageError
 from ..models import AuditMeta
-from ..storage import BlobStore, image_identity, iso8601
+from ..storage import NOTIFICATION_BLOB, BlobStore, image_identity, iso8601
 from .changes import Key
 from .signing import signature_headers
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-NOTIFICATION_BLOB = "notification.json"
 EVENT_TYPE = "trivy-scanner.audit-changed"
 _MAX_TEXT_IDS = 10
 
