@@ -1,19 +1,7 @@
-"""The approval gate's HTTP API (issue 15): reviewers list, read and decide.
-
-``GET /api/approvals?status=pending&repository=...&limit=50&cursor=...``  → ``list_approvals``
-    Requests, newest first, one listing call per page (``approvals/store.py``).
-``GET /api/approvals/{id}``  → ``get_approval``
-    The request with its history; header ``ETag``: its version.
-``GET /api/approvals/{id}/security``  → ``approval_security``
-    The seed's shape: ``image_name``, ``tag_name``, ``security_scan``, ``created_at``.
-``POST /api/approvals/{id}/approve`` and ``/reject``  → ``approve`` / ``reject``
-    Body ``{"reason": "...", "accept": [{"id": "CVE-...", "until": "2027-01-31",
-    "justification": "..."}], "reviewer": "..."}`` (``reviewer`` only without App
-    Service authentication), header ``If-Match: <ETag>``. 200 with the new ETag;
-    409 ``stale-version`` when the request changed since (nothing written); 428
-    ``precondition-required`` without ``If-Match``; 409 ``invalid-transition``; 403
-    for a reviewer outside ``APPROVER_ROLES``. ``reason`` is kept verbatim up to
-    ``MAX_REASON_CHARS`` (400 beyond: the field and the limit are named).
+"""The approval gate's HTTP API (issue 15): reviewers list, read and decide (approve or
+reject with ``If-Match``). The routes, bodies and answers: docs/api.md; the gate itself:
+docs/policy.md. ``reason`` is kept verbatim up to ``MAX_REASON_CHARS`` (400 beyond: the
+field and the limit are named).
 """
 
 from __future__ import annotations
@@ -42,9 +30,11 @@ from ..approvals import (
 from ..models import AcceptedRisk
 from ..registry import parse_image_reference
 from ..storage import iso8601
-from .http_api import ApiContext, ApiError, _answer, _limit, json_response
+from .http_api import ApiContext
+from .responses import ApiError, answer, json_object, json_response, limit_param
 
 MAX_REASON_CHARS = 4000
+DECISION_EXAMPLE = '{"reason": "...", "accept": [{"id": "CVE-...", "until": "YYYY-MM-DD", "justification": "..."}]}'
 MAX_ACCEPT = 100
 MAX_JUSTIFICATION_CHARS = 1000
 DECISION_FIELDS = ("reason", "accept", "reviewer")
@@ -64,7 +54,7 @@ def list_approvals(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
             raise ApiError(400, "invalid-field", f"{status!r} is not allowed: one of {', '.join(APPROVAL_STATES)}",
                            "status")
         repository = _repository(req.params.get("repository")) if req.params.get("repository") else None
-        limit = _limit(req.params.get("limit"))
+        limit = limit_param(req.params.get("limit"))
         rows, next_cursor = store_of(ctx).page(limit, req.params.get("cursor") or None, state=status,
                                                repository=repository)
         query = {k: v for k, v in (("status", status), ("repository", repository)) if v}
@@ -73,7 +63,7 @@ def list_approvals(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         return json_response(200, {"approvals": [_row_document(row, ctx) for row in rows], "limit": limit,
                                    "next-cursor": next_cursor, "links": {"next": next_link}})
 
-    return _answer(req, ("GET",), run)
+    return answer(req, ("GET",), run)
 
 
 def get_approval(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
@@ -84,7 +74,7 @@ def get_approval(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         history = [entry.document() for entry in store.history(identifier)]
         return json_response(200, _document(request, etag, ctx) | {"history": history}, {"ETag": etag})
 
-    return _answer(req, ("GET",), run)
+    return answer(req, ("GET",), run)
 
 
 def approval_security(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
@@ -96,15 +86,15 @@ def approval_security(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespon
             "created_at": request.created_at,
         }, {"ETag": etag})
 
-    return _answer(req, ("GET",), run)
+    return answer(req, ("GET",), run)
 
 
 def approve(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
-    return _answer(req, ("POST",), lambda: _decide(req, ctx, "approve"))
+    return answer(req, ("POST",), lambda: _decide(req, ctx, "approve"))
 
 
 def reject(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
-    return _answer(req, ("POST",), lambda: _decide(req, ctx, "reject"))
+    return answer(req, ("POST",), lambda: _decide(req, ctx, "reject"))
 
 
 def approval_of(ctx: ApiContext, repository: str | None, digest: str | None) -> dict[str, Any] | None:
@@ -126,7 +116,7 @@ def approval_of(ctx: ApiContext, repository: str | None, digest: str | None) -> 
 def on_digest(timer: func.TimerRequest | None, app_root: Path) -> Any:
     """The digest timer's body: today's summary to ``NOTIFY_WEBHOOK_URLS``, once a day."""
     from ..approvals import send_digest
-    from ..monitor import Notifier
+    from ..follow_up import Notifier
     from .handlers import make_scanner
 
     scanner = make_scanner(app_root)
@@ -146,7 +136,7 @@ def _decide(req: func.HttpRequest, ctx: ApiContext, action: str) -> func.HttpRes
     if not if_match:
         raise ApiError(428, "precondition-required", "is required: the ETag of the version you decided on "
                        f"(GET {ctx.path(f'approvals/{identifier}')} answers it in its ETag header)", "If-Match")
-    body = _body(req.get_body())
+    body = json_object(req.get_body(), DECISION_FIELDS, DECISION_EXAMPLE, empty=True)
     headers = {key.lower(): value for key, value in req.headers.items()}
     try:
         reviewer = reviewer_from(headers, body.get("reviewer"), ctx.config.settings.approver_roles)
@@ -188,22 +178,6 @@ def _repository(value: str) -> str:
     if reference.tag or reference.digest:
         raise ApiError(400, "invalid-field", f"{value!r} must be a repository without tag or digest", "repository")
     return f"{reference.registry}/{reference.repository}"
-
-
-def _body(data: bytes) -> dict[str, Any]:
-    if not data.strip():
-        return {}
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiError(400, "invalid-json", f"the request body is not valid JSON ({error})") from None
-    if not isinstance(document, dict):
-        raise ApiError(400, "invalid-json", "the request body must be a JSON object: "
-                       '{"reason": "...", "accept": [{"id": "CVE-...", "until": "YYYY-MM-DD", "justification": "..."}]}')
-    for key in document:
-        if key not in DECISION_FIELDS:
-            raise ApiError(400, "unknown-field", f"unknown field; allowed fields: {', '.join(DECISION_FIELDS)}", key)
-    return document
 
 
 def _reason(value: object) -> str | None:

@@ -1,47 +1,12 @@
-"""The HTTP API: request scans, read an audit, the security summary.
+"""The HTTP API's scan and audit routes: request a scan (by path or JSON body), read an
+audit's ``meta``, the security summary. Every route, its answers and errors: docs/api.md.
 
-Plain handlers, ``handler(req, ctx) -> HttpResponse``, wired by the function
-app (auth level ``FUNCTION``: callers send a function key, ``?code=`` or
-``x-functions-key``). Routes, under the host's route prefix (``/api``):
-
-``POST /api/images/{name}/{tag}/scan``  → ``request_scan_by_path``
-    The seed's form (``/images/redis/7.2-alpine/scan``). A route segment can
-    not hold ``/``, so ``name`` is one segment; a multi-segment name or a
-    registry host may be sent percent-encoded (``library%2Fredis``,
-    ``myacr.azurecr.io%2Fteam%2Fapp``): the host leaves ``%2F`` encoded and it
-    is decoded here, once. ``tag`` is a tag, or a digest (``sha256:<hex>``,
-    then the reference is ``name@digest``). Optional query ``audit-id``.
-``POST /api/scans``  → ``request_scan``
-    JSON body ``{"image": "<full reference>", "audit-id": "<optional>"}``; any
-    reference the scanner accepts (registry host, tag, ``@digest``).
-``GET /api/audits/{audit_id}``  → ``get_audit``
-    The audit's ``meta`` exactly as the core wrote it (404 until the scan has
-    finished: a queued scan has no meta yet).
-``GET /api/security/summary?limit=50&cursor=...&totals=...``  → ``security_summary``
-    Totals (``total``, ``passed``, ``warning``, ``failed``, ``audit-failed``)
-    and a page of audits, newest request first, from the audit index
-    (``storage/index.py``). Totals cost a walk of the whole index, so they are
-    computed for the first page (no ``cursor``) and left out of later pages
-    unless ``totals=true``; ``limit`` is 1..``MAX_LIMIT``.
-
-A scan request answers **202** with the audit id, the queue message and
-where the results will land (``results``: the audit folder, its ``meta``
-and, if the scan succeeds, ``scan-result.json``), plus ``Location`` and
-``links.audit`` pointing at ``GET /api/audits/{id}``. The audit id defaults
-to a new UUID; re-using one re-scans, and the index then shows the newest
-request. Query parameters other than the documented ones (such as ``code``,
-the function key) are ignored; unknown JSON body fields are refused.
-
-Every error is ``{"error": {"code", "field", "message"}}``: 400
-``invalid-json`` / ``invalid-field`` / ``missing-field`` / ``unknown-field``,
-404 ``not-found``, 405 ``method-not-allowed`` (with ``Allow``; reached only if
-the route is wired without ``methods=``), 503 ``storage-unavailable`` /
-``queue-unavailable``, 500 ``configuration-error`` / ``internal-error``.
+Plain handlers, ``handler(req, ctx) -> HttpResponse``, wired by ``http_routes.py`` (auth
+level ``FUNCTION``); the shared answer and parameter helpers are in ``responses.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -50,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, urlencode
 
 import azure.functions as func
 
@@ -60,12 +25,21 @@ from ..queue import QueueConnection, QueueEncoding, build_message, enqueue
 from ..registry import allowed_reference, parse_image_reference, parse_platform
 from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, validate_audit_id
 from .host import message_encoding
+from .responses import (
+    JSON_MIMETYPE,
+    ApiError,
+    answer,
+    flag_param,
+    json_object,
+    json_response,
+    limit_param,
+    route_segment,
+    string_field,
+)
 from .settings import load_function_settings
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 1000
-JSON_MIMETYPE = "application/json"
 SCAN_BODY_FIELDS = ("image", "audit-id", "platform")
+SCAN_BODY_EXAMPLE = '{"image": "registry.example.com/team/app:1.0", "audit-id": "optional-id"}'
 _log = logging.getLogger("scanner_core.http_api")
 
 
@@ -106,21 +80,6 @@ class ApiContext:
         return f"/{prefix}/{route}" if prefix else f"/{route}"
 
 
-class ApiError(Exception):
-    """An error answer; raised by handlers, rendered by ``_answer``."""
-
-    def __init__(
-        self, status: int, code: str, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-        self.headers = dict(headers or {})
-
-    def response(self) -> func.HttpResponse:
-        body = {"error": {"code": self.code, "field": self.field, "message": self.message}}
-        return json_response(self.status, body, self.headers)
-
-
 Handler = Callable[[func.HttpRequest, ApiContext], func.HttpResponse]
 
 
@@ -144,7 +103,7 @@ def serve(handler: Handler, req: func.HttpRequest, app_root: Path, route_prefix:
 
 def request_scan_by_path(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
     """``POST images/{name}/{tag}/scan``."""
-    return _answer(
+    return answer(
         req,
         ("POST",),
         lambda: _enqueue_scan(ctx, _image_from_route(req), req.params.get("audit-id"), req.params.get("platform")),
@@ -155,7 +114,7 @@ def request_scan(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
     """``POST scans`` with ``{"image": ..., "audit-id": ...}``."""
 
     def run() -> func.HttpResponse:
-        body = _json_object(req.get_body(), SCAN_BODY_FIELDS)
+        body = json_object(req.get_body(), SCAN_BODY_FIELDS, SCAN_BODY_EXAMPLE)
         if "image" not in body:
             raise ApiError(
                 400,
@@ -164,13 +123,13 @@ def request_scan(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
                 "registry.example.com/team/app:1.0 or ...@sha256:<digest>",
                 "image",
             )
-        image = _string(body, "image")
-        audit_id = _string(body, "audit-id") if "audit-id" in body else None
-        platform = _string(body, "platform") if "platform" in body else None
+        image = string_field(body, "image")
+        audit_id = string_field(body, "audit-id") if "audit-id" in body else None
+        platform = string_field(body, "platform") if "platform" in body else None
         allowed_reference(image, "image")  # ALLOWED_REGISTRIES: 400 registry-not-allowed naming "image"
         return _enqueue_scan(ctx, image, audit_id, platform)
 
-    return _answer(req, ("POST",), run)
+    return answer(req, ("POST",), run)
 
 
 def get_audit(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
@@ -191,16 +150,16 @@ def get_audit(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
             )
         return func.HttpResponse(meta, status_code=200, mimetype=JSON_MIMETYPE, charset="utf-8")
 
-    return _answer(req, ("GET",), run)
+    return answer(req, ("GET",), run)
 
 
 def security_summary(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
     """``GET security/summary``: totals and one page of audits."""
 
     def run() -> func.HttpResponse:
-        limit = _limit(req.params.get("limit"))
+        limit = limit_param(req.params.get("limit"))
         cursor = req.params.get("cursor") or None
-        with_totals = _flag(req.params.get("totals"), "totals", default=cursor is None)
+        with_totals = flag_param(req.params.get("totals"), "totals", default=cursor is None)
         with ctx.audit_index() as index:
             rows, next_cursor = index.page(limit, cursor)
             totals = index.totals() if with_totals else None
@@ -209,14 +168,14 @@ def security_summary(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespons
         if next_cursor:
             next_link = f"{ctx.path('security/summary')}?{urlencode({'limit': limit, 'cursor': next_cursor})}"
         document |= {
-            "audits": [_row_document(row, ctx) for row in rows],
+            "audits": [row_document(row, ctx) for row in rows],
             "limit": limit,
             "next-cursor": next_cursor,
             "links": {"next": next_link},
         }
         return json_response(200, document)
 
-    return _answer(req, ("GET",), run)
+    return answer(req, ("GET",), run)
 
 
 # -- the parts ---------------------------------------------------------------
@@ -258,8 +217,8 @@ def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None, platform: s
 
 
 def _image_from_route(req: func.HttpRequest) -> str:
-    name = _route_segment(req, "name")
-    tag = _route_segment(req, "tag")
+    name = route_segment(req, "name")
+    tag = route_segment(req, "tag")
     try:
         parsed = allowed_reference(name, "name")
     except RequestError as error:
@@ -276,68 +235,7 @@ def _image_from_route(req: func.HttpRequest) -> str:
     return image
 
 
-def _route_segment(req: func.HttpRequest, name: str) -> str:
-    value = req.route_params.get(name) or ""
-    if not value:
-        raise ApiError(400, "missing-field", "the route segment is empty", name)
-    return unquote(value) if "%" in value else value
-
-
-def _json_object(body: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:
-    example = '{"image": "registry.example.com/team/app:1.0", "audit-id": "optional-id"}'
-    if not body.strip():
-        raise ApiError(400, "invalid-json", f"the request body is empty; expected a JSON object such as {example}")
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiError(
-            400, "invalid-json", f"the request body is not valid JSON ({error}); expected {example}"
-        ) from None
-    if not isinstance(document, dict):
-        raise ApiError(
-            400,
-            "invalid-json",
-            f"the request body must be a JSON object, got {type(document).__name__}; expected {example}",
-        )
-    for key in document:
-        if key not in allowed:
-            raise ApiError(400, "unknown-field", f"unknown field; allowed fields: {', '.join(allowed)}", key)
-    return document
-
-
-def _string(body: Mapping[str, Any], name: str) -> str:
-    value = body[name]
-    if not isinstance(value, str):
-        raise ApiError(400, "invalid-field", f"must be a string, got {json.dumps(value)}", name)
-    return value
-
-
-def _limit(text: str | None) -> int:
-    if text is None or text == "":
-        return DEFAULT_LIMIT
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_LIMIT:
-        raise ApiError(
-            400,
-            "invalid-field",
-            f"{text!r} is not allowed: an integer from 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})",
-            "limit",
-        )
-    return value
-
-
-def _flag(text: str | None, name: str, *, default: bool) -> bool:
-    if text is None or text == "":
-        return default
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    raise ApiError(400, "invalid-field", f"{text!r} is not allowed: true or false", name)
-
-
-def _row_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:
+def row_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:
     return {
         "audit-id": row.audit_id,
         "image": row.image,
@@ -359,39 +257,10 @@ def _row_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:
     }
 
 
-def _answer(req: func.HttpRequest, methods: tuple[str, ...], run: Callable[[], func.HttpResponse]) -> func.HttpResponse:
-    """Method check, then the handler; typed errors become JSON error answers."""
-    if req.method.upper() not in methods:
-        return ApiError(
-            405,
-            "method-not-allowed",
-            f"{req.method.upper()} is not allowed here; allowed: {', '.join(methods)}",
-            headers={"Allow": ", ".join(methods)},
-        ).response()
-    try:
-        return run()
-    except ApiError as error:
-        return error.response()
-    except RequestError as error:  # includes InvalidImageReference and InvalidCursor
-        code = getattr(error, "reason", "invalid-field")  # registry-not-allowed
-        return ApiError(400, code, str(error).removeprefix(f"{error.field}: "), error.field).response()
-    except StorageError as error:
-        _log.error("storage failure: %s", error)
-        return ApiError(503, "storage-unavailable", str(error)).response()
-    except Exception:  # an answer, never a stack trace; logged
-        _log.exception("unexpected failure in %s %s", req.method, req.url.split("?", 1)[0])
-        return ApiError(500, "internal-error", "an unexpected error occurred; see the function's logs").response()
-
-
-def json_response(status: int, document: Any, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(document), status_code=status, mimetype=JSON_MIMETYPE, charset="utf-8", headers=dict(headers or {})
-    )
-
-
 __all__ = [
     "ApiContext",
     "ApiError",
+    "row_document",
     "get_audit",
     "request_scan",
     "request_scan_by_path",

@@ -1,22 +1,6 @@
-"""The HTTP API per image (issue 10): verdict, history, and the dashboard page.
-
-``GET /api/images/{name}/{tag}/verdict[?digest=sha256:...]``  → ``image_verdict``
-    The latest audit of that repository and tag (a ``tag`` of ``sha256:<hex>``
-    is a digest; ``?digest=`` narrows the tag to that digest), with its status
-    and ``decision``: for a CI gate or an admission webhook. 404 when the image
-    was never scanned.
-``GET /api/images/{name}/verdict?digest=sha256:...``  → ``image_verdict``
-    The same by digest alone (a re-pushed tag cannot fool it). Both carry the
-    image's ``approval`` (``approvals/``: id, state, who decided and why; ``null``
-    when it has none) and ``allowed``: true only when it is approved or
-    auto-approved, so an admission webhook can gate on a human decision.
-``GET /api/images/{name}/history[?limit=50&cursor=...]``  → ``image_history``
-    The repository's audits, newest request first, from the audit index's
-    per-repository rows; one listing call per page.
-``GET /api/dashboard``  → ``dashboard``
-    The page (``static/dashboard.html``): no build step and no external
-    assets; its script reads ``security/summary`` and ``images/{name}/history``
-    with the function key it was opened with (``?code=``).
+"""The HTTP API per image (issue 10): the verdict (by tag or by digest, with the image's
+approval and ``allowed``), the repository's history, and the dashboard page
+(``static/dashboard.html``). The routes and their answers: docs/api.md.
 
 ``name`` is a repository as in the scan route (``redis``, or percent-encoded
 ``myacr.azurecr.io%2Fteam%2Fapp``); it is compared in its canonical form
@@ -39,7 +23,8 @@ from ..errors import RequestError
 from ..registry import parse_image_reference
 from ..storage import AuditRow, iso8601
 from .approvals_api import approval_of
-from .http_api import ApiContext, ApiError, _answer, _limit, _route_segment, _row_document, json_response
+from .http_api import ApiContext, row_document
+from .responses import ApiError, answer, json_response, limit_param, route_segment
 
 DASHBOARD_PAGE = Path(__file__).with_name("static") / "dashboard.html"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -50,7 +35,7 @@ def image_verdict(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
 
     def run() -> func.HttpResponse:
         repository = _repository(req)
-        tag = _route_segment(req, "tag") if req.route_params.get("tag") else None
+        tag = route_segment(req, "tag") if req.route_params.get("tag") else None
         digest = _digest(req.params.get("digest")) if req.params.get("digest") else None
         if tag is not None and _DIGEST.fullmatch(tag):
             tag, digest = None, _digest(tag, "tag")
@@ -67,16 +52,16 @@ def image_verdict(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         allowed = bool(approval and approval["state"] in ("approved", "auto-approved"))
         return json_response(200, _verdict_document(row, ctx) | {"approval": approval, "allowed": allowed})
 
-    return _answer(req, ("GET",), run)
+    return answer(req, ("GET",), run)
 
 
 def image_history(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
     """``GET images/{name}/history``: a page of the repository's audits, newest first."""
 
     def run() -> func.HttpResponse:
-        name = _route_segment(req, "name")
+        name = route_segment(req, "name")
         repository = _repository(req)
-        limit = _limit(req.params.get("limit"))
+        limit = limit_param(req.params.get("limit"))
         with ctx.audit_index() as index:
             rows, next_cursor = index.repository_page(repository, limit, req.params.get("cursor") or None)
         next_link = None
@@ -87,14 +72,14 @@ def image_history(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
             200,
             {
                 "repository": repository,
-                "audits": [_row_document(row, ctx) for row in rows],
+                "audits": [row_document(row, ctx) for row in rows],
                 "limit": limit,
                 "next-cursor": next_cursor,
                 "links": {"next": next_link},
             },
         )
 
-    return _answer(req, ("GET",), run)
+    return answer(req, ("GET",), run)
 
 
 def dashboard(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
@@ -111,7 +96,7 @@ def dashboard(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         }
         return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8", headers=headers)
 
-    return _answer(req, ("GET",), run)
+    return answer(req, ("GET",), run)
 
 
 # -- the parts ---------------------------------------------------------------
@@ -136,7 +121,7 @@ def _page() -> tuple[bytes, str]:
 
 
 def _repository(req: func.HttpRequest) -> str:
-    name = _route_segment(req, "name")
+    name = route_segment(req, "name")
     try:
         reference = parse_image_reference(name, field="name")
     except RequestError as error:

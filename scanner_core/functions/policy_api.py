@@ -16,7 +16,8 @@ import azure.functions as func
 
 from ..models import AuditMeta, AuditResult
 from ..storage import validate_audit_id
-from .http_api import ApiContext, ApiError, _answer, _json_object, _string, json_response
+from .http_api import ApiContext
+from .responses import ApiError, answer, json_object, json_response, string_field
 
 EVALUATE_FIELDS = ("audit-id",)
 
@@ -28,10 +29,10 @@ def evaluate_policy(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse
         from ..exploits import exploit_lookup
         from ..policy import facts_from_audit, load_policy
 
-        body = _json_object(req.get_body(), EVALUATE_FIELDS)
+        body = json_object(req.get_body(), EVALUATE_FIELDS, '{"audit-id": "<the id of a recorded audit>"}')
         if "audit-id" not in body:
             raise ApiError(400, "missing-field", "is required: the id of a recorded audit", "audit-id")
-        audit_id = validate_audit_id(_string(body, "audit-id"), field="audit-id")
+        audit_id = validate_audit_id(string_field(body, "audit-id"), field="audit-id")
         with ctx.audit_index() as index:
             meta_path = index.find(audit_id)
             data = index.read(meta_path) if meta_path is not None else None
@@ -56,4 +57,4 @@ def evaluate_policy(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse
         }
         return json_response(200, document)
 
-    return _answer(req, ("POST",), run)
+    return answer(req, ("POST",), run)
