@@ -88,8 +88,25 @@ def test_a_rescan_after_a_db_refresh_selects_the_image_and_finds_the_new_cve(mon
     assert monitor_handlers.on_rescan(TimerRequest(), REPO_ROOT).enqueued == []  # scanned with the current DB
 
 
+def approval_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The GETs of approval request documents the storage SDK sends from now on (the way
+    ``bench/scan_requests.py`` lists a scan's requests)."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    reads: list[str] = []
+    send = RequestsTransport.send
+
+    def counted(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        if request.method == "GET" and "/approvals/requests/" in request.url:
+            reads.append(request.url.split("?", 1)[0])
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(RequestsTransport, "send", counted)
+    return reads
+
+
 def test_a_rescan_with_the_same_db_reuses_the_audit_without_running_trivy(
-    monitor: Monitor, audits, tmp_path, trivy_executable, azurite
+    monitor: Monitor, audits, tmp_path, trivy_executable, azurite, monkeypatch
 ):
     spy = TrivySpy(tmp_path, trivy_executable)
     old_db, new_db = write_db(tmp_path / "instance-a", DAY1), write_db(tmp_path / "instance-b", DAY2)
@@ -103,9 +120,13 @@ def test_a_rescan_with_the_same_db_reuses_the_audit_without_running_trivy(
     (message,) = monitor.queue.take()
     monitor.env.set(TRIVY_CACHE_DIR=str(old_db))
     spy.reset()
+    reads = approval_reads(monkeypatch)
     assert monitor.queue.deliver(message, REPO_ROOT) == []
 
     assert spy.scans() == []  # trivy did not scan
+    # One wiring point (issue 22): the digest's approval request is read once for the dedup
+    # answer, by the policy's accepted CVEs, and the approvals' book uses that read.
+    assert len(reads) == 1, reads
     reused = meta_of(monitor, audits, message.payload["image-scan-id"])
     assert reused["reused-from"] == first["audit-id"]
     folder = first["trivy-audit-path"].rsplit("/", 1)[0]

@@ -26,6 +26,7 @@ _EXPORTS = {
     "ReviewerRefused": ".principal",
     "reviewer_from": ".principal",
     "revocation_reason": ".revocation",
+    "EventSender": ".sender",
     "ApprovalStore": ".store",
     "StaleVersion": ".store",
     "InvalidTransition": ".transitions",

@@ -23,6 +23,7 @@ from ..storage import image_identity, iso8601
 from .initial import initial_state
 from .models import ApprovalRequest, HistoryEntry, approval_id, security_scan_of
 from .revocation import revocation_reason
+from .sender import EventSender
 from .store import ApprovalStore, StaleVersion
 
 CREATING_TRIGGERS = frozenset({"watch", "event", "request"})
@@ -33,9 +34,9 @@ Outcome = Literal["created", "updated", "revoked"]
 
 
 class ApprovalBook:
-    """The approvals side of one scanner. ``notifier``: a ``monitor.Notifier`` (or ``None``: no webhooks)."""
+    """The approvals side of one scanner. ``notifier``: the follow-up's ``Notifier`` (or ``None``: no webhooks)."""
 
-    def __init__(self, store: ApprovalStore, notifier: Any | None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: ApprovalStore, notifier: EventSender | None, clock: Callable[[], float] = time.time) -> None:
         self.store, self.notifier, self.clock = store, notifier, clock
 
     def after_audit(self, meta: AuditMeta, seen: SeenRequest | None = None) -> Outcome | None:

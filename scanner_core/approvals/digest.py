@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..storage import iso8601
+from .sender import EventSender
 from .store import ApprovalStore
 
 DIGEST_EVENT = "approval-digest"
@@ -68,7 +69,7 @@ def build_digest(store: ApprovalStore, now: float) -> dict[str, Any]:
     }
 
 
-def send_digest(store: ApprovalStore, notifier: Any, now: float | None = None) -> DigestResult:
+def send_digest(store: ApprovalStore, notifier: EventSender, now: float | None = None) -> DigestResult:
     """Posts today's digest to the webhooks unless it was posted already today."""
     now = time.time() if now is None else now
     event = build_digest(store, now)
