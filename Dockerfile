@@ -1,5 +1,5 @@
 # The scanner as a container: Premium, Dedicated (App Service) and Container Apps plans.
-# (Consumption and Flex Consumption run code only: see README, "Deploy".)
+# (Consumption and Flex Consumption run code only: see docs/operations.md, "Deploy".)
 # Supported Python versions: 3.11 (the default, what the full test suite runs on) and 3.13 (what
 # the worker tests run the package on): docker build --build-arg PYTHON_VERSION=3.13 .
 # requirements.txt picks the azure-functions pin for the interpreter by environment marker.

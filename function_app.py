@@ -1,8 +1,8 @@
 """The Azure Functions app (Python v2 programming model): wiring only.
 
 Each concern is a Blueprint in ``scanner_core/functions/`` (the scan queue,
-the timers, the HTTP API); bindings are named by app settings (see README,
-"Configuration"), read when the worker indexes the functions.
+the timers, the HTTP API); bindings are named by app settings (see
+docs/configuration.md), read when the worker indexes the functions.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .core import Scanner
 
 # What a verb needs is imported by that verb: ``--help`` and ``enqueue`` never load
-# the core, pydantic-settings' YAML file loader or the Blob SDK (bench/README.md, cold start).
+# the core, pydantic-settings' YAML file loader or the Blob SDK (docs/performance.md, cold start).
 
 EXIT_OK, EXIT_AUDIT_FAILED, EXIT_USAGE, EXIT_NOT_STORED = 0, 1, 2, 3
 

@@ -31,7 +31,7 @@ SEVERITIES = (("critical", "Critical"), ("high", "High"), ("medium", "Medium"), 
 
 
 class SnapshotCollector(Collector):
-    """Every metric of one snapshot (see README "Metrics" for the table)."""
+    """Every metric of one snapshot (see docs/metrics.md for the table)."""
 
     def __init__(self, snapshot: MetricsSnapshot) -> None:
         self.snapshot = snapshot

@@ -7,7 +7,7 @@ to the operator. So the entry's size is checked as if base64-encoded (the
 stricter of the two ``messageEncoding`` values: it fits whichever the host
 uses); one that would not fit stores the original body in Blob Storage
 (``trivy-{id8}/quarantine/<message id>``) and carries its path, SHA-256 and
-length instead of ``original-message``. Either form is re-queued as the README
+length instead of ``original-message``. Either form is re-queued as docs/operations.md
 describes (``python -m scanner_core requeue``).
 """
 

@@ -35,7 +35,7 @@ _T = TypeVar("_T")
 _CHUNK_BYTES = 4 * 1024 * 1024
 # Blocks of a big report in flight at once: 2 x 4 MiB buffered. Measured on Azurite:
 # 2 is as fast as 3 or 4, and it keeps a 31 MiB report's shipping under +32 MiB even
-# while the monitor streams the previous audit's report beside it (bench/README.md).
+# while the monitor streams the previous audit's report beside it (docs/performance.md).
 PARALLEL_BLOCKS = 2
 
 

@@ -2,7 +2,7 @@
 
 ``Popen.wait(timeout=...)`` polls with sleeps of up to 50 ms (measured: ~30 ms
 added to every scan), and a ``threading.Timer`` per scan costs a thread start
-(~1.7 ms measured, bench/README.md). A pidfd (Linux 5.3+) becomes readable
+(~1.7 ms measured, docs/performance.md). A pidfd (Linux 5.3+) becomes readable
 the moment the process exits, so one ``poll`` with the remaining time waits
 for exactly the right moment.
 """

@@ -7,7 +7,7 @@ test can make it fail a few times before it accepts: that is how a receiver
 that is down or overloaded looks to the sender.
 
 With a ``secret`` it is a receiver that verifies, with the five lines the
-README gives receivers (``verify``, written apart from the scanner's signing
+docs/monitor.md gives receivers (``verify``, written apart from the scanner's signing
 code): a request whose signature does not match its raw body, or whose
 timestamp is older than ``tolerance_s``, is answered ``401`` and recorded with
 ``verified=False``.
@@ -104,7 +104,7 @@ class WebhookReceiver(LoopbackHttpServer):
 
 
 def verify(secret: bytes, headers: Any, body: bytes, tolerance: int = 300) -> bool:
-    """The README's receiver check, verbatim: signature over ``<timestamp>.<raw body>``, recent timestamp."""
+    """The receiver check of docs/monitor.md, verbatim: signature over ``<timestamp>.<raw body>``, recent timestamp."""
     ts = headers.get("X-Signature-Timestamp", "0")
     expected = "sha256=" + hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
     return ts.isdigit() and abs(time.time() - int(ts)) <= tolerance and hmac.compare_digest(
