@@ -446,3 +446,35 @@ def test_summary_timings_with_2000_audits(api, scanner_env, capsys):
             f"audit lookup (HEAD + GET): {lookup_seconds * 1000:.0f} ms; "
             f"recording 2000 (16 threads): {record_seconds:.1f} s"
         )
+
+
+def test_the_path_route_applies_the_allowlist_to_the_whole_reference(api, scanner_env):
+    """Issue 23, item 8: a {tag} of "80/latest" turned {name} into a registry host."""
+    scanner_env.set(ALLOWED_REGISTRIES="docker.io,registry.example.com")
+    params = {"name": "169.254.169.254", "tag": "80%2Flatest"}
+    error = error_of(request_scan_by_path(http("POST", "x", route_params=params), api), 400)
+    assert (error["code"], error["field"]) == ("invalid-field", "tag") and "no '/'" in error["message"]
+    params = {"name": "registry.example.org%2Fteam%2Fapp", "tag": "1.0"}
+    error = error_of(request_scan_by_path(http("POST", "x", route_params=params), api), 400)
+    assert (error["code"], error["field"]) == ("registry-not-allowed", "name")
+    assert queued(api) == []
+
+
+@pytest.mark.parametrize("route", ["scans", "approve", "evaluate"])
+def test_a_deeply_nested_body_is_a_400_on_every_json_route(api, route):
+    """Issue 23, item 10: 100,000 '[' made json.loads raise RecursionError (a 500)."""
+    from scanner_core.functions import approve, evaluate_policy
+
+    body = b"[" * 100_000 + b"]" * 100_000
+    request = func.HttpRequest(method="POST", url=f"{BASE_URL}/{route}", headers={"If-Match": '"0x1"'},
+                               route_params={"approval_id": "ap-" + "0" * 24}, body=body)  # fmt: skip
+    handler = {"scans": request_scan, "approve": approve, "evaluate": evaluate_policy}[route]
+    error = error_of(handler(request, api), 400)
+    assert error["code"] == "invalid-json" and "nested too deeply" in error["message"]
+    assert queued(api) == []
+
+
+def test_an_audit_id_ending_in_a_dot_is_refused(api):
+    """Issue 23, item 11: Azure may drop a trailing dot, so "a." and "a" would share a folder."""
+    error = error_of(request_scan(http("POST", "scans", body={"image": "redis:7", "audit-id": "audit."}), api), 400)
+    assert error["field"] == "audit-id" and "not ending with '.'" in error["message"]

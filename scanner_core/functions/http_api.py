@@ -230,8 +230,15 @@ def _image_from_route(req: func.HttpRequest) -> str:
             f"{name!r} must be a repository name without tag or digest: the tag goes in the {{tag}} segment",
             "name",
         )
+    if "/" in tag:  # "80/latest" would turn {name} into a registry host: 169.254.169.254:80/latest
+        raise ApiError(400, "invalid-field", f"{tag[:200]!r} is not allowed: a tag (letters, digits, '_', '.', '-', "
+                       "no '/') or a digest sha256:<64 hex>", "tag")
     image = f"{name}@{tag}" if ":" in tag else f"{name}:{tag}"
     parse_image_reference(image, field="tag")
+    try:  # the allowlist applies to the whole reference the route builds, not only to {name}
+        allowed_reference(image, "name")
+    except RequestError as error:
+        raise ApiError(400, getattr(error, "reason", "invalid-field"), str(error).removeprefix("name: "), "name") from None
     return image
 
 

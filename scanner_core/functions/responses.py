@@ -82,6 +82,10 @@ def json_object(body: bytes, allowed: tuple[str, ...], example: str, *, empty: b
         raise ApiError(
             400, "invalid-json", f"the request body is not valid JSON ({error}); expected {example}"
         ) from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise ApiError(
+            400, "invalid-json", f"the request body is nested too deeply to be a request; expected {example}"
+        ) from None
     if not isinstance(document, dict):
         raise ApiError(
             400,

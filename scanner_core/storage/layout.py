@@ -11,7 +11,9 @@ REPORT_BLOB = "scan-result.json"
 META_BLOB = "meta"
 SBOM_BLOB = "sbom.cdx.json"
 NOTIFICATION_BLOB = "notification.json"  # the claim of an audit's webhook notification
-_AUDIT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Not ending in "." either: Azure may drop a trailing dot of a path segment, so that "a." and "a"
+# would share a folder.
+_AUDIT_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?")
 
 
 def scanner_folder(scanner_short_id: str) -> str:
@@ -34,6 +36,7 @@ def validate_audit_id(audit_id: str, field: str = "audit-id") -> str:
     if not isinstance(audit_id, str) or not _AUDIT_ID.fullmatch(audit_id):
         raise RequestError(
             field,
-            f"{audit_id!r} is not a valid audit id: 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit",
+            f"{audit_id!r} is not a valid audit id: 1-128 characters of [A-Za-z0-9._-], starting with a letter or "
+            "digit and not ending with '.'",
         )
     return audit_id
