@@ -118,6 +118,9 @@ class AuditMeta(_BlobDocument):
     failure_kind: Literal["transient", "permanent"] | None = None
     image: str | None = None
     image_tag: str | None = None  # the reference exactly as requested (joseki's reader expects it)
+    # A repo:tag@digest request whose tag the registry did not confirm points at the digest: the
+    # audit is recorded under the digest alone (``image`` without the tag), and this names the tag.
+    tag_not_confirmed: str | None = None
     image_digest: str | None = None
     image_id: str | None = None
     trivy_version: str | None = None

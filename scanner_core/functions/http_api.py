@@ -21,6 +21,7 @@ import azure.functions as func
 
 from ..config import ScannerConfig, load_config
 from ..errors import ConfigurationError, RequestError, StorageError
+from ..models import AuditMeta
 from ..queue import QueueConnection, QueueEncoding, build_message, enqueue
 from ..registry import allowed_reference, parse_image_reference, parse_platform
 from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, validate_audit_id
@@ -182,7 +183,11 @@ def security_summary(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespons
 
 
 def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None, platform: str | None = None) -> func.HttpResponse:
-    audit_id = validate_audit_id(audit_id, field="audit-id") if audit_id is not None else str(uuid.uuid4())
+    if audit_id is not None:
+        audit_id = validate_audit_id(audit_id, field="audit-id")
+        _check_reuse(ctx, audit_id, image)
+    else:
+        audit_id = str(uuid.uuid4())
     platform = str(parse_platform(platform, field="platform")) if platform is not None else None
     message = build_message(image, audit_id, created_at=time.time(), platform=platform, trigger="request")
     requested_at = datetime.fromtimestamp(message.headers.creation_time, timezone.utc)
@@ -214,6 +219,27 @@ def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None, platform: s
         },
         {"Location": audit_link},
     )
+
+
+def _check_reuse(ctx: ApiContext, audit_id: str, image: str) -> None:
+    """An audit id names one image's audits: re-used for another image it would move the id's
+    verdicts and history to that image (issue 23), so that is a 409 (one HEAD and one GET)."""
+    with ctx.audit_index() as index:
+        meta_path = index.find(audit_id)
+        data = index.read(meta_path) if meta_path is not None else None
+    if data is None:
+        return
+    earlier = AuditMeta.model_validate_json(data).image_tag
+    if earlier is None or not _same_reference(earlier, image):
+        raise ApiError(409, "audit-id-in-use", f"audit id {audit_id!r} names audits of {earlier or 'an image tarball'}: "
+                       "re-use it only to scan that image again, or leave audit-id out for a new one", "audit-id")
+
+
+def _same_reference(first: str, second: str) -> bool:
+    try:
+        return parse_image_reference(first, "image").canonical == parse_image_reference(second, "image").canonical
+    except RequestError:
+        return first == second
 
 
 def _image_from_route(req: func.HttpRequest) -> str:

@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..errors import FailureKind, ScanFailed
-from .api import RegistryApi
+from .api import RegistryApi, RegistryApiError
 from .credentials import Credentials
 from .platform import (
     DEFAULT_PLATFORM,
@@ -31,13 +31,20 @@ _DOCKER_HUB_API = "registry-1.docker.io"
 class ImageFacts:
     """``digest``: what the reference names (the index, for a multi-platform image);
     ``platform_digest``: the manifest that is scanned; ``compressed_size``: its
-    layers and config, in bytes."""
+    layers and config, in bytes; ``tag_digest``: for a ``repo:tag@digest`` reference,
+    the digest the registry says the tag points at now (``None``: it could not say)."""
 
     digest: str | None
     platform_digest: str | None
     compressed_size: int | None
     is_index: bool = False
     platforms: tuple[str, ...] = ()
+    tag_digest: str | None = None
+
+    def confirms_tag(self, image: ImageReference) -> bool:
+        """Whether the registry says ``image``'s tag points at its digest (issue 23: a verdict
+        by tag must not be pointed at another digest by a request naming both)."""
+        return image.tag is None or image.digest is None or self.tag_digest == image.digest
 
 
 def inspect_image(
@@ -58,8 +65,9 @@ def inspect_image(
                      plain_http=loopback and not insecure) as api:
         top = api.manifest(image.repository, reference)
         digest = top.digest or image.digest
+        tag_digest = _tag_digest(api, image)
         if not top.is_index:
-            return ImageFacts(digest, digest, top.compressed_size)
+            return ImageFacts(digest, digest, top.compressed_size, tag_digest=tag_digest)
         offered = top.platforms()
         wanted = platform or parse_platform(DEFAULT_PLATFORM)
         chosen = pick_platform(wanted, offered)
@@ -72,7 +80,18 @@ def inspect_image(
                 reason="platform-not-found",
             )
         child = api.manifest(image.repository, chosen)
-        return ImageFacts(digest, chosen, child.compressed_size, True, names)
+        return ImageFacts(digest, chosen, child.compressed_size, True, names, tag_digest)
+
+
+def _tag_digest(api: RegistryApi, image: ImageReference) -> str | None:
+    """What the tag of a ``repo:tag@digest`` reference points at (one HEAD); ``None`` for a
+    reference without both, or when the registry does not say (a missing tag, an error)."""
+    if image.tag is None or image.digest is None:
+        return None
+    try:
+        return api.digest(image.repository, image.tag)
+    except RegistryApiError:
+        return None
 
 
 def _is_loopback(host: str) -> bool:

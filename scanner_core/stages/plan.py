@@ -24,7 +24,7 @@ from ..log import ScanLogger
 from ..models import AuditMeta
 from ..monitor import MonitorStore
 from .preflight import Preflight, check_size, preflight, requested_platform, scratch_dir
-from ..registry import Platform
+from ..registry import ImageFacts, Platform
 from ..io_pool import io_pool
 from .target import scan_target
 from ..trivy import ScanTarget
@@ -91,6 +91,26 @@ class Planner:
             image_size=facts.compressed_size if facts else None,
         )
         check_size(facts, self.config.settings, plan.scratch)
+        self.confirm_tag(plan, facts, log)
+
+    @staticmethod
+    def confirm_tag(plan: Plan, facts: ImageFacts | None, log: ScanLogger) -> None:
+        """A ``repo:tag@digest`` request names the tag it is recorded under only when the registry
+        says the tag points at that digest (issue 23): else the audit is the digest's alone, so that
+        no request can point a tag's verdict at another digest."""
+        image = plan.target.image if plan.target is not None else None
+        if image is None or image.tag is None or image.digest is None:
+            return
+        if facts is not None and facts.confirms_tag(image):
+            return
+        label = plan.base.image or ""
+        name, _, digest = label.partition("@")
+        if name.endswith(f":{image.tag}"):
+            name = name[: -len(image.tag) - 1]
+        log.warning("the registry does not confirm the tag points at the digest: recorded under the digest alone",
+                    fields={"tag": image.tag, "digest": image.digest,
+                            "tag-digest": facts.tag_digest if facts is not None else None})
+        plan.update(image=f"{name}@{digest or image.digest}", tag_not_confirmed=image.tag)
 
     def inventory_for(
         self, request: ScanRequest, target: ScanTarget, log: ScanLogger

@@ -24,8 +24,10 @@ Why request time and not scan time: it names the audit folder, so it is the
 same on every redelivery of a request; a redelivered scan therefore overwrites
 the same ``.row`` (replaces, never duplicates). ``scanned-at`` (the meta's
 ``timestamp``) is carried in the row. When an audit id is re-used by a *newer*
-request, its old row is deleted and the pointer moves to the newer folder; a
-record for an *older* request than the one indexed is ignored (latest request
+request of the same image, its old row is deleted and the pointer moves to the
+newer folder; re-used for *another* image (which the HTTP API refuses with 409), the
+pointer moves but the earlier audit keeps its rows (history and the summary still list
+it). A record for an *older* request than the one indexed is ignored (latest request
 wins, whatever order the scans finish in). The suffixes keep blob names from
 ending in ``.`` (which an audit id may), which Azure advises against.
 
@@ -70,6 +72,7 @@ from .index_rows import (
     InvalidCursor,
     decode_cursor,
     encode_cursor,
+    encode_image,
     int_or_none,
 )
 from ..io_pool import io_pool
@@ -148,6 +151,8 @@ class AuditIndex:
             if previous and (int_or_none(previous.get("requested")) or 0) > row.requested_at:
                 return  # a newer request of this audit id is already indexed
             pointer = {"v": INDEX_FORMAT, "folder": folder, "row": row_name, "requested": str(row.requested_at)}
+            if row.image is not None:
+                pointer["image"] = encode_image(row.image)
             writes = [(row_name, row.to_metadata())]
             if row.repository:
                 pointer["reporow"] = self.repository_row_name(row.repository, audit_id, row.requested_at)
@@ -163,6 +168,8 @@ class AuditIndex:
             finally:
                 for write in pending:
                     write.result()
+            if previous and not self._same_image(previous, pointer.get("image")):
+                return  # the id re-used for another image (issue 23): that audit keeps its rows
             for superseded in {previous_row, (previous or {}).get("reporow")} - {row_name, pointer.get("reporow")}:
                 if superseded and superseded.startswith(self.prefix):
                     self._delete_if_exists(superseded)
@@ -296,6 +303,14 @@ class AuditIndex:
         return self._container.list_blobs(
             name_starts_with=prefix or f"{self.prefix}by-time/", include=["metadata"], results_per_page=results_per_page
         )
+
+    def _same_image(self, previous: dict[str, str], image: str | None) -> bool:
+        """Whether the audit a pointer names was of ``image`` (encoded); a pointer written before
+        the pointer carried the image is answered by its row (one HEAD, on re-use only)."""
+        if "image" in previous:
+            return previous["image"] == image
+        row = self._metadata(previous["row"]) if previous.get("row", "").startswith(self.prefix) else None
+        return row is None or row.get("image") == image
 
     def _metadata(self, name: str) -> dict[str, str] | None:
         try:
