@@ -7,8 +7,8 @@ import time
 
 from . import __version__
 from .core import JSON_CONTENT_TYPE, Scanner
-from .errors import ScannerError
-from .models import FeedState, HeartbeatMeta
+from .errors import ScannerError, StorageError
+from .models import FeedState, HeartbeatMeta, WatchState
 from .storage import heartbeat_blob
 from .trivy import JAVA_DB, is_stale, read_database_info
 from .stages import ask_server_ahead, database_age
@@ -34,6 +34,7 @@ def build_heartbeat(scanner: Scanner, now: float | None = None) -> HeartbeatMeta
         trivy_java_db_next_update=java_database.next_update,
         trivy_db_stale=is_stale(database, settings.trivy_db_stale_after_hours),
         exploit_feeds=_feed_states(scanner),
+        watch=_watch_states(scanner),
     )
 
 
@@ -46,6 +47,20 @@ def _feed_states(scanner: Scanner) -> dict[str, FeedState] | None:
     on = {"kev": settings.kev_feed_url, "epss": settings.epss_feed_url}
     states = {feed: FeedState.model_validate(status.get(feed) or {}) for feed, url in on.items() if url}
     return states or None
+
+
+def _watch_states(scanner: Scanner) -> dict[str, WatchState] | None:
+    """The watch timer's last run (caps hit, errors), per watched repository; ``None`` when
+    nothing is watched or it has not run yet, or its status cannot be read."""
+    if not scanner.config.file.watch:
+        return None
+    from .monitor import read_watch_status  # only where something is watched
+
+    try:
+        return read_watch_status(scanner.blob_store, scanner.short_id)
+    except StorageError as error:  # the heartbeat still beats
+        scanner.logger.warning("watch status not read", fields={"error": str(error)})
+        return None
 
 
 def write_heartbeat(scanner: Scanner, now: float | None = None) -> tuple[str, HeartbeatMeta]:

@@ -187,6 +187,18 @@ class FeedState(_BlobDocument):
     attempted_at: str | None = None
     error: str | None = None  # the last attempt failed: why, and that the previous feed is kept
 
+class WatchState(_BlobDocument):
+    """One watched repository as the watch timer's last run left it (``monitor/watch.py``):
+    what it read, and the cap that stopped it (``WATCH_MAX_PAGES``, ``WATCH_MAX_TAGS``, the time share)."""
+
+    checked_at: str
+    pages: int = 0
+    tags: int = 0
+    enqueued: int = 0
+    capped: Literal["pages", "tags", "time"] | None = None
+    limit: float | None = None  # the cap's value: pages, tags, or the entry's seconds
+    error: str | None = None
+
 
 class HeartbeatMeta(_BlobDocument):
     """``trivy-{id8}/trivy-{id8}.meta``: the seed's schema, plus the DB's age."""
@@ -205,3 +217,5 @@ class HeartbeatMeta(_BlobDocument):
     trivy_db_stale: bool | None = None
     # The KEV and EPSS feeds (issue 15): {"kev": FeedState, "epss": FeedState}, for the feeds turned on.
     exploit_feeds: dict[str, FeedState] | None = None
+    # The watch timer's last run (issue 23): {repository: WatchState}, for each watched repository.
+    watch: dict[str, WatchState] | None = None

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     trivy_high_threshold: int = Field(10, alias="TRIVY_HIGH_THRESHOLD", ge=0)
     # The monitor loop (monitor/): new tags of watched repositories, rescans, reuse of audits.
     watch_max_new_tags: int | Literal["all"] = Field(10, alias="WATCH_MAX_NEW_TAGS")
+    # Bounds of one watch run (issue 23): tags/list pages and tags read per entry, and the run's seconds,
+    # shared out between the entries so that an endless registry cannot starve the others.
+    watch_max_pages: int = Field(100, alias="WATCH_MAX_PAGES", ge=1, le=100_000)
+    watch_max_tags: int = Field(10_000, alias="WATCH_MAX_TAGS", ge=1, le=1_000_000)
+    watch_run_seconds: float = Field(240.0, alias="WATCH_RUN_SECONDS", gt=0, le=3_600)
     rescan_max_age_hours: float = Field(24, alias="RESCAN_MAX_AGE_HOURS", ge=0)
     rescan_window_days: float = Field(30, alias="RESCAN_WINDOW_DAYS", gt=0)
     scan_dedup: bool = Field(True, alias="SCAN_DEDUP")

@@ -14,7 +14,7 @@ from pathlib import Path
 import azure.functions as func
 
 from ..core import Scanner
-from ..errors import RequestError
+from ..errors import RequestError, StorageError
 from ..monitor import (
     Enqueue,
     IgnoredEvent,
@@ -25,6 +25,7 @@ from ..monitor import (
     Watcher,
     WatchResult,
     parse_image_pushed,
+    write_watch_status,
 )
 from ..queue import bounded_quarantine, build_message, enqueue
 from .handlers import make_scanner
@@ -58,8 +59,14 @@ def on_watch(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue |
     if not scanner.config.file.watch:
         scanner.logger.info("no repositories to watch ('watch:' in TRIVY_CONFIG_PATH)")
         return []
+    started = time.time()
     with monitor_store(scanner) as store:
-        return Watcher(scanner.config, store, send or queue_enqueue(app_root), scanner.logger).run()
+        results = Watcher(scanner.config, store, send or queue_enqueue(app_root), scanner.logger).run()
+    try:  # what the heartbeat shows of the run: its caps and errors per repository
+        write_watch_status(scanner.blob_store, scanner.short_id, results, started)
+    except StorageError as error:
+        scanner.logger.warning("watch status not written", fields={"error": str(error)})
+    return results
 
 
 def on_rescan(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue | None = None) -> RescanResult:

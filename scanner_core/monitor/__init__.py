@@ -26,6 +26,9 @@ _EXPORTS = {
     "Enqueue": ".watch",
     "Watcher": ".watch",
     "WatchResult": ".watch",
+    "read_watch_status": ".watch",
+    "watch_status_blob": ".watch",
+    "write_watch_status": ".watch",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

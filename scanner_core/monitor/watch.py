@@ -23,21 +23,43 @@ A tag pointing to a multi-platform index is scanned for the entry's
 ``platform``: the platform's manifest digest is enqueued (the index's digest
 is what is recorded as seen); without ``platform``, the index's digest is
 enqueued and trivy picks its default platform.
+
+A run is bounded (issue 23), so that one registry cannot take the memory or the
+time of the others: per entry at most ``WATCH_MAX_PAGES`` tags/list pages and
+``WATCH_MAX_TAGS`` tags are read (one page in memory at a time), and the run's
+``WATCH_RUN_SECONDS`` are shared out: each entry gets an equal share of what the
+entries before it left. Tags are resolved newest first, each new digest handled as
+it is found, so a time cap leaves out the oldest tags. A capped entry is logged,
+kept in its ``WatchResult`` and in the status the heartbeat shows, and a capped
+first run does not count as the first run: the next one is bounded again.
+
+``trivy-{id8}/monitor/watch.json`` holds the last run, one ``WatchState`` per
+repository (pages and tags read, digests enqueued, the cap that stopped it, the
+error), rewritten whole after every run. The watch timer and the heartbeat may
+run on different instances: a blob, not a local file.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime, timezone
+from typing import Literal, Protocol
+
+from pydantic import TypeAdapter, ValidationError
 
 from ..config import ScannerConfig, WatchEntry
 from ..errors import RequestError, ScanFailed
 from ..log import ScanLogger
-from ..registry import RegistryApi, current_guard, find_credentials, resolve_credentials
+from ..models import WatchState
+from ..registry import RegistryApi, TagLimits, current_guard, find_credentials, resolve_credentials
+from ..storage import BlobStore, scanner_folder
 from .records import MonitorStore, Seen
+
+_CAP_SETTINGS = {"pages": "WATCH_MAX_PAGES", "tags": "WATCH_MAX_TAGS", "time": "WATCH_RUN_SECONDS"}
 
 
 class Enqueue(Protocol):
@@ -57,12 +79,16 @@ class WatchResult:
     baseline: int = 0
     skipped: list[str] = field(default_factory=list)
     error: str | None = None
+    pages: int = 0  # tags/list pages read
+    tags_read: int = 0
+    capped: Literal["pages", "tags", "time"] | None = None  # the bound that stopped the entry
+    limit: float | None = None  # its value: WATCH_MAX_PAGES, WATCH_MAX_TAGS, or the entry's seconds
 
     def document(self) -> dict[str, object]:
         return {
             "repository": self.repository, "first-run": self.first_run, "matching-tags": self.matching_tags,
             "enqueued": len(self.enqueued), "baseline": self.baseline, "skipped": len(self.skipped),
-            "error": self.error,
+            "error": self.error, "pages": self.pages, "tags": self.tags_read, "capped": self.capped,
         }
 
 
@@ -126,43 +152,68 @@ class Watcher:
         self.clock = clock
 
     def run(self) -> list[WatchResult]:
-        """Every entry; a registry failure is reported for its repository and the
-        others go on. ``StorageError`` (results or queue unreachable) is raised."""
+        """Every entry, each within its share of ``WATCH_RUN_SECONDS``; a registry failure is
+        reported for its repository and the others go on. ``StorageError`` (results or queue
+        unreachable) is raised."""
+        entries = self.config.file.watch
+        end = time.monotonic() + self.config.settings.watch_run_seconds
         results = []
-        for entry in self.config.file.watch:
+        for position, entry in enumerate(entries):
+            share = max(0.0, end - time.monotonic()) / (len(entries) - position)
             try:
-                result = self.watch(entry)
+                result = self.watch(entry, share)
             except (ScanFailed, RequestError) as error:  # RegistryNotAllowed is a RequestError
                 result = WatchResult(entry.canonical, error=str(error))
                 self.log.error("watched repository not listed", fields={"repository": entry.canonical,
                                                                         "error": str(error)})
+            if result.capped is not None:
+                self.log.warning(
+                    "watched repository capped: the rest of its tags waits for a run within the bounds",
+                    fields={"repository": result.repository, "cap": _CAP_SETTINGS[result.capped],
+                            "limit": result.limit, "pages": result.pages, "tags": result.tags_read},
+                )
             self.log.info("watched repository", fields=result.document())
             results.append(result)
         return results
 
-    def watch(self, entry: WatchEntry) -> WatchResult:
+    def watch(self, entry: WatchEntry, seconds: float | None = None) -> WatchResult:
+        """One entry, within ``seconds`` (``None``: ``WATCH_RUN_SECONDS``)."""
+        settings = self.config.settings
+        seconds = settings.watch_run_seconds if seconds is None else seconds
+        deadline = time.monotonic() + seconds
         repository, path = entry.canonical, entry.reference.repository
         result = WatchResult(repository)
         now = self.clock()
         with self.api_factory(entry) as api:
-            tags = [tag for tag in api.tags(path) if entry.matches(tag)]
+            listing = api.tags(path, limits=TagLimits(settings.watch_max_pages, settings.watch_max_tags, deadline))
+            tags = [tag for tag in listing if entry.matches(tag)]  # at most WATCH_MAX_TAGS
+            result.pages, result.tags_read = listing.pages, listing.tags
+            if listing.capped is not None:
+                result.capped = listing.capped
+                result.limit = {"pages": settings.watch_max_pages, "tags": settings.watch_max_tags}.get(
+                    listing.capped, round(seconds, 3))
             result.matching_tags = len(tags)
             seen = self.store.seen(repository)
             result.first_run = not self.store.watched_before(repository)
-            new: dict[str, str] = {}  # digest -> its highest tag
-            for tag in tags:
+            limit = settings.watch_max_new_tags
+            room = len(tags) if not result.first_run or limit == "all" else limit  # digests to enqueue
+            handled: set[str] = set()
+            # Newest first: each digest is met first under its highest tag, and a time cap leaves out the oldest.
+            for tag in sorted(tags, key=version_key, reverse=True):
+                if time.monotonic() >= deadline:
+                    result.capped, result.limit = result.capped or "time", result.limit or round(seconds, 3)
+                    break
                 digest = api.digest(path, tag)
-                if digest not in seen and (digest not in new or version_key(tag) > version_key(new[digest])):
-                    new[digest] = tag
-            ordered = sorted(new.items(), key=lambda item: version_key(item[1]))
-            limit = self.config.settings.watch_max_new_tags
-            cut = max(0, len(ordered) - limit) if result.first_run and limit != "all" else 0
-            for digest, tag in reversed(ordered[cut:]):  # newest first
-                self._enqueue(api, entry, digest, tag, now, result)
-            for digest, tag in ordered[:cut]:
-                self.store.mark_seen(repository, Seen(digest, tag, "baseline", None, int(now)))
-            result.baseline = cut
-        if result.first_run:
+                if digest in seen or digest in handled:
+                    continue
+                handled.add(digest)
+                if room > 0:
+                    room -= 1
+                    self._enqueue(api, entry, digest, tag, now, result)
+                else:
+                    self.store.mark_seen(repository, Seen(digest, tag, "baseline", None, int(now)))
+                    result.baseline += 1
+        if result.first_run and result.capped is None:  # a capped first run leaves tags unlooked at
             self.store.mark_watched(repository, int(now))
         return result
 
@@ -184,3 +235,36 @@ class Watcher:
         self.store.mark_seen(repository, Seen(digest, tag, "watch", audit_id, int(now)))
         result.enqueued.append((tag, scanned, audit_id))
 
+
+# -- the last run, for the heartbeat ------------------------------------------------
+
+_STATES = TypeAdapter(dict[str, WatchState])
+
+
+def watch_status_blob(scanner_short_id: str) -> str:
+    return f"{scanner_folder(scanner_short_id)}/monitor/watch.json"
+
+
+def write_watch_status(store: BlobStore, scanner_short_id: str, results: Iterable[WatchResult], at: float) -> None:
+    """Replaces the last run's status document; raises ``StorageError``."""
+    checked_at = datetime.fromtimestamp(int(at), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    states = {
+        result.repository: WatchState(
+            checked_at=checked_at, pages=result.pages, tags=result.tags_read, enqueued=len(result.enqueued),
+            capped=result.capped, limit=result.limit, error=result.error,
+        ).model_dump(by_alias=True, exclude_none=True)
+        for result in results
+    }
+    store.upload_bytes(watch_status_blob(scanner_short_id), json.dumps(states, indent=2).encode(), "application/json")
+
+
+def read_watch_status(store: BlobStore, scanner_short_id: str) -> dict[str, WatchState] | None:
+    """The last run's states; ``None`` before the first run or when the document is unreadable
+    (written by another version). Raises ``StorageError``."""
+    data = store.download_bytes(watch_status_blob(scanner_short_id))
+    if data is None:
+        return None
+    try:
+        return _STATES.validate_json(data) or None
+    except ValidationError:
+        return None

@@ -12,6 +12,8 @@ _EXPORTS = {
     "RegistryApi": ".api",
     "Manifest": ".api",
     "RegistryApiError": ".api",
+    "TagLimits": ".api",
+    "TagListing": ".api",
     "image_name_from_archive": ".archive",
     "RegistryCredentials": ".credentials",
     "find_credentials": ".credentials",

@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin
 
 from ..errors import FailureKind, ScanFailed
@@ -36,6 +37,11 @@ MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 DEFAULT_TIMEOUT_SECONDS = 30.0
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+# One tags/list page is read into memory at most this far (decoded): 10,000 tags of 128 characters
+# (the spec's longest) are 1.3 MB. A longer page is an error, not a cap: its tags cannot be read in part.
+TAGS_PAGE_MAX_BYTES = 16 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
+TagCap = Literal["pages", "tags", "time"]
 
 
 class RegistryApiError(ScanFailed):
@@ -69,6 +75,57 @@ class Manifest:
             parts = [platform.get("os"), platform.get("architecture"), platform.get("variant")]
             found.append(("/".join(p for p in parts if p), str(entry.get("digest"))))
         return found
+
+
+@dataclass(frozen=True)
+class TagLimits:
+    """Where a tag listing stops: after ``max_pages`` pages, ``max_tags`` tags, or at
+    ``deadline`` (a ``time.monotonic()`` value), whichever comes first; ``None``: no limit."""
+
+    max_pages: int | None = None
+    max_tags: int | None = None
+    deadline: float | None = None
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+class TagListing:
+    """One repository's tags, read page by page while they are iterated (``Link: rel="next"``),
+    one page in memory at a time. It stops at the first limit it meets and ``capped`` names it;
+    a page past a limit is never requested, so ``max_pages`` pages mean ``max_pages`` requests."""
+
+    def __init__(self, api: RegistryApi, repository: str, limits: TagLimits, page_size: int | None) -> None:
+        self._api = api
+        self.repository = repository
+        self.limits = limits
+        self._first = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
+        self.pages = 0
+        self.tags = 0
+        self.capped: TagCap | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        limits, path = self.limits, self._first
+        while path is not None:
+            if limits.max_pages is not None and self.pages >= limits.max_pages:
+                self.capped = "pages"
+                return
+            if limits.max_tags is not None and self.tags >= limits.max_tags:
+                self.capped = "tags"
+                return
+            page = self._api.tags_page(path, self.repository, limits)
+            if page is None:
+                self.capped = "time"
+                return
+            self.pages += 1
+            names, link = page
+            for name in names:
+                if limits.max_tags is not None and self.tags >= limits.max_tags:
+                    self.capped = "tags"
+                    return
+                self.tags += 1
+                yield name
+            path = urljoin(path, link) if link else None
 
 
 class RegistryApi:
@@ -129,26 +186,63 @@ class RegistryApi:
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
         return digest
 
-    def tags(self, repository: str, page_size: int | None = None) -> Iterator[str]:
-        """Every tag, in the registry's order, following ``Link: <...>; rel="next"``."""
-        path: str | None = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
-        while path is not None:
-            response = self._get(path, repository, {"Accept": "application/json"})
-            yield from (response.json().get("tags") or [])
-            link = _NEXT_LINK.search(response.headers.get("Link", ""))
-            path = urljoin(path, link.group(1)) if link else None
+    def tags(self, repository: str, page_size: int | None = None, limits: TagLimits | None = None) -> TagListing:
+        """The tags, in the registry's order, following ``Link: <...>; rel="next"`` up to ``limits``."""
+        return TagListing(self, repository, limits or TagLimits(), page_size)
 
-    def _get(self, path: str, repository: str, headers: dict[str, str], method: str = "GET") -> requests.Response:
+    def tags_page(self, path: str, repository: str, limits: TagLimits) -> tuple[list[str], str | None] | None:
+        """One ``tags/list`` page: its tags and the ``next`` link; ``None`` when ``limits.deadline``
+        passes first (the read is given up). The body is streamed and bounded (``TAGS_PAGE_MAX_BYTES``)."""
+        remaining = limits.remaining()
+        if remaining is not None and remaining <= 0:
+            return None
+        timeout = self._timeout if remaining is None else min(self._timeout, remaining)
+        try:
+            response = self._get(path, repository, {"Accept": "application/json"}, stream=True, timeout=timeout)
+        except RegistryApiError:
+            if _past(limits):
+                return None  # the connection timed out because the deadline came
+            raise
+        with response:
+            body = _read_bounded(response, TAGS_PAGE_MAX_BYTES, limits, self.registry)
+            if body is None:
+                return None
+            if len(body) > TAGS_PAGE_MAX_BYTES:
+                raise RegistryApiError(
+                    f"{self.registry}/{repository}: a tags/list page is over {TAGS_PAGE_MAX_BYTES} bytes",
+                    kind=FailureKind.PERMANENT, reason="invalid-response",
+                )
+            link = _NEXT_LINK.search(response.headers.get("Link", ""))
+        try:
+            names = json.loads(body).get("tags") or []
+        except (ValueError, AttributeError):
+            names = None
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise RegistryApiError(
+                f"{self.registry}/{repository}: the tags/list answer is not a JSON object with a list of tags",
+                kind=FailureKind.PERMANENT, reason="invalid-response",
+            )
+        return names, link.group(1) if link else None
+
+    def _get(
+        self, path: str, repository: str, headers: dict[str, str], method: str = "GET", *,
+        stream: bool = False, timeout: float | None = None,
+    ) -> requests.Response:
         scope = f"repository:{repository}:pull"
-        response = self._send(path, headers, scope, method)
+        response = self._send(path, headers, scope, method, stream=stream, timeout=timeout)
         if response.status_code == 401:
+            response.close()
             self._authenticate(response, scope)
-            response = self._send(path, headers, scope, method)
+            response = self._send(path, headers, scope, method, stream=stream, timeout=timeout)
         if response.ok:
             return response
+        response.close()
         raise _status_error(self.registry, path, response.status_code)
 
-    def _send(self, path: str, headers: dict[str, str], scope: str, method: str = "GET") -> requests.Response:
+    def _send(
+        self, path: str, headers: dict[str, str], scope: str, method: str = "GET", *,
+        stream: bool = False, timeout: float | None = None,
+    ) -> requests.Response:
         import requests
 
         headers = dict(headers)
@@ -157,7 +251,8 @@ class RegistryApi:
         for scheme in self._schemes():
             try:
                 response = self._session.request(
-                    method, f"{scheme}://{self.registry}{path}", headers=headers, timeout=self._timeout
+                    method, f"{scheme}://{self.registry}{path}", headers=headers,
+                    timeout=self._timeout if timeout is None else timeout, stream=stream,
                 )
             except requests.exceptions.SSLError:
                 if self._insecure and scheme == "https":
@@ -205,6 +300,32 @@ class RegistryApi:
         if not token:
             raise _status_error(self.registry, "token", 401)
         self._tokens[scope] = f"Bearer {token}"
+
+
+def _read_bounded(response: requests.Response, limit: int, limits: TagLimits, registry: str) -> bytes | None:
+    """The decoded body, read until ``limit`` + 1 bytes at most; ``None`` past the deadline.
+    ``read1`` returns what one receive brings, so a registry that drips its answer is stopped too."""
+    from urllib3.exceptions import HTTPError
+
+    body = bytearray()
+    try:
+        while len(body) <= limit:
+            if _past(limits):
+                return None
+            chunk = response.raw.read1(_READ_CHUNK, decode_content=True)
+            if not chunk:
+                break
+            body += chunk
+    except (HTTPError, OSError) as error:
+        if _past(limits):
+            return None  # the read timed out because the deadline came
+        raise _unreachable(registry, type(error).__name__) from None
+    return bytes(body)
+
+
+def _past(limits: TagLimits) -> bool:
+    remaining = limits.remaining()
+    return remaining is not None and remaining <= 0
 
 
 def _status_error(registry: str, path: str, status: int) -> RegistryApiError:
