@@ -1,13 +1,50 @@
-"""The JSON documents the scanner writes to Blob Storage (kebab-case keys)."""
+"""The JSON documents the scanner writes to Blob Storage (kebab-case keys).
+
+Text an image chooses (package names and versions, its OS name, the licence names
+of its packages) is bounded where it enters a document: ``NAME_CHARS`` for names,
+versions, ids and the OS, ``TEXT_CHARS`` for titles, paths and the reasons that
+quote them; a cut string keeps its first ``limit - 1`` characters and ends with
+``…``, so a hostile image cannot make a meta, an approval request (the dashboard
+loads one per row) or a webhook body megabytes long. The report
+(``scan-result.json``) keeps every string whole.
+
+JSON lines (an approval's history): a JSON encoder may leave U+0085, U+2028 and
+U+2029 raw inside a string, and ``str.splitlines`` splits on them; ``json_line``
+escapes every such character as ``\\uXXXX`` and ``read_json_lines`` splits on
+``\\n`` only, so a line the old code wrote (a raw U+2028 in a reason) reads as it
+was written.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel, to_pascal
+
+NAME_CHARS = 256
+TEXT_CHARS = 1_000
+ELLIPSIS = "\u2026"
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text``, or its first ``limit - 1`` characters and ``…`` when it is longer than ``limit``."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def bounded_name(text: str) -> str:
+    return bounded(text, NAME_CHARS)
+
+
+def bounded_text(text: str) -> str:
+    return bounded(text, TEXT_CHARS)
+
+
+BoundedName = Annotated[str, AfterValidator(bounded_name)]
+BoundedText = Annotated[str, AfterValidator(bounded_text)]
 
 
 def _kebab(name: str) -> str:
@@ -47,13 +84,13 @@ class Finding(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_pascal, populate_by_name=True, frozen=True)
 
-    vulnerability_id: str = Field(alias="VulnerabilityID")
-    pkg_name: str
-    installed_version: str | None = None
-    fixed_version: str | None = None
+    vulnerability_id: BoundedName = Field(alias="VulnerabilityID")
+    pkg_name: BoundedName
+    installed_version: BoundedName | None = None
+    fixed_version: BoundedName | None = None
     severity: str
-    title: str | None = None
-    target: str | None = None
+    title: BoundedText | None = None
+    target: BoundedText | None = None
     kev: KevEntry | None = Field(None, alias="kev")
     epss: float | None = Field(None, alias="epss")
     percentile: float | None = Field(None, alias="percentile")
@@ -71,8 +108,8 @@ class AuditChanges(_BlobDocument):
 class OsInfo(_BlobDocument):
     """The image's OS as trivy detected it; ``eosl``: the distribution no longer supports it."""
 
-    family: str | None = None
-    name: str | None = None
+    family: BoundedName | None = None
+    name: BoundedName | None = None
     eosl: bool = False
 
 
@@ -98,7 +135,7 @@ class PolicyDecision(_BlobDocument):
 
     action: Literal["approve", "reject", "review"]
     rule: str
-    reason: str
+    reason: BoundedText  # it may quote package and licence names
 
 
 class AuditMeta(_BlobDocument):
@@ -187,6 +224,7 @@ class FeedState(_BlobDocument):
     attempted_at: str | None = None
     error: str | None = None  # the last attempt failed: why, and that the previous feed is kept
 
+
 class WatchState(_BlobDocument):
     """One watched repository as the watch timer's last run left it (``monitor/watch.py``):
     what it read, and the cap that stopped it (``WATCH_MAX_PAGES``, ``WATCH_MAX_TAGS``, the time share)."""
@@ -219,3 +257,45 @@ class HeartbeatMeta(_BlobDocument):
     exploit_feeds: dict[str, FeedState] | None = None
     # The watch timer's last run (issue 23): {repository: WatchState}, for each watched repository.
     watch: dict[str, WatchState] | None = None
+
+
+# -- JSON lines ---------------------------------------------------------------------------
+
+# What str.splitlines() breaks on besides "\n" and "\r" (which a compact JSON text never holds raw).
+_LINE_BREAKS = {code: f"\\u{code:04x}" for code in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+_MAX_JOINED_LINES = 64
+
+
+class DamagedJsonLines(ValueError):
+    """A line that is not JSON, alone or joined with the lines after it."""
+
+
+def json_line(compact_json: str | bytes) -> bytes:
+    """One JSON-lines record: a compact JSON text with every line-breaking character escaped, and ``\\n``."""
+    text = compact_json.decode("utf-8") if isinstance(compact_json, bytes) else compact_json
+    if "\n" in text or "\r" in text:
+        raise ValueError("a JSON-lines record must be a compact JSON text (no raw line break)")
+    return text.translate(_LINE_BREAKS).encode("utf-8") + b"\n"
+
+
+def read_json_lines(data: bytes) -> list[Any]:
+    """The JSON values of a JSON-lines file, split on ``\\n`` only (blank lines skipped). A value
+    spread over several lines (pretty-printed by hand) is read by joining them;
+    ``DamagedJsonLines`` names the first line that no join makes JSON."""
+    lines = data.split(b"\n")
+    values: list[Any] = []
+    start = 0
+    while start < len(lines):
+        if not lines[start].strip():
+            start += 1
+            continue
+        for end in range(start + 1, min(start + _MAX_JOINED_LINES, len(lines)) + 1):
+            try:
+                values.append(json.loads(b"\n".join(lines[start:end])))
+            except (ValueError, RecursionError):
+                continue
+            start = end
+            break
+        else:
+            raise DamagedJsonLines(f"line {start + 1} is not JSON, alone or joined with the lines after it")
+    return values

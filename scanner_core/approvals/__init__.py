@@ -28,6 +28,7 @@ _EXPORTS = {
     "revocation_reason": ".revocation",
     "EventSender": ".sender",
     "ApprovalStore": ".store",
+    "DamagedHistory": ".store",
     "StaleVersion": ".store",
     "InvalidTransition": ".transitions",
     "check_transition": ".transitions",

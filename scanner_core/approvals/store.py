@@ -7,7 +7,9 @@
     audits of one image, one creates the request, the other finds it).
 ``trivy-{id8}/approvals/history/{id}.jsonl``
     An Append Blob, one JSON line per change (``HistoryEntry``): appended, never
-    rewritten.
+    rewritten. Lines are written with ``json_line`` (every line-breaking character
+    escaped) and read with ``read_json_lines`` (split on ``\\n`` only; models.py),
+    so no reason can cut a line, and a line the old code wrote reads as written.
 ``trivy-{id8}/approvals/index/{scope}/{9999999999 - created:010d}-{id}.row``
     Empty blobs whose names list requests newest first and whose metadata is the
     list's row, one per query the API answers with one listing call: ``all``,
@@ -30,9 +32,11 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.core.paging import PageIterator
 from azure.storage.blob import BlobProperties, ContainerClient, ContentSettings
+from pydantic import ValidationError
 
-from ..errors import ScannerError
+from ..errors import ScannerError, StorageError
 from ..io_pool import io_pool
+from ..models import DamagedJsonLines, json_line, read_json_lines
 from ..storage import InvalidCursor, StorageErrors, decode_cursor, encode_cursor, shared_container_client
 from .models import ApprovalRequest, HistoryEntry
 
@@ -42,6 +46,10 @@ JSON = ContentSettings(content_type="application/json")
 
 class StaleVersion(ScannerError):
     """The request changed since the version the caller saw (HTTP 412 from the service)."""
+
+
+class DamagedHistory(StorageError):
+    """A history line that is not an entry even after repair: written outside the app."""
 
 
 class ApprovalStore:
@@ -89,7 +97,11 @@ class ApprovalStore:
                 data = self._container.download_blob(self.history_name(approval_id)).readall()
             except ResourceNotFoundError:
                 return []
-        return [HistoryEntry.model_validate_json(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        try:
+            return [HistoryEntry.model_validate(value) for value in read_json_lines(data)]
+        except (DamagedJsonLines, ValidationError) as error:
+            problem = str(error) if isinstance(error, DamagedJsonLines) else "a line is JSON but not a history entry"
+            raise DamagedHistory(f"the history of approval {approval_id} cannot be read: {problem}") from None
 
     def page(
         self, limit: int, cursor: str | None = None, *, state: str | None = None, repository: str | None = None
@@ -133,7 +145,7 @@ class ApprovalStore:
             history = self._container.get_blob_client(self.history_name(request.id))
             with contextlib.suppress(ResourceExistsError):
                 history.create_append_blob(match_condition=MatchConditions.IfMissing)
-            history.append_block(entry.to_json_bytes() + b"\n")
+            history.append_block(json_line(entry.to_json_bytes()))
             self._move_rows(request, self._row_names(request, request.state), [])
         return str(answer["etag"])
 
@@ -169,12 +181,13 @@ class ApprovalStore:
 
     def _append(self, approval_id: str, entry: HistoryEntry) -> None:
         history = self._container.get_blob_client(self.history_name(approval_id))
+        line = json_line(entry.to_json_bytes())
         try:
-            history.append_block(entry.to_json_bytes() + b"\n")
+            history.append_block(line)
         except ResourceNotFoundError:  # a request created before its history was: start it now
             with contextlib.suppress(ResourceExistsError):
                 history.create_append_blob(match_condition=MatchConditions.IfMissing)
-            history.append_block(entry.to_json_bytes() + b"\n")
+            history.append_block(line)
 
     def _errors(self, what: str) -> StorageErrors:
         return StorageErrors(what, self._container.url)

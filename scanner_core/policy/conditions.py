@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
 
-from ..models import AcceptedRisk
+from ..models import AcceptedRisk, bounded_name
 from .facts import FactFinding, PolicyFacts
 from .rules import SEVERITY_KEYS, Comparison, Rule
 
@@ -106,8 +106,8 @@ def _cves(rule: Rule, scope: _Scope, judged: Judged, now: datetime) -> None:
 def _packages(rule: Rule, scope: _Scope, judged: Judged, now: datetime) -> None:
     if not rule.packages and not rule.package_types:
         return
-    hits = sorted(
-        f"{name} ({kind or 'unknown type'})"
+    hits = sorted(  # names an image chooses: each bounded (models.py)
+        f"{bounded_name(name)} ({kind or 'unknown type'})"
         for name, kind in scope.facts.packages
         if (not rule.packages or any(fnmatchcase(name, g) for g in rule.packages))
         and (not rule.package_types or any(fnmatchcase(kind or "", g) for g in rule.package_types))
@@ -132,7 +132,8 @@ def _licenses(rule: Rule, scope: _Scope, judged: Judged, now: datetime) -> None:
             continue
         n = counts.get(category, 0)
         ok = comparison.holds(n)
-        names = sorted({f"{lic.name} in {lic.package}" if lic.package else lic.name
+        names = sorted({f"{bounded_name(lic.name)} in {bounded_name(lic.package)}" if lic.package
+                        else bounded_name(lic.name)
                         for lic in scope.facts.licenses if lic.category == category})  # fmt: skip
         shown = f" ({', '.join(names[:_MAX_IDS])})" if names else ""
         judged.add(ok, f"{_plural(n, f'{category} licence')}{shown}{_compared(ok, comparison)}")
