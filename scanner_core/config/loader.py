@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ConfigurationError
 from ..policy import Policy, load_policy
+from ..redact import url_secrets
 from .file import ScannerFileConfig, load_file_config
 from .problems import describe_error
 from .settings import Settings
@@ -33,6 +34,12 @@ class ScannerConfig(BaseModel):
             values += [part.split("=", 1)[1] for part in query.split("&") if part.startswith("sig=")]
         values += [r.password.get_secret_value() for r in self.file.registries if r.password]
         values += [url.get_secret_value() for url in self.settings.notify_webhook_urls]
+        # By component too (redact.py): every path segment and query value of a webhook URL; a feed
+        # URL's query values (its path is the public feed's).
+        values += [part for url in self.settings.notify_webhook_urls
+                   for part in url_secrets(url.get_secret_value(), path_segments=True)]  # fmt: skip
+        values += [part for url in (self.settings.kev_feed_url, self.settings.epss_feed_url)
+                   for part in url_secrets(url, path_segments=False)]  # fmt: skip
         values += [v for r in self.file.registries if r.password_setting and (v := os.environ.get(r.password_setting))]
         if self.settings.notify_webhook_secret is not None:
             values.append(self.settings.notify_webhook_secret.get_secret_value())

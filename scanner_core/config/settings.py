@@ -29,7 +29,7 @@ ScannerKind = Literal["vuln", "secret", "license", "misconfig"]
 # Settings whose values are never quoted in a configuration error.
 SECRET_SETTINGS = frozenset({
     "AZ_BLOB_STORAGE_SAS", "NOTIFY_WEBHOOK_URLS", "NOTIFY_WEBHOOK_SECRET", "TRIVY_SERVER_TOKEN",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", "KEV_FEED_URL", "EPSS_FEED_URL",  # a mirror's URL may hold a token
 })
 
 
@@ -190,6 +190,13 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if value and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise ValueError("must be an http:// or https:// URL, or empty to turn the feed off")
+        if "@" in parts.netloc:  # its host is written to status.json and the heartbeat (issue 23)
+            raise ValueError("must carry no user name or password before the host (user:password@...); "
+                             "a mirror that needs a credential can take it as a query value, which is redacted")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number (its message would quote it)
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
         return value
 
     @field_validator("allowed_registries", mode="after")
