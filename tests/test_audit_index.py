@@ -114,8 +114,9 @@ def test_a_redelivered_record_replaces_and_never_duplicates(index, audits):
 
 
 def test_a_reused_audit_id_shows_its_newest_request_whatever_the_order(index, audits):
-    old = synthetic_meta(3, audit_id="reused", requested_at=BASE_TIME)
-    new = synthetic_meta(4, audit_id="reused", requested_at=BASE_TIME + 3600)
+    image = "registry.example.com/team/app-3:1.3"
+    old = synthetic_meta(3, audit_id="reused", requested_at=BASE_TIME, image=image)
+    new = synthetic_meta(4, audit_id="reused", requested_at=BASE_TIME + 3600, image=image)
     index.record(old, folder_of(old))
     index.record(new, folder_of(new))
     index.record(old, folder_of(old))  # the older scan finishing late
@@ -124,9 +125,23 @@ def test_a_reused_audit_id_shows_its_newest_request_whatever_the_order(index, au
     assert [(r.audit_id, r.requested_at) for r in rows] == [("reused", new.requested_at)]
     assert index.find("reused") == f"{folder_of(new)}/meta"
     assert len(index_blobs(audits)) == 3
-    [repository_row] = index.repository_rows("registry.example.com/team/app-4")  # the image of the newest request
-    assert (repository_row.requested_at, repository_row.tag) == (new.requested_at, "1.4")
-    assert list(index.repository_rows("registry.example.com/team/app-3")) == []
+    [repository_row] = index.repository_rows("registry.example.com/team/app-3")
+    assert (repository_row.requested_at, repository_row.tag) == (new.requested_at, "1.3")
+
+
+def test_an_audit_id_reused_for_another_image_deletes_none_of_its_rows(index, audits):
+    """Issue 23: the earlier audit keeps its rows (the summary and its history still list it);
+    the id's pointer follows the newer request (the HTTP API refuses such a re-use with 409)."""
+    old = synthetic_meta(3, audit_id="other", requested_at=BASE_TIME)
+    new = synthetic_meta(4, audit_id="other", requested_at=BASE_TIME + 3600)
+    index.record(old, folder_of(old))
+    index.record(new, folder_of(new))
+
+    rows, _ = index.page(10)
+    assert [(r.audit_id, r.requested_at) for r in rows] == [("other", new.requested_at), ("other", old.requested_at)]
+    assert index.find("other") == f"{folder_of(new)}/meta"
+    [kept] = index.repository_rows("registry.example.com/team/app-3")
+    assert kept.requested_at == old.requested_at
 
 
 def test_forget_removes_row_and_pointer(index, audits):

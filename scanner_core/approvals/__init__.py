@@ -10,6 +10,7 @@ _EXPORTS = {
     "ApprovalBook": ".book",
     "SeenRequest": ".book",
     "read_request": ".book",
+    "approval_subject": ".book",
     "ApprovalNotFound": ".decide",
     "Decision": ".decide",
     "decide_request": ".decide",

@@ -44,7 +44,7 @@ class ApprovalBook:
         is caught by ``If-None-Match``/``If-Match`` and read again, as any concurrent change."""
         if meta.audit_result is not AuditResult.SUCCEEDED:
             return None
-        repository, tag, digest = image_identity(meta.image, meta.image_digest)
+        repository, tag, digest = approval_subject(meta)
         if not repository or not digest:
             return None  # a tarball, or an image without a digest: nothing to approve by
         identifier = approval_id(repository, digest)
@@ -67,6 +67,8 @@ class ApprovalBook:
         now = self._now()
         request = ApprovalRequest(
             id=identifier, repository=repository, digest=digest, tag=tag, image=meta.image, state=state,
+            platform=next((name for name, entry in (meta.index_manifests or {}).items() if entry == digest), None),
+            index_digest=meta.image_digest if meta.image_digest != digest else None,
             decided_by=by, reason=reason, audit_id=meta.audit_id, latest_audit_id=meta.audit_id,
             decided_status=meta.scan_status, created_at=now, updated_at=now, decided_at=now,
             security_scan=security_scan_of(meta),
@@ -147,11 +149,20 @@ class SeenRequest:
 
 def read_request(store: ApprovalStore, meta: AuditMeta) -> SeenRequest | None:
     """The request of ``meta``'s digest, read once; ``None`` for an image without a digest."""
-    repository, _, digest = image_identity(meta.image, meta.image_digest)
+    repository, _, digest = approval_subject(meta)
     if not repository or not digest:
         return None
     identifier = approval_id(repository, digest)
     return SeenRequest(meta.audit_id, identifier, store.get(identifier))
+
+
+def approval_subject(meta: AuditMeta) -> tuple[str | None, str | None, str | None]:
+    """``(repository, tag, digest)`` an audit's approval request is for: the manifest that was
+    scanned. For an image index that is its platform's manifest (``platform-digest``), never the
+    index: a platform's approval cannot stand for the others, and the index is allowed only when
+    each of its platforms is (issue 23; ``/verdict``)."""
+    repository, tag, digest = image_identity(meta.image, meta.image_digest)
+    return repository, tag, meta.platform_digest or digest
 
 
 def _unix(iso: object) -> int:

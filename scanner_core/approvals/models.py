@@ -78,6 +78,10 @@ class ApprovalRequest(_Document):
     digest: str
     tag: str | None = None
     image: str | None = None
+    # A platform of an image index: ``digest`` is that platform's manifest, ``index_digest`` the
+    # index it was scanned through (issue 23: an approval is per platform manifest).
+    platform: str | None = None
+    index_digest: str | None = None
     state: State
     decided_by: str
     reason: str | None = None

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlencode
 import azure.functions as func
 
 from ..errors import RequestError
+from ..io_pool import io_pool
 from ..registry import parse_image_reference
 from ..storage import AuditRow, iso8601
 from .approvals_api import approval_of
@@ -27,6 +28,7 @@ from .http_api import ApiContext, row_document
 from .responses import ApiError, answer, json_response, limit_param, route_segment
 
 DASHBOARD_PAGE = Path(__file__).with_name("static") / "dashboard.html"
+ALLOWING = ("approved", "auto-approved")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -48,9 +50,7 @@ def image_verdict(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         if row is None:
             wanted = (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
             raise ApiError(404, "not-found", f"{repository}{wanted} has never been scanned by this scanner", "image")
-        approval = approval_of(ctx, row.repository, row.digest)
-        allowed = bool(approval and approval["state"] in ("approved", "auto-approved"))
-        return json_response(200, _verdict_document(row, ctx) | {"approval": approval, "allowed": allowed})
+        return json_response(200, _verdict_document(row, ctx) | _gate(ctx, row, digest))
 
     return answer(req, ("GET",), run)
 
@@ -138,7 +138,32 @@ def _digest(value: str, field: str = "digest") -> str:
 
 
 def _matches(row: AuditRow, tag: str | None, digest: str | None) -> bool:
-    return (tag is None or row.tag == tag) and (digest is None or row.digest == digest)
+    """A row of the tag, and of the digest: the image's, or the platform manifest it scanned."""
+    return (tag is None or row.tag == tag) and (digest is None or digest in (row.digest, row.platform_digest))
+
+
+def _gate(ctx: ApiContext, row: AuditRow, asked: str | None) -> dict[str, Any]:
+    """``approval`` and ``allowed`` (issue 23): approvals are per platform manifest. A platform's
+    digest is allowed when its own request is approved; an image index (asked by its digest or a
+    tag) only when every platform it offers is, so neither a reviewer who saw one platform nor a
+    requester's choice of platform can make the index allowed; ``platforms`` says which are not."""
+    wanted = row.approval_digests
+    if asked is not None and asked == row.platform_digest and asked != row.digest:
+        wanted = {name: entry for name, entry in wanted.items() if entry == asked} or {"": asked}
+    found = dict(zip(wanted, io_pool().map(lambda entry: approval_of(ctx, row.repository, entry), wanted.values())))
+    allowed = bool(found) and all(a is not None and a["state"] in ALLOWING for a in found.values())
+    scanned = row.platform_digest or row.digest
+    approval = next((a for name, a in found.items() if wanted[name] == scanned), None)
+    if approval is None and len(found) == 1:
+        approval = next(iter(found.values()))
+    document: dict[str, Any] = {"approval": approval, "allowed": allowed}
+    if len(wanted) > 1 or "" not in wanted:
+        document["platforms"] = [
+            {"platform": name, "digest": wanted[name], "approval": (a or {}).get("state"),
+             "allowed": bool(a and a["state"] in ALLOWING)}
+            for name, a in found.items()
+        ]
+    return document
 
 
 def _verdict_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:

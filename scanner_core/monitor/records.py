@@ -75,6 +75,14 @@ class ImageRecord:
     inventory: str | None = None
     inventory_audit: str | None = None
     secrets: int | None = None
+    # Issue 23: set on the record of an image index, naming the platform manifest its audit
+    # scanned; each platform scanned has a record of its own (digest: the platform's manifest),
+    # which rescans and approvals follow. An index's record serves dedup only.
+    platform_digest: str | None = None
+
+    @property
+    def is_index(self) -> bool:
+        return self.platform_digest is not None and self.platform_digest != self.digest
 
     def to_metadata(self) -> dict[str, str]:
         values = {key.replace("_", ""): value for key, value in asdict(self).items() if value is not None}
@@ -99,6 +107,7 @@ class ImageRecord:
                 inventory=values.get("inventory"),
                 inventory_audit=values.get("inventoryaudit"),
                 secrets=int(values["secrets"]) if values.get("secrets", "").isdigit() else None,
+                platform_digest=values.get("platformdigest"),
             )
         except (KeyError, ValueError):
             return None  # written by another version: left out

@@ -105,7 +105,7 @@ class Rescanner:
         result.current_db = self.database.info().updated_at
         now = self.clock()
         settings = self.config.settings
-        records = list(self.store.images())
+        records = [record for record in self.store.images() if not record.is_index]  # platforms rescan apart
         result.images = len(records)
         for record in due_for_rescan(
             records, now=now, current_db=current,

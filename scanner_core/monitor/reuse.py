@@ -21,6 +21,7 @@ is what the next request's lookup reads (one HEAD), and what rescans select.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable
 
 from .. import __version__
@@ -181,7 +182,13 @@ class AuditReuse:
             trigger=request.trigger,
             **inventory_fields(meta),
         )
-        return self.store.remember(record)
+        platform = meta.platform_digest
+        if platform is None or platform == digest:
+            return self.store.remember(record)
+        # An index: its record (dedup of the index digest) and its platform's own (rescans and
+        # approvals follow the manifest scanned; no tag, so a rescan's audit never answers for it).
+        self.store.remember(replace(record, digest=platform, tag=None))
+        return self.store.remember(replace(record, platform_digest=platform))
 
 
 def inventory_fields(meta: AuditMeta) -> dict[str, object]:

@@ -40,6 +40,7 @@ class ImageFacts:
     is_index: bool = False
     platforms: tuple[str, ...] = ()
     tag_digest: str | None = None
+    manifests: tuple[tuple[str, str], ...] = ()  # an index's (platform, manifest digest), attestations left out
 
     def confirms_tag(self, image: ImageReference) -> bool:
         """Whether the registry says ``image``'s tag points at its digest (issue 23: a verdict
@@ -80,7 +81,8 @@ def inspect_image(
                 reason="platform-not-found",
             )
         child = api.manifest(image.repository, chosen)
-        return ImageFacts(digest, chosen, child.compressed_size, True, names, tag_digest)
+        manifests = tuple((name, entry) for name, entry in offered if name in names)
+        return ImageFacts(digest, chosen, child.compressed_size, True, names, tag_digest, manifests)
 
 
 def _tag_digest(api: RegistryApi, image: ImageReference) -> str | None:

@@ -89,6 +89,7 @@ class Planner:
             image_digest=facts.digest if facts else None,
             platform_digest=facts.platform_digest if facts else None,
             image_size=facts.compressed_size if facts else None,
+            index_manifests=dict(facts.manifests) if facts and facts.is_index else None,
         )
         check_size(facts, self.config.settings, plan.scratch)
         self.confirm_tag(plan, facts, log)

@@ -61,6 +61,19 @@ class AuditRow:
     scan_duration_ms: int | None = None  # trivy's run (issue 19: the metrics' duration histogram)
     kev: int | None = None  # findings in CISA's KEV catalogue (issue 15)
     epss_max: float | None = None  # the highest EPSS score of any finding
+    # Issue 23: the platform manifest scanned, and for an image index every platform it offers
+    # with its manifest digest (the verdict of an index asks each platform's approval).
+    platform_digest: str | None = None
+    platforms: dict[str, str] | None = None
+
+    @property
+    def approval_digests(self) -> dict[str, str]:
+        """What ``/verdict`` must find approved for this row's image: every platform of an
+        index, else the one manifest scanned ({platform or "": digest})."""
+        if self.platforms:
+            return dict(self.platforms)
+        digest = self.platform_digest or self.digest
+        return {"": digest} if digest else {}
 
     def exploits(self) -> dict[str, object]:
         """``kev`` and ``epss-max`` for the API's rows (the dashboard sorts by them)."""
@@ -111,6 +124,8 @@ class AuditRow:
             scan_duration_ms=meta.scan_duration_ms,
             kev=meta.kev,
             epss_max=meta.epss_max,
+            platform_digest=meta.platform_digest,
+            platforms=dict(meta.index_manifests) if meta.index_manifests else None,
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -136,6 +151,8 @@ class AuditRow:
             "durationms": self.scan_duration_ms,
             "kev": self.kev,
             "epssmax": self.epss_max,
+            "pdigest": self.platform_digest,
+            "platforms": _encode_platforms(self.platforms) if self.platforms else None,
         }
         metadata |= {key: _ascii(str(value)) for key, value in optional.items() if value is not None}
         if self.eosl:
@@ -171,6 +188,8 @@ class AuditRow:
             scan_duration_ms=int_or_none(values.get("durationms")),
             kev=int_or_none(values.get("kev")),
             epss_max=_float_or_none(values.get("epssmax")),
+            platform_digest=values.get("pdigest"),
+            platforms=_decode_platforms(values.get("platforms")),
         )
 
 
@@ -186,6 +205,18 @@ def image_identity(image: str | None, image_digest: str | None = None) -> tuple[
     except ValueError:
         return None, None, image_digest
     return f"{reference.registry}/{reference.repository}", reference.tag, image_digest or reference.digest
+
+
+def _encode_platforms(platforms: Mapping[str, str]) -> str:
+    """``os/arch=sha256:...;...``: ASCII for blob metadata (platforms and digests are ASCII)."""
+    return ";".join(f"{quote(name, safe='/')}={digest}" for name, digest in sorted(platforms.items()))
+
+
+def _decode_platforms(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    pairs = (item.partition("=") for item in text.split(";"))
+    return {unquote(name): digest for name, _, digest in pairs if name and digest} or None
 
 
 def encode_image(image: str) -> str:

@@ -137,19 +137,21 @@ def _platform_image(
 def build_oci_index(
     path: Path,
     platforms: Sequence[str],
-    packages: Sequence[ApkPackage],
+    packages: Sequence[ApkPackage] | Mapping[str, Sequence[ApkPackage]],
     *,
     tag: str = "1.0",
     alpine_version: str = "3.18.4",
     extra_files: Mapping[str, bytes] | None = None,
     padding_bytes: int = 0,
 ) -> OciIndexLayout:
-    """An OCI layout at ``path`` with one image index of ``platforms``."""
+    """An OCI layout at ``path`` with one image index of ``platforms``; ``packages`` is every
+    platform's, or each platform's own (a mapping by platform)."""
     path = Path(path)
     blobs = _Blobs(path)
     descriptors, images = [], []
     for platform in platforms:
-        descriptor, image = _platform_image(blobs, platform, packages, alpine_version, extra_files or {},
+        own = packages[platform] if isinstance(packages, Mapping) else packages
+        descriptor, image = _platform_image(blobs, platform, own, alpine_version, extra_files or {},
                                             padding_bytes)
         descriptors.append(descriptor)
         images.append(image)
