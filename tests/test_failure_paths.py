@@ -159,3 +159,16 @@ def test_a_local_permission_error_is_not_the_registrys_denied():
     stderr = "x\tFATAL\tFatal error\tinit error: open /tmp/trivy-cache/db/trivy.db: permission denied\n"
     failure = classify_trivy_failure(1, stderr)
     assert (failure.kind.value, failure.reason) == ("transient", "local-io")
+
+
+def test_trivys_own_ssrf_refusal_is_a_permanent_registry_not_allowed():
+    """Issue 23, item 11: trivy 0.76 refuses a redirect (or a token realm) to a private or
+    link-local host itself; that was retried as a transient trivy-error for 31 minutes. The line
+    is what trivy 0.76 printed for a registry whose blob GET answered 307 to 127.0.0.1."""
+    from scanner_core.trivy import classify_trivy_failure
+
+    stderr = ('x\tFATAL\tFatal error\trun error: image scan error: scan error: scan failed: failed analysis: unable '
+              'to get the image ID: Get "http://127.0.0.1:38581/v2/team/app/blobs/sha256:8414": SSRF protection: '
+              'redirect from "front.test" to private/link-local host "127.0.0.1" denied\n')
+    failure = classify_trivy_failure(1, stderr)
+    assert (failure.kind.value, failure.reason) == ("permanent", "registry-not-allowed")

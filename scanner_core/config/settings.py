@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     # Trivy's own names and meanings, passed on as flags:
     trivy_skip_db_update: bool = Field(False, alias="TRIVY_SKIP_DB_UPDATE")
     trivy_offline_scan: bool = Field(False, alias="TRIVY_OFFLINE_SCAN")
+    # trivy's registry traffic through the egress proxy, under the registry guard (issue 23).
+    egress_guard: bool = Field(True, alias="EGRESS_GUARD")
     trivy_db_repository: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="TRIVY_DB_REPOSITORY")
 
     trivy_severity: Annotated[list[Severity], NoDecode] = Field(default_factory=list, alias="TRIVY_SEVERITY")

@@ -55,6 +55,7 @@ OPERATIONAL_SETTINGS = frozenset(
         "notify_webhook_urls",
         "notify_webhook_secret",
         "allowed_registries",
+        "egress_guard",
         "notify_min_severity",
         "notify_attempts",
         "notify_timeout_s",

@@ -7,6 +7,8 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "EgressProxy": ".egress",
+    "egress_proxy": ".egress",
     "Credentials": ".credentials",
     "resolve_credentials": ".credentials",
     "RegistryApi": ".api",

@@ -17,7 +17,8 @@ the operator configured as a DB repository mirror). A name is resolved and
 every address it resolves to is checked; the registry API client then connects
 to the address it checked (``GuardedSession``), so redirects and Bearer token
 realms get the same check at connect time. trivy resolves names itself: the
-check just before it starts leaves the window described in docs/operations.md.
+check just before it starts is followed by the egress proxy (``egress.py``), through which
+trivy reaches every registry, redirects and token realms included (docs/operations.md).
 
 The policy follows the process environment (the same variables ``Settings``
 validates at start-up), so every edge that contacts a registry, including

@@ -86,6 +86,7 @@ class RunStage:
             vex=tuple(settings.trivy_vex),
             scratch_dir=plan.scratch,
             server=self.scanner.server,
+            egress_guard=settings.egress_guard,
         )
 
     def _ensure_database(self, log: ScanLogger) -> None:

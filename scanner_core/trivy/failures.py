@@ -46,6 +46,9 @@ _RUN_RULES: tuple[_Rule, ...] = (
     _rule(r"twirp error (internal|unavailable|unknown|deadline_exceeded|malformed)[^\n]*(/twirp/|connect:|dial tcp)"
           r"|/twirp/trivy\.[^\n]*(connection refused|no such host|i/o timeout|connection reset|EOF)", T,
           "server-unreachable", "the trivy server (TRIVY_SERVER) could not be reached"),
+    # trivy's own guard (0.76): a redirect or token realm to a private or link-local host.
+    _rule(r"SSRF protection: [^\n]*denied|registry-not-allowed: ", P, "registry-not-allowed",
+          "trivy was led (a redirect or a token realm) to an address it does not contact"),
     _rule(r"context deadline exceeded|[Dd]eadline exceeded", T, "timeout", "trivy timed out"),
     # Scans pass --skip-java-db-update, so this is always "no usable Java DB" (the core decides what follows).
     _rule(r"Unable to initialize the Java DB|cannot skip downloading Java DB|'--skip-java-db-update' cannot be",

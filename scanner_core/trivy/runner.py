@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from ..errors import FailureKind, ScanFailed
 from ..redact import Redactor
-from ..registry import Credentials, ImageReference
+from ..registry import Credentials, ImageReference, egress_proxy
 from .failures import classify_trivy_failure
 from ..telemetry import traced
 from .process import child_environment, run_with_deadline
@@ -69,6 +70,9 @@ class TrivyOptions:
     vex: Sequence[Path] = ()
     scratch_dir: Path | None = None  # the run's private TMPDIR is made under it
     server: ServerConnection | None = None  # client/server mode: no local DB (server.py)
+    # A registry image's trivy goes through the egress proxy, which applies the registry guard to
+    # every connection, redirect and token realm (registry/egress.py; EGRESS_GUARD).
+    egress_guard: bool = True
 
 
 @dataclass(frozen=True)
@@ -185,9 +189,27 @@ class Trivy:
     ) -> TrivyRun:
         """Runs trivy once; the JSON report is written to ``output``.
 
-        Raises ``ScanFailed`` (transient or permanent) when no report came out.
+        Raises ``ScanFailed`` (transient or permanent) when no report came out, and the
+        permanent ``registry-not-allowed`` when the egress proxy refused a connection trivy tried.
         """
-        return self.run_report(self.build_command(target, options, output), options, output, credentials)
+        command = self.build_command(target, options, output)
+        if not options.egress_guard or target.image is None or target.input_tar is not None:
+            return self.run_report(command, options, output, credentials)
+        insecure = frozenset({target.image.registry}) if options.insecure_registry else frozenset()
+        server = urlsplit(options.server.url).hostname if options.server is not None else None
+        with egress_proxy(insecure) as proxy:
+            try:
+                run = self.run_report(command, options, output, credentials, proxy.environment(
+                    (server,) if server else ()))  # fmt: skip
+            except ScanFailed:
+                if not proxy.refusals:
+                    raise
+                run = None
+        if proxy.refusals:
+            raise ScanFailed(f"the egress proxy refused a connection trivy tried: {self._redactor(proxy.refusals[0])}",
+                             kind=FailureKind.PERMANENT, reason="registry-not-allowed")  # fmt: skip
+        assert run is not None
+        return run
 
     @traced("trivy")
     def scan_inventory(self, inventory: Path, options: TrivyOptions, output: Path) -> TrivyRun:
@@ -195,15 +217,17 @@ class Trivy:
         return self.run_report(self.build_sbom_command(inventory, options, output), options, output)
 
     def run_report(
-        self, command: list[str], options: TrivyOptions, output: Path, credentials: Credentials | None = None
+        self, command: list[str], options: TrivyOptions, output: Path, credentials: Credentials | None = None,
+        environment: dict[str, str] | None = None,
     ) -> TrivyRun:
+        """``environment``: variables for trivy beyond the clean one (the egress proxy's)."""
         secrets = [credentials.password] if credentials else []
         token = options.server.token if options.server is not None else None
         if token:
             secrets.append(token)
         started = time.monotonic()
         self._run(command, options.timeout_ms, credentials, self._redactor.with_secrets(secrets), options.scratch_dir,
-                  {"TRIVY_TOKEN": token} if token else None)
+                  (environment or {}) | ({"TRIVY_TOKEN": token} if token else {}))
         if not output.is_file():
             raise ScanFailed("trivy exited 0 but wrote no report", kind=FailureKind.TRANSIENT, reason="no-report")
         return TrivyRun(report_path=output, duration_seconds=time.monotonic() - started)
