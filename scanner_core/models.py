@@ -158,9 +158,9 @@ class AuditMeta(_BlobDocument):
     # A repo:tag@digest request whose tag the registry did not confirm points at the digest: the
     # audit is recorded under the digest alone (``image`` without the tag), and this names the tag.
     tag_not_confirmed: str | None = None
-    # An image index (multi-platform): every platform it offers and its manifest digest. Its
-    # approvals are per platform manifest (``platform-digest``): the index is allowed only when
-    # each of these is (issue 23).
+    # An image index (multi-platform): every manifest a runtime may pull from it, {digest: platform}
+    # ("" for an entry without one). Approvals are per manifest (``platform-digest``): the index is
+    # allowed only when each of these is (issue 23).
     index_manifests: dict[str, str] | None = None
     image_digest: str | None = None
     image_id: str | None = None

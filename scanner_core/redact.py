@@ -45,7 +45,10 @@ _TOKEN_PATTERNS = (
 # A URL component shorter than this is removed only where it stands whole (see ``UrlPart``).
 _WHOLE_WORD_BELOW = 8
 # A path segment that is a short word of letters (api, hooks, trivy) names a route, not a credential.
-_ROUTE_WORD = re.compile(r"[A-Za-z]{1,7}")
+# A path segment that names a route rather than a secret: a short word (``api``, ``Hooks``), or
+# lower-case words of any length (``services``, ``webhooks``, ``incoming-webhook``): tokens mix
+# case and digits, and redacting such words anywhere would cut them out of every line.
+_ROUTE_WORD = re.compile(r"[A-Za-z]{1,7}|[a-z]+(?:[-_][a-z]+)*")
 
 
 class UrlPart(str):
@@ -57,8 +60,8 @@ class UrlPart(str):
 
 def url_secrets(url: str, *, path_segments: bool) -> list[str]:
     """The secret components of ``url``: every query value and the userinfo, and, with
-    ``path_segments``, every path segment but a route word (fewer than 8 letters and nothing
-    else); each as written and percent-decoded/encoded."""
+    ``path_segments``, every path segment but a route word (``_ROUTE_WORD``); each as written
+    and percent-decoded/encoded."""
     parts = urlsplit(url)
     components = [pair.split("=", 1)[-1] for pair in parts.query.split("&")]
     userinfo = parts.netloc.rpartition("@")[0]

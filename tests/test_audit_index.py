@@ -215,3 +215,10 @@ def test_pages_are_newest_first_complete_and_cheap(index, capsys):
             f"(max {max(page_seconds) * 1000:.0f} ms, {len(page_seconds)} pages); "
             f"totals: {totals_seconds * 1000:.0f} ms; find: {find_seconds * 1000:.1f} ms"
         )
+
+
+def test_an_audit_recorded_with_a_trailing_dot_still_reads(index):
+    """Issue 23: new ids may not end in '.', but audits recorded before the rule keep working."""
+    meta = synthetic_meta(5, audit_id="legacy.")
+    index.record(meta, folder_of(meta))
+    assert index.find("legacy.") == f"{folder_of(meta)}/meta"

@@ -142,3 +142,15 @@ def test_a_feed_url_with_a_password_is_refused_at_start_up(scanner_env, tmp_path
     (feeds_dir(tmp_path / "cache") / "status.json").write_text(json.dumps(old))
     kev = json.loads(build_heartbeat(Scanner(load_config())).to_json_bytes())["exploit-feeds"]["kev"]
     assert (kev["source"], kev["error"]) == ("127.0.0.1:9", "127.0.0.1:9: answered HTTP 503")
+
+
+def test_route_words_of_a_webhook_url_are_not_taken_for_secrets():
+    """A URL's lower-case route words (``services``, ``webhooks``) stay readable in every other
+    line; its token segments and query values do not."""
+    from scanner_core.redact import Redactor, url_secrets
+
+    redact = Redactor(url_secrets("https://hooks.example.com/services/T0ABC/B0DEF/x9Yz8Wq7?token=q1w2e3",
+                                  path_segments=True))  # fmt: skip
+    text = redact("the services and webhooks are up; POST /services/T0ABC/B0DEF/x9Yz8Wq7?token=q1w2e3")
+    assert text.startswith("the services and webhooks are up")
+    assert "T0ABC" not in text and "x9Yz8Wq7" not in text and "q1w2e3" not in text

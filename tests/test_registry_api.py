@@ -54,3 +54,38 @@ def test_an_unreachable_registry_is_transient() -> None:
     with RegistryApi(address, insecure=True, timeout=5) as api, pytest.raises(RegistryApiError) as caught:
         api.manifest("team/app", "1.0")
     assert (caught.value.kind, caught.value.reason) == (FailureKind.TRANSIENT, "registry-unreachable")
+
+
+def test_a_manifest_larger_than_the_spec_allows_is_refused_unread() -> None:
+    """Issue 23: a hostile registry's endless manifest must not fill the instance's memory."""
+    from http.server import BaseHTTPRequestHandler
+
+    from scanner_core.registry.api import MAX_MANIFEST_BYTES
+    from tests.support.loopback_http import LoopbackHttpServer
+
+    sent: list[int] = []
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.end_headers()
+            block = b" " * 65536
+            try:
+                for _ in range(2 * MAX_MANIFEST_BYTES // len(block)):
+                    self.wfile.write(block)
+                    sent.append(len(block))
+            except OSError:
+                pass  # the client stopped reading
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    class Server(LoopbackHttpServer):
+        def __init__(self) -> None:
+            self._serve(Endless, "endless-manifest")
+
+    with Server() as server, RegistryApi(server.base_url.removeprefix("http://"), plain_http=True, timeout=5) as api:
+        with pytest.raises(RegistryApiError) as caught:
+            api.manifest("hostile/app", "1.0")
+    assert caught.value.reason == "invalid-image" and "larger than" in str(caught.value)

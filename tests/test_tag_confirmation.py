@@ -16,6 +16,7 @@ from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
 from scanner_core.functions import image_verdict, request_scan, security_summary
+from scanner_core.monitor import MonitorStore
 from tests.support.images import SAMPLE_PACKAGES, build_alpine_image
 from tests.test_http_api import answer, error_of, http, make_api, queued
 
@@ -54,6 +55,9 @@ def test_a_tag_the_registry_does_not_confirm_is_not_recorded(env, azurite, two_t
     forged = scan(f"{repository}:1.0@{two}", "tag-forged")  # 1.0 points at another digest
     assert forged["image"] == f"{repository}@{two}" and forged["tag-not-confirmed"] == "1.0"
     assert forged["image-digest"] == two
+    # Nor does the image's record take the tag, which rescans would label their audits with.
+    record = MonitorStore(env.values["AZ_BLOB_STORAGE_SAS"], env.short_id).latest(repository, two)
+    assert record is not None and record.tag == "2.0"
 
     # The verdict of tag 1.0 knows no audit: the forged one is the digest's alone.
     api = make_api(azurite)

@@ -67,7 +67,7 @@ class ApprovalBook:
         now = self._now()
         request = ApprovalRequest(
             id=identifier, repository=repository, digest=digest, tag=tag, image=meta.image, state=state,
-            platform=next((name for name, entry in (meta.index_manifests or {}).items() if entry == digest), None),
+            platform=(meta.index_manifests or {}).get(digest) or None,
             index_digest=meta.image_digest if meta.image_digest != digest else None,
             decided_by=by, reason=reason, audit_id=meta.audit_id, latest_audit_id=meta.audit_id,
             decided_status=meta.scan_status, created_at=now, updated_at=now, decided_at=now,

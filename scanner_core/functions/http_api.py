@@ -137,7 +137,7 @@ def get_audit(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
     """``GET audits/{audit_id}``: the meta, verbatim."""
 
     def run() -> func.HttpResponse:
-        audit_id = validate_audit_id(req.route_params.get("audit_id", ""), field="audit-id")
+        audit_id = validate_audit_id(req.route_params.get("audit_id", ""), field="audit-id", recorded=True)
         meta: bytes | None = None
         with ctx.audit_index() as index:
             if (meta_path := index.find(audit_id)) is not None:
@@ -285,6 +285,7 @@ def row_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:
         "repository": row.repository,
         "tag": row.tag,
         "digest": row.digest,
+        "platform-digest": row.platform_digest,
         "trivy-db-updated-at": row.db_updated_at,
         "decision": row.decision, **row.exploits(),  # issue 15: KEV count, highest EPSS
     }

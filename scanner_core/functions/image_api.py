@@ -147,21 +147,19 @@ def _gate(ctx: ApiContext, row: AuditRow, asked: str | None) -> dict[str, Any]:
     digest is allowed when its own request is approved; an image index (asked by its digest or a
     tag) only when every platform it offers is, so neither a reviewer who saw one platform nor a
     requester's choice of platform can make the index allowed; ``platforms`` says which are not."""
-    wanted = row.approval_digests
+    wanted = row.approval_digests  # {manifest digest: platform}
     if asked is not None and asked == row.platform_digest and asked != row.digest:
-        wanted = {name: entry for name, entry in wanted.items() if entry == asked} or {"": asked}
-    found = dict(zip(wanted, io_pool().map(lambda entry: approval_of(ctx, row.repository, entry), wanted.values())))
+        wanted = {asked: wanted.get(asked, "")}  # a node that pulls this manifest by its digest
+    found = dict(zip(wanted, io_pool().map(lambda digest: approval_of(ctx, row.repository, digest), wanted)))
     allowed = bool(found) and all(a is not None and a["state"] in ALLOWING for a in found.values())
     scanned = row.platform_digest or row.digest
-    approval = next((a for name, a in found.items() if wanted[name] == scanned), None)
-    if approval is None and len(found) == 1:
-        approval = next(iter(found.values()))
+    approval = found.get(scanned) if scanned in found else (next(iter(found.values())) if len(found) == 1 else None)
     document: dict[str, Any] = {"approval": approval, "allowed": allowed}
-    if len(wanted) > 1 or "" not in wanted:
+    if row.platforms:
         document["platforms"] = [
-            {"platform": name, "digest": wanted[name], "approval": (a or {}).get("state"),
+            {"platform": wanted[digest] or None, "digest": digest, "approval": (a or {}).get("state"),
              "allowed": bool(a and a["state"] in ALLOWING)}
-            for name, a in found.items()
+            for digest, a in found.items()
         ]
     return document
 

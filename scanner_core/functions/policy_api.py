@@ -32,7 +32,7 @@ def evaluate_policy(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse
         body = json_object(req.get_body(), EVALUATE_FIELDS, '{"audit-id": "<the id of a recorded audit>"}')
         if "audit-id" not in body:
             raise ApiError(400, "missing-field", "is required: the id of a recorded audit", "audit-id")
-        audit_id = validate_audit_id(string_field(body, "audit-id"), field="audit-id")
+        audit_id = validate_audit_id(string_field(body, "audit-id"), field="audit-id", recorded=True)
         with ctx.audit_index() as index:
             meta_path = index.find(audit_id)
             data = index.read(meta_path) if meta_path is not None else None

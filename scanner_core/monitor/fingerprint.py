@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from ..config import ScannerConfig
 
-FINGERPRINT_VERSION = "1"
+FINGERPRINT_VERSION = "2"  # 2: index audits record their manifests (issue 23); older ones are not reused
 
 # Settings that cannot change what trivy reports or what the core decides.
 OPERATIONAL_SETTINGS = frozenset(

@@ -30,7 +30,7 @@ from ..config import ScannerConfig
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
 from ..registry import ImageReference
-from ..storage import META_BLOB, NOTIFICATION_BLOB, REPORT_BLOB, SBOM_BLOB, AzureBlobStore
+from ..storage import META_BLOB, NOTIFICATION_BLOB, REPORT_BLOB, SBOM_BLOB, AzureBlobStore, image_identity
 from ..trivy import VulnerabilityDatabase
 from .fingerprint import ScanIdentity, scan_fingerprint
 from .records import ImageRecord, MonitorStore
@@ -176,7 +176,8 @@ class AuditReuse:
             requested_at=meta.requested_at,
             scanned_at=scanned_at if scanned_at is not None else meta.timestamp,
             seen_at=meta.requested_at,
-            tag=request.tag or image.tag,
+            # The tag the audit is recorded under (its label): never one the registry did not confirm.
+            tag=image_identity(meta.image, digest)[1],
             db_updated_at=meta.trivy_db_updated_at,
             fingerprint=fingerprint,
             trigger=request.trigger,
@@ -184,10 +185,10 @@ class AuditReuse:
         )
         platform = meta.platform_digest
         if platform is None or platform == digest:
-            return self.store.remember(record)
+            return self.store.remember(replace(record, platform_digest=digest))  # a manifest's own record
         # An index: its record (dedup of the index digest) and its platform's own (rescans and
         # approvals follow the manifest scanned; no tag, so a rescan's audit never answers for it).
-        self.store.remember(replace(record, digest=platform, tag=None))
+        self.store.remember(replace(record, digest=platform, tag=None, platform_digest=platform))
         return self.store.remember(replace(record, platform_digest=platform))
 
 

@@ -41,6 +41,7 @@ _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 # (the spec's longest) are 1.3 MB. A longer page is an error, not a cap: its tags cannot be read in part.
 TAGS_PAGE_MAX_BYTES = 16 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec: registries may refuse larger manifests
 TagCap = Literal["pages", "tags", "time"]
 
 
@@ -162,10 +163,12 @@ class RegistryApi:
         self.close()
 
     def manifest(self, repository: str, reference: str, accept: tuple[str, ...] = MANIFEST_TYPES) -> Manifest:
-        """``GET /v2/<repository>/manifests/<tag or digest>``."""
-        response = self._get(f"/v2/{repository}/manifests/{reference}", repository, {"Accept": ", ".join(accept)})
+        """``GET /v2/<repository>/manifests/<tag or digest>``, its body read up to ``MAX_MANIFEST_BYTES``."""
+        response = self._get(f"/v2/{repository}/manifests/{reference}", repository, {"Accept": ", ".join(accept)},
+                             stream=True)  # fmt: skip
+        content = self._manifest_body(response, f"{repository}:{reference}")
         try:
-            document = json.loads(response.content)
+            document = json.loads(content)
         except ValueError:
             raise RegistryApiError(
                 f"{self.registry}/{repository}:{reference}: the manifest is not JSON",
@@ -182,9 +185,24 @@ class RegistryApi:
         response = self._get(f"/v2/{repository}/manifests/{reference}", repository, headers, method="HEAD")
         digest = response.headers.get("Docker-Content-Digest")
         if not digest:
-            body = self._get(f"/v2/{repository}/manifests/{reference}", repository, headers).content
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            response = self._get(f"/v2/{repository}/manifests/{reference}", repository, headers, stream=True)
+            digest = "sha256:" + hashlib.sha256(self._manifest_body(response, f"{repository}:{reference}")).hexdigest()
         return digest
+
+    def _manifest_body(self, response: requests.Response, what: str) -> bytes:
+        """A manifest's bytes; one over ``MAX_MANIFEST_BYTES`` (the distribution spec's 4 MiB) is
+        refused before it is read whole, so a hostile registry cannot fill the instance's memory."""
+        deadline = TagLimits(deadline=time.monotonic() + self._timeout) if self._timeout else TagLimits()
+        try:
+            body = _read_bounded(response, MAX_MANIFEST_BYTES, deadline, self.registry)
+        finally:
+            response.close()
+        if body is None or len(body) > MAX_MANIFEST_BYTES:
+            raise RegistryApiError(
+                f"{self.registry}/{what}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes or was not sent in "
+                "time", kind=FailureKind.PERMANENT, reason="invalid-image",
+            )
+        return body
 
     def tags(self, repository: str, page_size: int | None = None, limits: TagLimits | None = None) -> TagListing:
         """The tags, in the registry's order, following ``Link: <...>; rel="next"`` up to ``limits``."""

@@ -21,6 +21,7 @@ from .platform import (
     offered_platforms,
     parse_platform,
     pick_platform,
+    pullable_entries,
 )
 from .reference import DOCKER_HUB, ImageReference
 
@@ -40,7 +41,7 @@ class ImageFacts:
     is_index: bool = False
     platforms: tuple[str, ...] = ()
     tag_digest: str | None = None
-    manifests: tuple[tuple[str, str], ...] = ()  # an index's (platform, manifest digest), attestations left out
+    manifests: tuple[tuple[str, str], ...] = ()  # an index's (manifest digest, platform): pullable_entries
 
     def confirms_tag(self, image: ImageReference) -> bool:
         """Whether the registry says ``image``'s tag points at its digest (issue 23: a verdict
@@ -81,7 +82,10 @@ def inspect_image(
                 reason="platform-not-found",
             )
         child = api.manifest(image.repository, chosen)
-        manifests = tuple((name, entry) for name, entry in offered if name in names)
+        try:
+            manifests = tuple(pullable_entries(offered).items())
+        except ValueError as error:
+            raise ScanFailed(f"{image.canonical}: {error}", kind=FailureKind.PERMANENT, reason="invalid-image") from None
         return ImageFacts(digest, chosen, child.compressed_size, True, names, tag_digest, manifests)
 
 

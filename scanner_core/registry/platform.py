@@ -61,6 +61,28 @@ def pick_platform(wanted: Platform, offered: Sequence[tuple[str, str]]) -> str |
     return next((digest for name, digest in offered if wanted.matches(name)), None)
 
 
+MAX_INDEX_ENTRIES = 32
+_MANIFEST_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def pullable_entries(offered: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Every entry of an index a runtime may pull, as ``{manifest digest: platform}`` (attestation
+    entries left out; an entry without a platform, or a nested index, has ``""``): what must all be
+    approved for the index to be (issue 23). ``ValueError`` for an index a gate cannot judge:
+    a digest that is not ``sha256:<64 hex>``, a platform name over 64 characters, more than
+    ``MAX_INDEX_ENTRIES`` entries."""
+    entries: dict[str, str] = {}
+    for name, digest in offered:
+        if name == _NOT_A_PLATFORM:
+            continue
+        if not _MANIFEST_DIGEST.fullmatch(digest) or len(name) > 64:
+            raise ValueError(f"an index entry is not a manifest digest with a platform name: {digest[:80]!r}")
+        entries.setdefault(digest, name)
+    if len(entries) > MAX_INDEX_ENTRIES:
+        raise ValueError(f"the index has {len(entries)} entries, more than {MAX_INDEX_ENTRIES}")
+    return entries
+
+
 def offered_platforms(offered: Sequence[tuple[str, str]]) -> list[str]:
     """The platforms an index offers, for messages (attestation entries left out)."""
     return [name for name, _ in offered if name and name != _NOT_A_PLATFORM]

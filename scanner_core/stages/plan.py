@@ -133,6 +133,8 @@ class Planner:
             return None, "first-scan"
         if record.inventory is None or record.inventory_audit is None:
             return None, "no-inventory"
+        if record.platform_digest is None:  # written before issue 23: is it an index? Pulled once to know
+            return None, "record-without-platform"
         # Read on the I/O pool while dedup looks the image up; the run stage waits for it.
         document = io_pool().submit(store.read_bytes, record.inventory)
         return Inventory(record.inventory, record.inventory_audit, record.secrets, document), None

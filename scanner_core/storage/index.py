@@ -54,6 +54,7 @@ import contextlib
 import hashlib
 from collections.abc import Iterator
 from types import EllipsisType
+from urllib.parse import unquote
 from typing import cast
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -73,6 +74,7 @@ from .index_rows import (
     decode_cursor,
     encode_cursor,
     encode_image,
+    image_identity,
     int_or_none,
 )
 from ..io_pool import io_pool
@@ -125,7 +127,7 @@ class AuditIndex:
     def lookup(self, audit_id: str) -> dict[str, str] | None:
         """The pointer of ``audit_id`` as it is now (``None``: not indexed), for ``record``.
         Read ahead of time, this HEAD runs beside the report upload instead of after the meta."""
-        validate_audit_id(audit_id)
+        validate_audit_id(audit_id, recorded=True)
         with self._storage(f"looking up audit {audit_id} in the index"):
             return self._metadata(self.ref_name(audit_id))
 
@@ -139,7 +141,7 @@ class AuditIndex:
         what ``lookup`` answered, if the caller asked beforehand. The rows and the
         pointer are independent writes and go out side by side.
         """
-        audit_id = validate_audit_id(meta.audit_id)
+        audit_id = validate_audit_id(meta.audit_id, recorded=True)
         if not folder.startswith(self._scanner_prefix) or "/" in folder[len(self._scanner_prefix) :]:
             raise ValueError(f"{folder!r} is not an audit folder of this scanner ({self._scanner_prefix}...)")
         row = AuditRow.from_meta(meta, folder)
@@ -176,7 +178,7 @@ class AuditIndex:
 
     def forget(self, audit_id: str) -> None:
         """Removes an audit from the index (its row, then its pointer); no-op if absent."""
-        validate_audit_id(audit_id)
+        validate_audit_id(audit_id, recorded=True)
         ref_name = self.ref_name(audit_id)
         with self._storage(f"removing audit {audit_id} from the index"):
             pointer = self._metadata(ref_name)
@@ -212,7 +214,7 @@ class AuditIndex:
 
         Raises ``RequestError`` (field ``audit-id``) for an id no audit can have.
         """
-        validate_audit_id(audit_id)
+        validate_audit_id(audit_id, recorded=True)
         with self._storage(f"looking up audit {audit_id}"):
             pointer = self._metadata(self.ref_name(audit_id))
         if not pointer or not pointer.get("folder"):
@@ -308,9 +310,9 @@ class AuditIndex:
         """Whether the audit a pointer names was of ``image`` (encoded); a pointer written before
         the pointer carried the image is answered by its row (one HEAD, on re-use only)."""
         if "image" in previous:
-            return previous["image"] == image
+            return _same_label(previous["image"], image)
         row = self._metadata(previous["row"]) if previous.get("row", "").startswith(self.prefix) else None
-        return row is None or row.get("image") == image
+        return row is None or _same_label(row.get("image"), image)
 
     def _metadata(self, name: str) -> dict[str, str] | None:
         try:
@@ -334,3 +336,11 @@ class AuditIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _same_label(first: str | None, second: str | None) -> bool:
+    """Whether two encoded image labels name one image (``redis:7`` is ``docker.io/library/redis:7``)."""
+    if first is None or second is None:
+        return first == second
+    one, other = unquote(first), unquote(second)
+    return one == other or (image_identity(one)[0] is not None and image_identity(one) == image_identity(other))

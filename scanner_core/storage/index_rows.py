@@ -61,19 +61,20 @@ class AuditRow:
     scan_duration_ms: int | None = None  # trivy's run (issue 19: the metrics' duration histogram)
     kev: int | None = None  # findings in CISA's KEV catalogue (issue 15)
     epss_max: float | None = None  # the highest EPSS score of any finding
-    # Issue 23: the platform manifest scanned, and for an image index every platform it offers
-    # with its manifest digest (the verdict of an index asks each platform's approval).
+    # Issue 23: the manifest scanned, and for an image index every manifest a runtime may pull
+    # from it, {digest: platform} (the verdict of an index asks each one's approval).
     platform_digest: str | None = None
     platforms: dict[str, str] | None = None
 
     @property
     def approval_digests(self) -> dict[str, str]:
-        """What ``/verdict`` must find approved for this row's image: every platform of an
-        index, else the one manifest scanned ({platform or "": digest})."""
+        """What ``/verdict`` must find approved for this row's image, {digest: platform}: every
+        manifest of an index, else the one manifest scanned. A row of an index recorded before
+        issue 23 (no ``platforms``) keeps its old answer: the request of the index digest."""
         if self.platforms:
             return dict(self.platforms)
-        digest = self.platform_digest or self.digest
-        return {"": digest} if digest else {}
+        digest = self.digest if self.platform_digest != self.digest and self.digest else self.platform_digest
+        return {digest: ""} if digest else {}
 
     def exploits(self) -> dict[str, object]:
         """``kev`` and ``epss-max`` for the API's rows (the dashboard sorts by them)."""
@@ -208,15 +209,16 @@ def image_identity(image: str | None, image_digest: str | None = None) -> tuple[
 
 
 def _encode_platforms(platforms: Mapping[str, str]) -> str:
-    """``os/arch=sha256:...;...``: ASCII for blob metadata (platforms and digests are ASCII)."""
-    return ";".join(f"{quote(name, safe='/')}={digest}" for name, digest in sorted(platforms.items()))
+    """``sha256:...=os/arch;...``, each side percent-encoded: ASCII for blob metadata, and no
+    value can forge another entry."""
+    return ";".join(f"{quote(digest, safe=':')}={quote(name, safe='/')}" for digest, name in sorted(platforms.items()))
 
 
 def _decode_platforms(text: str | None) -> dict[str, str] | None:
     if not text:
         return None
     pairs = (item.partition("=") for item in text.split(";"))
-    return {unquote(name): digest for name, _, digest in pairs if name and digest} or None
+    return {unquote(digest): unquote(name) for digest, _, name in pairs if digest} or None
 
 
 def encode_image(image: str) -> str:

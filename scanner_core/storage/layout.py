@@ -14,6 +14,7 @@ NOTIFICATION_BLOB = "notification.json"  # the claim of an audit's webhook notif
 # Not ending in "." either: Azure may drop a trailing dot of a path segment, so that "a." and "a"
 # would share a folder.
 _AUDIT_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?")
+_RECORDED_AUDIT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # what ids were before issue 23
 
 
 def scanner_folder(scanner_short_id: str) -> str:
@@ -31,9 +32,10 @@ def audit_folder(scanner_short_id: str, requested_at: datetime, audit_id: str) -
     return f"{scanner_folder(scanner_short_id)}/{stamp}-{audit_id}"
 
 
-def validate_audit_id(audit_id: str, field: str = "audit-id") -> str:
+def validate_audit_id(audit_id: str, field: str = "audit-id", *, recorded: bool = False) -> str:
     """An audit id names a blob folder: 1-128 characters of ``[A-Za-z0-9._-]``."""
-    if not isinstance(audit_id, str) or not _AUDIT_ID.fullmatch(audit_id):
+    pattern = _RECORDED_AUDIT_ID if recorded else _AUDIT_ID  # an audit recorded before the rule still reads
+    if not isinstance(audit_id, str) or not pattern.fullmatch(audit_id):
         raise RequestError(
             field,
             f"{audit_id!r} is not a valid audit id: 1-128 characters of [A-Za-z0-9._-], starting with a letter or "
