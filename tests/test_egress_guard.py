@@ -28,6 +28,28 @@ REQUESTED = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 NAMES = ("registry.test", "front.test")
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through the environment's proxy
+
+
+def relay(handler: BaseHTTPRequestHandler, url: str) -> None:
+    """Answers ``handler``'s request with what ``url`` answers (the test doubles' forwarding)."""
+    request = urllib.request.Request(url, method=handler.command,
+                                     headers={k: v for k, v in handler.headers.items() if k.lower() != "host"})
+    try:
+        with _DIRECT.open(request, timeout=10) as answer:
+            status, headers, body = answer.status, answer.headers.items(), answer.read()
+    except urllib.error.HTTPError as error:
+        status, headers, body = error.code, error.headers.items(), error.read()
+    handler.send_response(status)
+    for name, value in headers:
+        if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+            handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
 class _Counting(LoopbackHttpServer):
     """Where the front redirects blobs to: a loopback port the guard refuses; counts what reaches it."""
 
@@ -67,21 +89,7 @@ class _RedirectingFront(LoopbackHttpServer):
             do_HEAD = do_GET  # noqa: N815
 
             def _pass(self) -> None:
-                request = urllib.request.Request(f"{registry_url}{self.path}", method=self.command,
-                                                 headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
-                try:
-                    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
-                        status, headers, body = answer.status, answer.headers.items(), answer.read()
-                except urllib.error.HTTPError as error:
-                    status, headers, body = error.code, error.headers.items(), error.read()
-                self.send_response(status)
-                for name, value in headers:
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                relay(self, f"{registry_url}{self.path}")
 
             def log_message(self, *args: object) -> None:
                 return
@@ -149,29 +157,13 @@ class _OperatorProxy(LoopbackHttpServer):
     def __init__(self) -> None:
         self.forwarded: list[str] = []
         outer = self
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802
                 outer.forwarded.append(self.path)
-                target = self.path.replace("://registry.test:", "://127.0.0.1:", 1)  # it resolves names itself
-                request = urllib.request.Request(target, method=self.command,
-                                                 headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
-                try:
-                    with direct.open(request, timeout=10) as answer:
-                        status, headers, body = answer.status, answer.headers.items(), answer.read()
-                except urllib.error.HTTPError as error:
-                    status, headers, body = error.code, error.headers.items(), error.read()
-                self.send_response(status)
-                for name, value in headers:
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                relay(self, self.path.replace("://registry.test:", "://127.0.0.1:", 1))  # it resolves names itself
 
             do_HEAD = do_GET  # noqa: N815
 
