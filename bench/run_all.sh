@@ -14,4 +14,6 @@ $PY bench/bench_fleet.py --instances 4 --json "$OUT/fleet.json" > "$OUT/fleet.tx
 $PY bench/bench_server.py --size-mib 112 --json "$OUT/server.json" > "$OUT/server.txt"
 # The fleet's rescan pass (issue 18); RESCAN_IMAGES=200 for the full fleet (~15 min on 2 vCPUs).
 $PY bench/bench_rescan.py --images "${RESCAN_IMAGES:-20}" --big-mib 112 --json "$OUT/rescan.json" > "$OUT/rescan.txt"
+# The egress proxy's cost (issue 23): through it vs direct, same image, same run.
+$PY bench/bench_egress.py --size-mib 112 --rounds 5 --json "$OUT/egress.json" > "$OUT/egress.txt"
 $PY bench/summary.py "$OUT" | tee "$OUT/summary.md"
