@@ -102,10 +102,12 @@ class Scanner:
             self._trivy = Trivy(locate_trivy(self.config.settings.trivy_path, self._app_root), self.redactor)
         return self._trivy
 
-    # The collaborators: each built once per scanner, on first use (a scanner serves one
-    # invocation, or one request of the one-time runner or the listener), and handed to the
-    # stages through ``stages.ScannerParts``. The per-process caches (clients, the config,
-    # trivy's version) are the layers' own.
+    # The collaborators: each built once per scanner, on first use, and handed to the stages
+    # through ``stages.ScannerParts``. A scanner serves one invocation (the function app), one
+    # run (the one-time runner) or one worker thread's messages (the listener), so none holds
+    # anything that expires (a DB mirror's credentials are resolved when a download needs them)
+    # or that belongs to one audit (the follow-up keys what it keeps by audit id). The
+    # per-process caches (clients, the config, trivy's version, ACR tokens) are the layers' own.
 
     @cached_property
     def database(self) -> VulnerabilityDatabase:

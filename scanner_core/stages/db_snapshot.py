@@ -31,6 +31,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ..config import ScannerConfig
@@ -38,7 +39,7 @@ from ..errors import ScanFailed, StorageError
 from ..log import ScanLogger
 from ..redact import Redactor
 from ..storage import SnapshotBlobs, snapshot_prefix
-from ..registry import find_credentials, parse_image_reference, resolve_credentials
+from ..registry import Credentials, find_credentials, parse_image_reference, resolve_credentials
 from ..telemetry import traced
 from ..trivy import JAVA_DB, VULNERABILITY_DB, DatabaseKind, Trivy, VulnerabilityDatabase
 
@@ -203,18 +204,25 @@ def database_for(
     """One of trivy's DBs in the cache dir, with the credentials of its mirror's registry
     and the snapshot it is restored from first."""
     settings = config.settings
-    credentials, insecure = None, False
+    credentials: Callable[[], Credentials | None] | None = None
+    insecure = False
     if repositories:
-        # A private DB mirror uses the credentials configured for its registry.
+        # A private DB mirror uses the credentials configured for its registry, resolved when a
+        # download needs them (an ACR token is cached per process until it expires).
         registry = find_credentials(
             parse_image_reference(repositories[0], kind.repository_setting), config.file.registries
         )
-        try:
-            credentials = resolve_credentials(registry)
-        except ScanFailed as failure:
-            # A refused or unreachable token exchange must not stop scans with a usable DB;
-            # a download without credentials then fails as unauthorized (db-unavailable).
-            logging.getLogger(__name__).warning("no credentials for the DB mirror: %s", failure)
+
+        def mirror_credentials() -> Credentials | None:
+            try:
+                return resolve_credentials(registry)
+            except ScanFailed as failure:
+                # A refused or unreachable token exchange must not stop scans with a usable DB;
+                # a download without credentials then fails as unauthorized (db-unavailable).
+                logging.getLogger(__name__).warning("no credentials for the DB mirror: %s", failure)
+                return None
+
+        credentials = mirror_credentials
         insecure = bool(registry and registry.insecure)
     return VulnerabilityDatabase(
         settings.trivy_cache_dir,

@@ -80,7 +80,7 @@ class VulnerabilityDatabase:
         repositories: Sequence[str] = (),
         updates_allowed: bool = True,
         timeout_ms: int = 300_000,
-        credentials: Credentials | None = None,
+        credentials: Credentials | Callable[[], Credentials | None] | None = None,
         insecure: bool = False,
         kind: DatabaseKind = VULNERABILITY_DB,
         snapshot: DatabaseSource | None = None,
@@ -92,6 +92,8 @@ class VulnerabilityDatabase:
         self.repositories = tuple(repositories)
         self.updates_allowed = updates_allowed
         self.timeout_ms = timeout_ms
+        # Credentials, or how to get them when a download needs them: an ACR token expires, and a
+        # scanner (so its DBs) may live for many scans (the listener's threads).
         self._credentials = credentials
         self._insecure = insecure
 
@@ -144,8 +146,9 @@ class VulnerabilityDatabase:
         for repository in self.repositories:  # operator's mirrors: any address but the guard's always-refused
             current_guard().check_operator_registry(repository, self.kind.repository_setting)
         def download(staging: Path) -> None:
+            credentials = self._credentials() if callable(self._credentials) else self._credentials
             self.trivy.download_db(
-                staging, self.repositories, self.timeout_ms, self._credentials, self._insecure, kind=self.kind
+                staging, self.repositories, self.timeout_ms, credentials, self._insecure, kind=self.kind
             )
 
         self.install(download, "trivy downloaded")
