@@ -10,10 +10,12 @@ maps to loopback, a front of it that redirects blob GETs, and Azurite. Loopback 
 from __future__ import annotations
 
 import socket
+import ssl
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,7 @@ from scanner_core.core import Scanner
 from scanner_core.registry import use_resolver
 from tests.conftest import SAMPLE_REPOSITORY, SAMPLE_TAG
 from tests.support.loopback_http import LoopbackHttpServer
+from tests.support.tls import self_signed
 
 REQUESTED = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 NAMES = ("registry.test", "front.test")
@@ -187,3 +190,48 @@ def test_the_apps_own_proxy_still_carries_the_traffic(named, pushed_sample, monk
         outcome = scan(f"{named['registry']}/{SAMPLE_REPOSITORY}:{SAMPLE_TAG}", "egress-chained")
     assert outcome.succeeded, outcome.meta.failure_description
     assert any(path.startswith(f"http://{named['registry']}/v2/") for path in operator.forwarded)
+
+
+class _TlsFront(LoopbackHttpServer):
+    """The registry behind TLS with a certificate for ``secure.test`` (its own CA, made here)."""
+
+    def __init__(self, registry_url: str, certificate: Path, key: Path) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                relay(self, f"{registry_url}{self.path}")
+
+            do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self._serve(Handler, "tls-front")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+
+
+def test_an_https_registry_is_verified_and_relayed_through_the_proxy(scanner_env, registry, pushed_sample,
+                                                                     monkeypatch, tmp_path):  # fmt: skip
+    """The production path: trivy's TLS ends at the proxy (its authority in trivy's bundle), and
+    the proxy's own TLS to the registry is verified (a registry it cannot verify is not reached)."""
+    tls = self_signed(tmp_path / "tls", "secure", hosts=("secure.test",))
+    with _TlsFront(f"http://{registry.address}", tls.cert_path, tls.key_path) as front:
+        port = front.base_url.rsplit(":", 1)[1]
+        use_resolver(lambda host: ["127.0.0.1"] if host == "secure.test" else [])
+        try:
+            scanner_env.set(ALLOWED_REGISTRIES="secure.test")
+            scanner_env.write_config({"registries": [{"address": f"secure.test:{port}", "username": registry.username,
+                                                      "password": registry.password}]})  # fmt: skip
+            reference = f"secure.test:{port}/{SAMPLE_REPOSITORY}:{SAMPLE_TAG}"
+            untrusted = scan(reference, "egress-untrusted")  # the test's CA is nobody's root yet
+            assert not untrusted.succeeded and untrusted.meta.failure_kind == "transient"
+            monkeypatch.setenv("SSL_CERT_FILE", str(tls.cert_path))  # the app trusts it (and so trivy)
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls.cert_path))
+            trusted = scan(reference, "egress-https")
+        finally:
+            use_resolver(None)
+    assert trusted.succeeded, trusted.meta.failure_description
+    assert trusted.meta.image_digest == pushed_sample.digest and trusted.meta.details
