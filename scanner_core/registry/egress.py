@@ -23,7 +23,9 @@ refused here unless listed, before trivy could follow it.
 
 from __future__ import annotations
 
+import functools
 import http.client
+import os
 import re
 import socket
 import ssl
@@ -41,7 +43,7 @@ from .guard import Address, RegistryNotAllowed, current_guard
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
                          "te", "trailer", "transfer-encoding", "upgrade"})  # fmt: skip
-_CHUNK = 256 * 1024
+_CHUNK = 1024 * 1024
 _TIMEOUT_SECONDS = 60.0
 _REALM = re.compile(r'realm="([^"]*)"', re.IGNORECASE)
 
@@ -87,33 +89,62 @@ def egress_proxy(insecure_hosts: frozenset[str] = frozenset()) -> Iterator[Egres
         thread.join(timeout=5)
 
 
-class _Pinned(http.client.HTTPSConnection):
-    """A connection to an address the guard checked (TLS still names the host); through the
+class _PinnedConnect:
+    """``connect`` to an address the guard checked (TLS still names the host); through the
     operator's own proxy (``HTTPS_PROXY``/``HTTP_PROXY`` of the app) when one is configured."""
 
-    def __init__(self, host: str, port: int, addresses: list[Address], tls: ssl.SSLContext | None,
-                 via: tuple[str, int] | None = None) -> None:  # fmt: skip
-        super().__init__(host, port, timeout=_TIMEOUT_SECONDS, context=tls or ssl.create_default_context())
-        self.addresses, self.tls, self.via = addresses, tls, via
-        if via is not None and tls is not None:
-            self.set_tunnel(host, port)  # CONNECT through the operator's proxy, then TLS to the registry
-            self.host, self.port = via
+    host: str
+    port: int
+    timeout: float
+    sock: socket.socket
+    addresses: list[Address]
+    via: tuple[str, int] | None
+    tls: ssl.SSLContext | None = None
+    _tunnel_host: str | None
 
     def connect(self) -> None:
-        targets = [(self.via[0], self.via[1])] if self.via is not None else [(str(a), self.port) for a in self.addresses]
+        targets = [self.via] if self.via is not None else [(str(a), self.port) for a in self.addresses]
         error: OSError | None = None
         for target in targets:
             try:
                 self.sock = socket.create_connection(target, self.timeout)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 break
             except OSError as failed:
                 error = failed
         else:
             raise error or OSError(f"{self.host} has no address")
         if self._tunnel_host:
-            self._tunnel()
+            self._tunnel()  # type: ignore[attr-defined]
         if self.tls is not None:
             self.sock = self.tls.wrap_socket(self.sock, server_hostname=self._tunnel_host or self.host)
+
+
+class _PinnedHTTP(_PinnedConnect, http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, addresses: list[Address], via: tuple[str, int] | None) -> None:
+        super().__init__(host, port, timeout=_TIMEOUT_SECONDS)
+        self.addresses, self.via = addresses, via
+
+
+class _PinnedHTTPS(_PinnedConnect, http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, addresses: list[Address], via: tuple[str, int] | None,
+                 tls: ssl.SSLContext) -> None:  # fmt: skip
+        super().__init__(host, port, timeout=_TIMEOUT_SECONDS, context=tls)
+        self.addresses, self.via, self.tls = addresses, via, tls
+        if via is not None:
+            self.set_tunnel(host, port)  # CONNECT through the operator's proxy, then TLS to the registry
+            self.host, self.port = via
+
+
+@functools.lru_cache(maxsize=8)
+def _client_context(verify: bool, roots: tuple[str | None, str | None]) -> ssl.SSLContext:
+    """The proxy's TLS to registries: verified against the roots the app trusts (``SSL_CERT_FILE``,
+    ``SSL_CERT_DIR``, else the system's), or not at all for a registry configured ``insecure``.
+    Made once per value (loading the roots costs ~20 ms)."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
 
 
 def _operator_proxy(scheme: str, host: str) -> tuple[str, int] | None:
@@ -128,8 +159,9 @@ def _operator_proxy(scheme: str, host: str) -> tuple[str, int] | None:
 class _Handler(BaseHTTPRequestHandler):
     server: EgressProxy
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms stalls
     tunnel: tuple[str, int] | None = None
-    upstream: _Pinned | None = None
+    upstream: _PinnedHTTP | _PinnedHTTPS | None = None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         return  # request lines may carry tokens; refusals are reported through the scan's failure
@@ -193,17 +225,18 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path or "/"
         return "http", parts.hostname, parts.port or 80, path + (f"?{parts.query}" if parts.query else "")
 
-    def _open(self, scheme: str, host: str, port: int) -> _Pinned:
+    def _open(self, scheme: str, host: str, port: int) -> _PinnedHTTP | _PinnedHTTPS:
         addresses = current_guard().checked_addresses(host, port, "registry")  # RegistryNotAllowed
         if not addresses:
             raise OSError(f"{host} does not resolve")
-        tls = None
-        if scheme == "https":
-            tls = ssl.create_default_context()
-            if host in self.server.insecure_hosts or f"{host}:{port}" in self.server.insecure_hosts:
-                tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
         via = _operator_proxy(scheme, host)
-        connection = _Pinned(host, port, addresses, tls, via)
+        connection: _PinnedHTTP | _PinnedHTTPS
+        if scheme == "https":
+            insecure = host in self.server.insecure_hosts or f"{host}:{port}" in self.server.insecure_hosts
+            roots = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            connection = _PinnedHTTPS(host, port, addresses, via, _client_context(not insecure, roots))
+        else:
+            connection = _PinnedHTTP(host, port, addresses, via)
         connection.connect()
         return connection
 
@@ -251,8 +284,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if not bodiless:
-            while chunk := response.read(_CHUNK):
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            buffer = memoryview(bytearray(_CHUNK))  # one buffer per answer: layers are relayed, not copied
+            while count := response.readinto(buffer):
+                if chunked:
+                    self.wfile.write(b"%x\r\n" % count)
+                self.wfile.write(buffer[:count])
+                if chunked:
+                    self.wfile.write(b"\r\n")
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
         response.close()
