@@ -24,7 +24,7 @@ from ..errors import ConfigurationError, RequestError, StorageError
 from ..models import AuditMeta
 from ..queue import QueueConnection, QueueEncoding, build_message, enqueue
 from ..registry import allowed_reference, parse_image_reference, parse_platform
-from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, validate_audit_id
+from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, same_image, validate_audit_id
 from .host import message_encoding
 from .responses import (
     JSON_MIMETYPE,
@@ -138,10 +138,8 @@ def get_audit(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
 
     def run() -> func.HttpResponse:
         audit_id = validate_audit_id(req.route_params.get("audit_id", ""), field="audit-id", recorded=True)
-        meta: bytes | None = None
         with ctx.audit_index() as index:
-            if (meta_path := index.find(audit_id)) is not None:
-                meta = index.read(meta_path)  # None: the index outlived the folder
+            meta = index.read_meta(audit_id)  # None also when the index outlived the folder
         if meta is None:
             raise ApiError(
                 404,
@@ -225,21 +223,13 @@ def _check_reuse(ctx: ApiContext, audit_id: str, image: str) -> None:
     """An audit id names one image's audits: re-used for another image it would move the id's
     verdicts and history to that image (issue 23), so that is a 409 (one HEAD and one GET)."""
     with ctx.audit_index() as index:
-        meta_path = index.find(audit_id)
-        data = index.read(meta_path) if meta_path is not None else None
+        data = index.read_meta(audit_id)
     if data is None:
         return
     earlier = AuditMeta.model_validate_json(data).image_tag
-    if earlier is None or not _same_reference(earlier, image):
+    if earlier is None or not same_image(earlier, image):
         raise ApiError(409, "audit-id-in-use", f"audit id {audit_id!r} names audits of {earlier or 'an image tarball'}: "
                        "re-use it only to scan that image again, or leave audit-id out for a new one", "audit-id")
-
-
-def _same_reference(first: str, second: str) -> bool:
-    try:
-        return parse_image_reference(first, "image").canonical == parse_image_reference(second, "image").canonical
-    except RequestError:
-        return first == second
 
 
 def _image_from_route(req: func.HttpRequest) -> str:

@@ -152,8 +152,8 @@ def _gate(ctx: ApiContext, row: AuditRow, asked: str | None) -> dict[str, Any]:
         wanted = {asked: wanted.get(asked, "")}  # a node that pulls this manifest by its digest
     found = dict(zip(wanted, io_pool().map(lambda digest: approval_of(ctx, row.repository, digest), wanted)))
     allowed = bool(found) and all(a is not None and a["state"] in ALLOWING for a in found.values())
-    scanned = row.platform_digest or row.digest
-    approval = found.get(scanned) if scanned in found else (next(iter(found.values())) if len(found) == 1 else None)
+    # The scanned manifest's request (for a row from before issue 23: the only one asked).
+    approval = found.get(row.platform_digest or row.digest) or (next(iter(found.values())) if len(found) == 1 else None)
     document: dict[str, Any] = {"approval": approval, "allowed": allowed}
     if row.platforms:
         document["platforms"] = [

@@ -34,8 +34,7 @@ def evaluate_policy(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse
             raise ApiError(400, "missing-field", "is required: the id of a recorded audit", "audit-id")
         audit_id = validate_audit_id(string_field(body, "audit-id"), field="audit-id", recorded=True)
         with ctx.audit_index() as index:
-            meta_path = index.find(audit_id)
-            data = index.read(meta_path) if meta_path is not None else None
+            data = index.read_meta(audit_id)
             if data is None:
                 raise ApiError(404, "not-found", f"no audit {audit_id!r} has been recorded", "audit-id")
             meta = AuditMeta.model_validate_json(data)

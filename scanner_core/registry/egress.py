@@ -40,6 +40,7 @@ from urllib.request import getproxies_environment, proxy_bypass_environment
 
 from .egress_tls import server_context, trust_bundle
 from .guard import Address, RegistryNotAllowed, current_guard
+from .guarded_http import default_port
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
                          "te", "trailer", "transfer-encoding", "upgrade"})  # fmt: skip
@@ -264,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
             parts = urlsplit(target)
             if parts.scheme in ("http", "https") and parts.hostname:
                 try:
-                    current_guard().checked_addresses(parts.hostname, parts.port or _default_port(parts.scheme),
+                    current_guard().checked_addresses(parts.hostname, parts.port or default_port(parts.scheme),
                                                       "registry")  # fmt: skip
                 except RegistryNotAllowed:
                     response.close()
@@ -316,7 +317,3 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if self.upstream is not None:
                 self.upstream.close()
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80

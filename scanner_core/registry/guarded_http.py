@@ -80,9 +80,10 @@ class GuardedSession(requests.Session):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         parts = urlsplit(request.url or "")
         if parts.hostname:  # also through a proxy, which connects on our behalf
-            current_guard().checked_addresses(parts.hostname, parts.port or _default_port(parts.scheme), "registry")
+            current_guard().checked_addresses(parts.hostname, parts.port or default_port(parts.scheme), "registry")
         return super().send(request, **kwargs)
 
 
-def _default_port(scheme: str) -> int:
+def default_port(scheme: str) -> int:
+    """The port a URL without one names."""
     return 443 if scheme == "https" else 80

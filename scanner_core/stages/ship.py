@@ -48,7 +48,6 @@ CYCLONEDX_CONTENT_TYPE = "application/vnd.cyclonedx+json"
 PointerLookup = Optional["Future[dict[str, str] | None]"]
 
 
-
 BACKGROUND_PARSE_BYTES = 4 * 1024 * 1024  # above this, the summary is parsed on a thread of its own
 _QUEUED_CHUNKS = 1  # a chunk read but not parsed yet: at most 4 MiB
 
@@ -132,7 +131,6 @@ def record_in_index(
             index.record(meta, folder, known_pointer=looked_up)
             return
     index.record(meta, folder)
-
 
 
 class Shipper:

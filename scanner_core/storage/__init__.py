@@ -23,6 +23,7 @@ _EXPORTS = {
     "MAX_IMAGE_CHARS": ".index_rows",
     "encode_image": ".index_rows",
     "image_identity": ".index_rows",
+    "same_image": ".index_rows",
     "iso8601": ".index_rows",
     "META_BLOB": ".layout",
     "NOTIFICATION_BLOB": ".layout",

@@ -39,7 +39,6 @@ def shared_container_client(container_url: str, **options: Any) -> ContainerClie
         return client
 
 
-
 def forget_clients() -> None:
     """Empties the client cache (tests)."""
     with _lock:

@@ -74,8 +74,8 @@ from .index_rows import (
     decode_cursor,
     encode_cursor,
     encode_image,
-    image_identity,
     int_or_none,
+    same_image,
 )
 from ..io_pool import io_pool
 from .clients import shared_container_client
@@ -314,6 +314,12 @@ class AuditIndex:
         row = self._metadata(previous["row"]) if previous.get("row", "").startswith(self.prefix) else None
         return row is None or _same_label(row.get("image"), image)
 
+    def read_meta(self, audit_id: str) -> bytes | None:
+        """The ``meta`` of ``audit_id`` (one HEAD and one GET); ``None`` when it is not indexed or
+        the index outlived its folder."""
+        meta_path = self.find(audit_id)
+        return self.read(meta_path) if meta_path is not None else None
+
     def _metadata(self, name: str) -> dict[str, str] | None:
         try:
             return dict(self._container.get_blob_client(name).get_blob_properties().metadata or {})
@@ -339,8 +345,5 @@ class AuditIndex:
 
 
 def _same_label(first: str | None, second: str | None) -> bool:
-    """Whether two encoded image labels name one image (``redis:7`` is ``docker.io/library/redis:7``)."""
-    if first is None or second is None:
-        return first == second
-    one, other = unquote(first), unquote(second)
-    return one == other or (image_identity(one)[0] is not None and image_identity(one) == image_identity(other))
+    """``same_image`` of two labels as the index stores them (percent-encoded)."""
+    return same_image(unquote(first) if first is not None else None, unquote(second) if second is not None else None)

@@ -208,6 +208,15 @@ def image_identity(image: str | None, image_digest: str | None = None) -> tuple[
     return f"{reference.registry}/{reference.repository}", reference.tag, image_digest or reference.digest
 
 
+def same_image(first: str | None, second: str | None) -> bool:
+    """Whether two image labels name one image: ``redis:7`` is ``docker.io/library/redis:7``;
+    a label that is not a reference (a tarball's) only equals itself."""
+    if first is None or second is None or first == second:
+        return first == second
+    identity = image_identity(first)
+    return identity[0] is not None and identity == image_identity(second)
+
+
 def _encode_platforms(platforms: Mapping[str, str]) -> str:
     """``sha256:...=os/arch;...``, each side percent-encoded: ASCII for blob metadata, and no
     value can forge another entry."""
