@@ -26,12 +26,9 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 from bench.bench_scan import build_fixture, scanner_environment, trivy_executable  # noqa: E402
-from scanner_core.audit import ScanRequest, utc_now  # noqa: E402
-from scanner_core.config import load_config  # noqa: E402
-from scanner_core.core import Scanner  # noqa: E402
+from bench.bench_server import core  # noqa: E402  - Scanner.scan of one reference, timed
 from scanner_core.registry import use_resolver  # noqa: E402
 from tests.support.azurite import Azurite  # noqa: E402
 from tests.support.big_image import build_big_image  # noqa: E402
@@ -43,16 +40,6 @@ NAME = "registry.bench"
 
 def say(text: str) -> None:
     print(f"[egress] {text}", file=sys.stderr, flush=True)
-
-
-def scan(reference: str, audit_id: str) -> float:
-    scanner = Scanner(load_config(), app_root=REPO_ROOT)
-    started = time.perf_counter()
-    outcome = scanner.scan(ScanRequest(audit_id=audit_id, requested_at=utc_now(), image=reference))
-    seconds = time.perf_counter() - started
-    if not outcome.succeeded:
-        raise RuntimeError(f"{reference}: {outcome.meta.failure_description}")
-    return seconds
 
 
 def main() -> None:
@@ -91,7 +78,7 @@ def main() -> None:
                 times: dict[str, list[float]] = {"proxy": [], "direct": []}
                 for round_ in range(args.rounds + 1):  # the first round warms both up
                     for path, host in (("proxy", NAME), ("direct", "127.0.0.1")):
-                        seconds = scan(f"{host}:{port}/{repository}@{digest}", f"{label}-{path}-{round_}")
+                        seconds = core(f"{host}:{port}/{repository}@{digest}", f"{label}-{path}-{round_}")
                         if round_:
                             times[path].append(seconds)
                 proxy, direct = statistics.median(times["proxy"]), statistics.median(times["direct"])

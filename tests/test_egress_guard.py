@@ -53,6 +53,27 @@ def relay(handler: BaseHTTPRequestHandler, url: str) -> None:
         handler.wfile.write(body)
 
 
+class _Quiet(BaseHTTPRequestHandler):
+    """The doubles' handlers: HTTP/1.1 (keep-alive, as registries speak), no request log."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def relaying(upstream: str) -> type[_Quiet]:
+    """A handler that answers every GET and HEAD with what ``upstream`` answers."""
+
+    class Relaying(_Quiet):
+        def do_GET(self) -> None:  # noqa: N802
+            relay(self, f"{upstream}{self.path}")
+
+        do_HEAD = do_GET  # noqa: N815
+
+    return Relaying
+
+
 class _Counting(LoopbackHttpServer):
     """Where the front redirects blobs to: a loopback port the guard refuses; counts what reaches it."""
 
@@ -60,15 +81,12 @@ class _Counting(LoopbackHttpServer):
         self.requests: list[str] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_Quiet):
             def do_GET(self) -> None:  # noqa: N802
                 outer.requests.append(self.path)
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return
 
         self._serve(Handler, "refused-target")
 
@@ -77,25 +95,17 @@ class _RedirectingFront(LoopbackHttpServer):
     """The registry, except that every blob GET is answered ``307`` to ``target``."""
 
     def __init__(self, registry_url: str, target: str) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(relaying(registry_url)):  # type: ignore[misc]
             def do_GET(self) -> None:  # noqa: N802
-                if "/blobs/" in self.path:
-                    self.send_response(307)
-                    self.send_header("Location", f"{target}{self.path}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                if "/blobs/" not in self.path:
+                    super().do_GET()
                     return
-                self._pass()
+                self.send_response(307)
+                self.send_header("Location", f"{target}{self.path}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             do_HEAD = do_GET  # noqa: N815
-
-            def _pass(self) -> None:
-                relay(self, f"{registry_url}{self.path}")
-
-            def log_message(self, *args: object) -> None:
-                return
 
         self._serve(Handler, "redirecting-front")
 
@@ -161,9 +171,7 @@ class _OperatorProxy(LoopbackHttpServer):
         self.forwarded: list[str] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(_Quiet):
             def do_GET(self) -> None:  # noqa: N802
                 outer.forwarded.append(self.path)
                 relay(self, self.path.replace("://registry.test:", "://127.0.0.1:", 1))  # it resolves names itself
@@ -174,9 +182,6 @@ class _OperatorProxy(LoopbackHttpServer):
                 self.send_response(405)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return
 
         self._serve(Handler, "operator-proxy")
 
@@ -196,18 +201,7 @@ class _TlsFront(LoopbackHttpServer):
     """The registry behind TLS with a certificate for ``secure.test`` (its own CA, made here)."""
 
     def __init__(self, registry_url: str, certificate: Path, key: Path) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802
-                relay(self, f"{registry_url}{self.path}")
-
-            do_HEAD = do_GET  # noqa: N815
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self._serve(Handler, "tls-front")
+        self._serve(relaying(registry_url), "tls-front")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certificate, key)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
