@@ -138,7 +138,7 @@ def test_the_dashboard_shows_a_failing_request_in_its_row_and_keeps_the_others(s
 
     with ApiServer(make_api(azurite), KEY) as server, DevToolsBrowser(str(find_chromium())) as browser:
         tab = browser.new_tab(f"{server.base_url}/api/dashboard?code={KEY}")
-        tab.wait_for("document.body.dataset.state !== 'loading'")
+        tab.wait_for("document.body.dataset.state && document.body.dataset.state !== 'loading'")
         assert tab.evaluate("document.body.dataset.state") == "ready"
         assert tab.evaluate("document.getElementById('message').hidden") is True
         assert tab.evaluate("document.querySelectorAll('#images tr[data-image]').length") == 2

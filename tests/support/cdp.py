@@ -51,14 +51,24 @@ class Tab:
         return answer.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
-        """Polls ``expression`` until it is truthy; its value."""
+        """Polls ``expression`` until it is truthy; its value.
+
+        While the page is still loading, ``document.body`` may not exist yet and
+        the expression may throw: a throw counts as "not yet", and the last one is
+        reported if the expression never becomes truthy.
+        """
         deadline = time.monotonic() + timeout
+        last_error: BrowserError | None = None
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except BrowserError as error:
+                last_error, value = error, None
             if value:
                 return value
             time.sleep(0.1)
-        raise BrowserError(f"{expression!r} still falsy after {timeout} s; DOM: {self.dom()[-3000:]}")
+        raise BrowserError(f"{expression!r} still falsy after {timeout} s (last error: {last_error}); "
+                           f"DOM: {self.dom()[-3000:]}")
 
     def click(self, selector: str) -> None:
         """A left click at the centre of the first element matching ``selector``."""
