@@ -7,6 +7,7 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "ALLOWING_STATES": ".models",
     "ApprovalBook": ".book",
     "SeenRequest": ".book",
     "read_request": ".book",

@@ -14,21 +14,17 @@ import functools
 import hashlib
 import re
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode
 
 import azure.functions as func
 
 from ..errors import RequestError
-from ..io_pool import io_pool
 from ..registry import parse_image_reference
-from ..storage import AuditRow, iso8601
-from .approvals_api import approval_of
 from .http_api import ApiContext, row_document
 from .responses import ApiError, answer, json_response, limit_param, route_segment
+from .verdicts import find_verdict
 
 DASHBOARD_PAGE = Path(__file__).with_name("static") / "dashboard.html"
-ALLOWING = ("approved", "auto-approved")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -45,12 +41,11 @@ def image_verdict(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
             raise ApiError(400, "missing-field", "is required: the image's manifest digest, sha256:<64 hex>", "digest")
         if tag is not None:
             parse_image_reference(f"{repository}:{tag}", field="tag")
-        with ctx.audit_index() as index:
-            row = next((r for r in index.repository_rows(repository) if _matches(r, tag, digest)), None)
-        if row is None:
+        document = find_verdict(ctx, repository, tag, digest)
+        if document is None:
             wanted = (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
             raise ApiError(404, "not-found", f"{repository}{wanted} has never been scanned by this scanner", "image")
-        return json_response(200, _verdict_document(row, ctx) | _gate(ctx, row, digest))
+        return json_response(200, document)
 
     return answer(req, ("GET",), run)
 
@@ -135,53 +130,3 @@ def _digest(value: str, field: str = "digest") -> str:
     if not _DIGEST.fullmatch(value):
         raise ApiError(400, "invalid-field", f"{value!r} is not allowed: sha256:<64 lower-case hex digits>", field)
     return value
-
-
-def _matches(row: AuditRow, tag: str | None, digest: str | None) -> bool:
-    """A row of the tag, and of the digest: the image's, or the platform manifest it scanned."""
-    return (tag is None or row.tag == tag) and (digest is None or digest in (row.digest, row.platform_digest))
-
-
-def _gate(ctx: ApiContext, row: AuditRow, asked: str | None) -> dict[str, Any]:
-    """``approval`` and ``allowed`` (issue 23): approvals are per platform manifest. A platform's
-    digest is allowed when its own request is approved; an image index (asked by its digest or a
-    tag) only when every platform it offers is, so neither a reviewer who saw one platform nor a
-    requester's choice of platform can make the index allowed; ``platforms`` says which are not."""
-    wanted = row.approval_digests  # {manifest digest: platform}
-    if asked is not None and asked == row.platform_digest and asked != row.digest:
-        wanted = {asked: wanted.get(asked, "")}  # a node that pulls this manifest by its digest
-    found = dict(zip(wanted, io_pool().map(lambda digest: approval_of(ctx, row.repository, digest), wanted)))
-    allowed = bool(found) and all(a is not None and a["state"] in ALLOWING for a in found.values())
-    # The scanned manifest's request (for a row from before issue 23: the only one asked).
-    approval = found.get(row.platform_digest or row.digest) or (next(iter(found.values())) if len(found) == 1 else None)
-    document: dict[str, Any] = {"approval": approval, "allowed": allowed}
-    if row.platforms:
-        document["platforms"] = [
-            {"platform": wanted[digest] or None, "digest": digest, "approval": (a or {}).get("state"),
-             "allowed": bool(a and a["state"] in ALLOWING)}
-            for digest, a in found.items()
-        ]
-    return document
-
-
-def _verdict_document(row: AuditRow, ctx: ApiContext) -> dict[str, Any]:
-    return {
-        "image": row.image,
-        "repository": row.repository,
-        "tag": row.tag,
-        "digest": row.digest,
-        "audit-id": row.audit_id,
-        "audit-result": row.audit_result,
-        "scan-status": row.scan_status,
-        "decision": row.decision,
-        "vulnerabilities": row.vulnerabilities,
-        "summary": row.summary,
-        "failure-reason": row.failure_reason,
-        "requested-at": iso8601(row.requested_at),
-        "scanned-at": iso8601(row.scanned_at),
-        "trivy-db-updated-at": row.db_updated_at,
-        "links": {
-            "audit": ctx.path(f"audits/{quote(row.audit_id)}"),
-            "history": ctx.path(f"images/{quote(row.repository or '', safe='')}/history"),
-        },
-    }
