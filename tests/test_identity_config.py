@@ -14,7 +14,7 @@ from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
 from scanner_core.errors import ConfigurationError
-from scanner_core.queue import resolve_queue_connection
+from scanner_core.storage import resolve_queue_connection
 from scanner_core.registry import ACR_USERNAME, find_credentials, parse_image_reference, resolve_credentials
 
 SAS = "https://acct.blob.core.windows.net/audits?sv=2024&sig=TopSecretSig"

@@ -22,7 +22,8 @@ import azure.functions as func
 from ..config import ScannerConfig, load_config
 from ..errors import ConfigurationError, RequestError, StorageError
 from ..models import AuditMeta
-from ..queue import QueueConnection, QueueEncoding, build_message, enqueue
+from ..queue import QueueEncoding, build_message, enqueue
+from ..storage import QueueConnection
 from ..registry import allowed_reference, parse_image_reference, parse_platform
 from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, same_image, validate_audit_id
 from .host import message_encoding

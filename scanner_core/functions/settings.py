@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..config import describe_error
 from ..errors import ConfigurationError
-from ..queue import QueueConnection, resolve_queue_connection
+from ..storage import QueueConnection, resolve_queue_connection
 from .bindings import (
     DEFAULT_DB_REFRESH_SCHEDULE,
     DEFAULT_HEARTBEAT_SCHEDULE,

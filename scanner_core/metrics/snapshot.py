@@ -30,7 +30,8 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from ..models import AuditResult, HeartbeatMeta
-from ..queue import QueueConnection, queue_client
+from ..queue import queue_client
+from ..storage import QueueConnection
 from ..storage import AuditIndex, AuditRow, StorageErrors, heartbeat_blob
 from .approval import ApprovalStates, approval_state, approval_states
 

@@ -9,7 +9,7 @@ from azure.storage.queue import QueueClient
 
 from ..errors import StorageError
 from ..redact import Redactor
-from .connection import QUEUE_SENDER_ROLE, QueueConnection
+from ..storage import QUEUE_SENDER_ROLE, QueueConnection
 from .messages import QueueEncoding, ScanMessage, encode_body
 
 

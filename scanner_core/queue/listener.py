@@ -38,7 +38,7 @@ from ..heartbeat import write_heartbeat
 from ..log import ScanLogger
 from .backoff import RetryPolicy
 from .client import QueueSender, queue_client
-from .connection import QueueConnection
+from ..storage import QueueConnection
 from .delivery import Delivery, RetryableFailure, handle_delivery
 from .lease import Lease
 from .messages import QueueEncoding

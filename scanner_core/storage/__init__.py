@@ -7,6 +7,19 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "AZURITE_CONNECTION_STRING": ".account",
+    "AccountConnection": ".account",
+    "QUEUE_PROCESSOR_ROLE": ".account",
+    "QUEUE_SENDER_ROLE": ".account",
+    "TABLE_ROLE": ".account",
+    "resolve_account_connection": ".account",
+    "QueueConnection": ".account",
+    "resolve_queue_connection": ".account",
+    "MAX_KEY_CHARS": ".tables",
+    "fleet_table": ".tables",
+    "forget_tables": ".tables",
+    "key_text": ".tables",
+    "table_key": ".tables",
     "AzureBlobStore": ".blob",
     "BlobStore": ".blob",
     "AuditIndex": ".index",
