@@ -1,0 +1,165 @@
+"""Grace periods' rules (issue 25, item 1) against real Azurite: which condition sets the
+deadline (a KEV ``dueDate``, ``0`` for at once, the default), a reviewer extending a deadline
+with a reason or revoking at once through the HTTP routes, the deadline timer's exactly-once
+under two concurrent runs, the approvals list showing the deadline, and a bad ``revocation:``
+section stopping start-up with the field and what it allows. The end to end path with trivy:
+tests/test_approval_grace.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date
+
+import pytest
+
+from scanner_core.approvals import ApprovalBook, ApprovalStore, apply_deadlines, approval_id, decide_request
+from scanner_core.approvals import Decision, Reviewer
+from scanner_core.config import load_config
+from scanner_core.errors import ConfigurationError
+from scanner_core.functions import extend, get_approval, list_approvals, revoke
+from scanner_core.models import Finding, KevEntry
+from scanner_core.policy import RevocationPolicy
+from scanner_core.storage import iso8601
+from tests.support.webhook import WebhookReceiver
+from tests.test_approval_rules import DIGEST, REPOSITORY, meta, store_for
+from tests.test_approvals import call, decide
+from tests.test_http_api import make_api
+from tests.test_policy import write_policy
+
+NOW = 1_796_000_100  # a little after meta()'s audits
+POLICY = {"default": "review", "revocation": {"grace": "14d", "conditions": [
+    {"id": "kev-due", "kev": True, "grace": "kev-due-date"},
+    {"id": "fixable-critical-now", "severity": "critical", "fixable": True, "grace": 0},
+]}}
+
+
+def _approved_book(store: ApprovalStore, revocation: RevocationPolicy | None, now: float = NOW) -> ApprovalBook:
+    book = ApprovalBook(store, None, clock=lambda: now, revocation=revocation)
+    assert book.after_audit(meta("a1")) == "created"
+    request, etag = store.get(approval_id(REPOSITORY, DIGEST))
+    decide_request(store, request.id, Decision("approve", Reviewer("alice", False), "ok"), etag, iso8601(NOW))
+    return book
+
+
+def _finding(cve: str, *, due: str | None = None, fixed: str | None = None) -> Finding:
+    return Finding(vulnerability_id=cve, pkg_name="openssl", severity="CRITICAL", installed_version="1",
+                   fixed_version=fixed, kev=KevEntry(due_date=due) if due else None)
+
+
+def _rescan(audit_id: str, *findings: Finding, at: int = 1_796_000_050):
+    audit = meta(audit_id, status="failed", at=at)
+    counts = dict(audit.vulnerabilities or {}) | {"critical": len(findings), "total": len(findings)}
+    return audit.model_copy(update={"details": list(findings), "vulnerabilities": counts})
+
+
+def test_the_first_matching_condition_sets_the_deadline(scanner_env, audits) -> None:
+    policy = RevocationPolicy.model_validate(POLICY["revocation"])
+    store = store_for(scanner_env, audits)
+    book = _approved_book(store, policy)
+    # A KEV finding: its dueDate (the end of that day, UTC), not the 14 days of the default.
+    assert book.after_audit(_rescan("a2", _finding("CVE-2026-0001", due="2027-03-01"))) == "at-risk"
+    request, _ = store.get(approval_id(REPOSITORY, DIGEST))
+    assert (request.state, request.at_risk.deadline, request.at_risk.rule) == ("at-risk", "2027-03-02T00:00:00Z",
+                                                                               "kev-due")
+    assert request.allowed and request.at_risk.findings == ["CVE-2026-0001"] and request.at_risk.from_state == "approved"
+    # A later audit adds a fixable critical whose grace is 0: revoked at once, naming it.
+    assert book.after_audit(_rescan("a3", _finding("CVE-2026-0001", due="2027-03-01"),
+                                    _finding("CVE-2026-0002", fixed="1.1"), at=1_796_000_060)) == "revoked"
+    request, _ = store.get(request.id)
+    assert request.state == "revoked" and "CVE-2026-0002" in request.reason and not request.allowed
+    assert [(h.from_state, h.to_state) for h in store.history(request.id)][-2:] == [
+        ("approved", "at-risk"), ("at-risk", "revoked")]
+
+
+def test_without_a_revocation_section_a_new_critical_revokes_at_once(scanner_env, audits) -> None:
+    store = store_for(scanner_env, audits)
+    book = _approved_book(store, None)
+    assert book.after_audit(_rescan("a2", _finding("CVE-2026-0003"))) == "revoked"
+
+
+def test_a_reviewer_extends_with_a_reason_or_revokes_at_once(scanner_env, azurite, audits, tmp_path) -> None:
+    write_policy(scanner_env, tmp_path, POLICY)
+    store = store_for(scanner_env, audits)
+    now = time.time()
+    book = _approved_book(store, RevocationPolicy.model_validate(POLICY["revocation"]), now)
+    assert book.after_audit(_rescan("a2", _finding("CVE-2026-0004"), at=int(now))) == "at-risk"
+    ctx = make_api(azurite)
+    ids = {"approval_id": approval_id(REPOSITORY, DIGEST)}
+    _, request, headers = call(get_approval, ctx, "GET", "x", route_params=ids)
+    deadline = request["at-risk"]["deadline"]
+    later = iso8601(int(now) + 30 * 86_400)
+
+    status, error, _ = decide(extend, ctx, ids["approval_id"], headers["ETag"], {"reviewer": "carol", "deadline": later})
+    assert (status, error["error"]["field"]) == (400, "reason")
+    status, error, _ = decide(extend, ctx, ids["approval_id"], headers["ETag"],
+                              {"reviewer": "carol", "reason": "x", "deadline": "2020-01-01T00:00:00Z"})
+    assert status == 400 and error["error"]["field"] == "deadline" and deadline in error["error"]["message"]
+    status, error, _ = decide(extend, ctx, ids["approval_id"], headers["ETag"],
+                              {"reviewer": "carol", "reason": "x", "accept": []})
+    assert status == 400 and error["error"]["field"] == "accept" and "deadline" in error["error"]["message"]
+    status, extended, headers = decide(extend, ctx, ids["approval_id"], headers["ETag"],
+                                       {"reviewer": "carol", "reason": "vendor patch due on the 20th", "deadline": later})
+    assert status == 200 and extended["state"] == "at-risk" and extended["at-risk"]["deadline"] == later
+    entry = extended["history-entry"]
+    assert entry["deadline"] == later and deadline in entry["reason"] and "vendor patch" in entry["reason"]
+    status, listed, _ = call(list_approvals, ctx, "GET", "approvals", params={"status": "at-risk"})
+    assert status == 200 and [(a["id"], a["deadline"]) for a in listed["approvals"]] == [(ids["approval_id"], later)]
+
+    with WebhookReceiver() as receiver:
+        scanner_env.set(NOTIFY_WEBHOOK_URLS=receiver.url)
+        ctx = make_api(azurite)
+        status, error, _ = decide(revoke, ctx, ids["approval_id"], headers["ETag"], {"reviewer": "carol"})
+        assert (status, error["error"]["field"]) == (400, "reason")
+        status, revoked, _ = decide(revoke, ctx, ids["approval_id"], headers["ETag"],
+                                    {"reviewer": "carol", "reason": "exploited in the wild"})
+        assert status == 200 and revoked["state"] == "revoked" and revoked["allowed"] is False
+        assert "at-risk" not in revoked
+        assert receiver.wait_for(1)
+        (event,) = [r.json() for r in receiver.all()]
+        assert (event["event"], event["approval-id"], event["reason"]) == (
+            "approval-revoked", ids["approval_id"], "exploited in the wild")
+    status, error, _ = decide(extend, ctx, ids["approval_id"], revoked["etag"],
+                              {"reviewer": "carol", "reason": "x", "deadline": later})
+    assert status == 409 and error["error"]["code"] == "invalid-transition" and "at-risk" in error["error"]["message"]
+
+
+def test_two_timer_runs_at_once_revoke_once(scanner_env, audits) -> None:
+    store = store_for(scanner_env, audits)
+    policy = RevocationPolicy.model_validate({"grace": "1d"})
+    book = _approved_book(store, policy)
+    assert book.after_audit(_rescan("a2", _finding("CVE-2026-0005"))) == "at-risk"
+    start = threading.Barrier(4)
+    runs = []
+
+    def run() -> None:
+        start.wait()
+        runs.append(apply_deadlines(store, None, 0, NOW + 2 * 86_400))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(len(r.revoked) for r in runs) == 1, runs
+    moves = [(h.from_state, h.to_state) for h in store.history(approval_id(REPOSITORY, DIGEST))]
+    assert moves.count(("at-risk", "revoked")) == 1
+
+
+def test_a_bad_revocation_section_names_the_field_and_what_it_allows(scanner_env, tmp_path) -> None:
+    write_policy(scanner_env, tmp_path, {"revocation": {"grace": "7x", "conditions": [
+        {"id": "k", "severity": "urgent", "grace": "1d"}, {"id": "k2", "grace": "1d", "kev": True, "due": 1}]}})
+    with pytest.raises(ConfigurationError) as error:
+        load_config()
+    text = "; ".join(error.value.problems)
+    assert "revocation.grace" in text and "7d, 12h or 30m" in text and "kev-due-date" in text
+    assert "urgent is not a severity" in text and "critical" in text
+    assert "due" in text and "unknown field; allowed: id, severity, fixable, kev, epss, rule, grace" in text
+
+
+def test_kev_due_dates_are_read_from_the_details() -> None:
+    from scanner_core.approvals import revocation_causes
+    from tests.test_approval_rules import approved
+
+    causes = revocation_causes(approved([]), _rescan("a9", _finding("CVE-1", due="2027-01-15")), date(2026, 12, 1))
+    assert causes is not None and causes.threats[0].kev_due == date(2027, 1, 15) and causes.threats[0].kev
