@@ -163,3 +163,66 @@ def test_kev_due_dates_are_read_from_the_details() -> None:
 
     causes = revocation_causes(approved([]), _rescan("a9", _finding("CVE-1", due="2027-01-15")), date(2026, 12, 1))
     assert causes is not None and causes.threats[0].kev_due == date(2027, 1, 15) and causes.threats[0].kev
+
+
+def test_the_metrics_the_digest_and_the_dashboard_list_show_at_risk_with_the_deadline(scanner_env, azurite,
+                                                                                     audits) -> None:
+    from scanner_core.approvals import build_digest
+    from scanner_core.storage import AuditIndex
+    from tests.test_audit_index import folder_of
+    from tests.test_metrics import samples, scrape
+
+    store = store_for(scanner_env, audits)
+    book = _approved_book(store, RevocationPolicy.model_validate({"grace": "3d"}))
+    rescan = _rescan("a2", _finding("CVE-2026-0006"))
+    api = make_api(azurite)
+    with AuditIndex(api.config.settings.blob_container_url, api.short_id) as index:
+        index.record(rescan, folder_of(rescan, api.short_id))
+    assert book.after_audit(rescan) == "at-risk"
+    request, _ = store.get(approval_id(REPOSITORY, DIGEST))
+    deadline = request.at_risk.deadline
+    assert deadline == iso8601(NOW + 3 * 86_400)
+
+    families = scrape(api)["families"]
+    [state] = samples(families, "trivy_scanner_image_approval", image_digest=DIGEST)
+    [due] = samples(families, "trivy_scanner_image_approval_deadline_timestamp_seconds", image_digest=DIGEST)
+    assert state.labels["state"] == "at-risk" and due.value == NOW + 3 * 86_400
+
+    digest = build_digest(store, NOW + 60)
+    assert [(item["state"], item["deadline"]) for item in digest["at-risk"]] == [("at-risk", deadline)]
+    assert digest["decisions"] == [] and f"(deadline {deadline})" in digest["text"] and "1 at risk" in digest["text"]
+
+
+def test_the_dashboard_shows_the_deadline_and_a_click_revokes_at_once(scanner_env, azurite, audits) -> None:
+    import json
+
+    from scanner_core.storage import AuditIndex
+    from tests.support.api_server import ApiServer
+    from tests.support.browser import find_chromium
+    from tests.support.cdp import DevToolsBrowser
+    from tests.support.easy_auth import principal_headers
+    from tests.test_approval_page import KEY, ROW
+
+    scanner_env.set(WEBSITE_AUTH_ENABLED="True")
+    store = store_for(scanner_env, audits)
+    now = time.time()
+    book = _approved_book(store, RevocationPolicy.model_validate({"grace": "5d"}), now)
+    rescan = _rescan("a2", _finding("CVE-2026-0007"), at=int(now))
+    AuditIndex(audits.sas_url, scanner_env.short_id).record(rescan, f"trivy-{scanner_env.short_id}/20261202-000000-a2")
+    assert book.after_audit(rescan) == "at-risk"
+    deadline = store.get(approval_id(REPOSITORY, DIGEST))[0].at_risk.deadline
+    field = ROW + " [data-field={}]"
+    with ApiServer(make_api(azurite), KEY, principal_headers("alice@contoso.com")) as server, \
+            DevToolsBrowser(str(find_chromium())) as browser:
+        tab = browser.new_tab(f"{server.base_url}/api/dashboard?code={KEY}")
+        tab.wait_for("document.body.dataset.state === 'ready'")
+        assert tab.evaluate(f"document.querySelector({json.dumps(ROW)}).dataset.state") == "at-risk"
+        shown = tab.evaluate(f"document.querySelector({json.dumps(field.format('deadline'))}).textContent")
+        assert shown == f"until {deadline} (CVE-2026-0007)"
+        assert tab.evaluate("document.querySelector('#images [data-approval]').textContent") == \
+            f"approval: at-risk until {deadline}"
+        tab.type_into(field.format("reason-input"), "exploited in the wild")
+        tab.click(ROW + " button[data-action=revoke]")
+        tab.wait_for(f"document.querySelector({json.dumps(ROW)}).dataset.state === 'revoked'")
+        assert tab.evaluate(f"document.querySelector({json.dumps(field.format('deadline'))}).textContent") == ""
+    assert store.get(approval_id(REPOSITORY, DIGEST))[0].decided_by == "alice@contoso.com"
