@@ -28,6 +28,7 @@ from tests.test_http_api import make_api
 from tests.test_policy import write_policy
 
 NOW = 1_796_000_100  # a little after meta()'s audits
+OTHER = "sha256:" + "cd" * 32
 POLICY = {"default": "review", "revocation": {"grace": "14d", "conditions": [
     {"id": "kev-due", "kev": True, "grace": "kev-due-date"},
     {"id": "fixable-critical-now", "severity": "critical", "fixable": True, "grace": 0},
@@ -142,6 +143,18 @@ def test_two_timer_runs_at_once_revoke_once(scanner_env, audits) -> None:
     for thread in threads:
         thread.join()
     assert sum(len(r.revoked) for r in runs) == 1, runs
+    # A damaged request among the at-risk ones is reported, and the others still get their deadlines.
+    book.after_audit(meta("b1").model_copy(update={"image": f"{REPOSITORY}:2.0@{OTHER}", "image_digest": OTHER}))
+    other, etag = store.get(approval_id(REPOSITORY, OTHER))
+    decide_request(store, other.id, Decision("approve", Reviewer("alice", False), "ok"), etag, iso8601(NOW))
+    assert book.after_audit(_rescan("b2", _finding("CVE-2026-0008")).model_copy(
+        update={"image": f"{REPOSITORY}:2.0@{OTHER}", "image_digest": OTHER})) == "at-risk"
+    damaged = "ap-" + "0" * 24
+    audits.client.upload_blob(store.request_name(damaged), b"{not json")
+    audits.client.upload_blob(f"{store.scope('at-risk')}0000000000-{damaged}.row", b"",
+                              metadata={"id": damaged, "state": "at-risk"})
+    run = apply_deadlines(store, None, 0, NOW + 2 * 86_400)
+    assert (run.revoked, run.unreadable) == ([approval_id(REPOSITORY, OTHER)], [damaged])
     moves = [(h.from_state, h.to_state) for h in store.history(approval_id(REPOSITORY, DIGEST))]
     assert moves.count(("at-risk", "revoked")) == 1
 
@@ -226,3 +239,20 @@ def test_the_dashboard_shows_the_deadline_and_a_click_revokes_at_once(scanner_en
         tab.wait_for(f"document.querySelector({json.dumps(ROW)}).dataset.state === 'revoked'")
         assert tab.evaluate(f"document.querySelector({json.dumps(field.format('deadline'))}).textContent") == ""
     assert store.get(approval_id(REPOSITORY, DIGEST))[0].decided_by == "alice@contoso.com"
+
+
+def test_four_eyes_refuses_a_reviewer_who_only_names_themselves(scanner_env, audits) -> None:
+    from scanner_core.approvals import DecisionRules, ReviewerRefused
+
+    store = store_for(scanner_env, audits)
+    assert ApprovalBook(store, None).after_audit(meta("r1", trigger="request", requested_by="bob")) == "created"
+    request, etag = store.get(approval_id(REPOSITORY, DIGEST))
+    assert request.requesters == ["bob"]
+    for reviewer in (Reviewer("mallory", False), Reviewer("BOB", True)):
+        with pytest.raises(ReviewerRefused) as refused:
+            decide_request(store, request.id, Decision("approve", reviewer, "ok"), etag, iso8601(NOW),
+                           DecisionRules(four_eyes=True))
+        assert refused.value.status == 403 and "APPROVAL_FOUR_EYES" in refused.value.message
+    decided, _, _ = decide_request(store, request.id, Decision("approve", Reviewer("alice", True), "ok"), etag,
+                                   iso8601(NOW), DecisionRules(four_eyes=True))
+    assert decided.state == "approved"

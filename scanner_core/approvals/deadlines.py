@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from ..storage import iso8601
 from . import grace
 from .events import DEADLINE_SOON_EVENT, REVOKED_EVENT, send_transition
@@ -27,6 +29,7 @@ class DeadlineRun:
     revoked: list[str] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
     raced: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # a document that is not a request: left for people
 
 
 def apply_deadlines(store: ApprovalStore, notifier: EventSender | None, notice_seconds: int,
@@ -35,7 +38,11 @@ def apply_deadlines(store: ApprovalStore, notifier: EventSender | None, notice_s
     stamp = iso8601(moment) or ""
     run = DeadlineRun()
     for row in store.rows("at-risk"):
-        found = store.get(row.get("id", ""))
+        try:
+            found = store.get(row.get("id", ""))
+        except ValidationError:  # written outside the app: the others still get their deadlines
+            run.unreadable.append(row.get("id", ""))
+            continue
         if found is None:
             continue
         request, etag = found

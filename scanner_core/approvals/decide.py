@@ -103,6 +103,10 @@ def _check_reviewer(request: ApprovalRequest, decision: Decision, rules: Decisio
                                 reviewer.authenticated)
         if refusal is not None:
             raise ReviewerRefused(403, "reviewer", refusal)
+    if rules.four_eyes and decision.action in ("approve", "extend") and not reviewer.authenticated:
+        raise ReviewerRefused(403, "reviewer", f"{FOUR_EYES}=true: an authenticated reviewer (App Service "
+                              "authentication) is required to " + decision.action + ", so that the requester "
+                              "cannot approve under another name")
     if rules.four_eyes and decision.action in ("approve", "extend") and reviewer.name.casefold() in {
             name.casefold() for name in request.requesters}:
         raise ReviewerRefused(403, "reviewer", f"{reviewer.name} asked for a scan of this image and may not "

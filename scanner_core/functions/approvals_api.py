@@ -148,7 +148,7 @@ def on_deadlines(timer: func.TimerRequest | None, app_root: Path) -> Any:
     notice = (scanner.config.policy or load_policy(settings)).revocation.notice.seconds
     run = apply_deadlines(ApprovalStore(settings.blob_container_url, scanner.short_id), notifier, notice)
     scanner.logger.info("approval deadlines", fields={"revoked": len(run.revoked), "warned": len(run.warned),
-                                                      "raced": len(run.raced)})
+                                                      "raced": len(run.raced), "unreadable": run.unreadable})
     return run
 
 
