@@ -27,6 +27,7 @@ class ScanRequest:
     # ``image`` then reads ``repo:tag@digest``), and what asked for the scan.
     tag: str | None = None
     trigger: str | None = None
+    requested_by: str | None = None  # the App Service principal that asked (POST /api/scans)
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,7 @@ class Scanner:
             timestamp=int(time.time()),
             requested_at=int(request.requested_at.timestamp()),
             trigger=request.trigger,  # type: ignore[arg-type]
+            requested_by=request.requested_by,
             audit_result=AuditResult.AUDIT_FAILED,
             image=request.image,
             image_tag=request.image,

@@ -66,8 +66,12 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_approval_security": "approvals/{approval_id}/security",
         "api_approve": "approvals/{approval_id}/approve",
         "api_reject": "approvals/{approval_id}/reject",
+        "api_revoke_approval": "approvals/{approval_id}/revoke",
+        "api_extend_deadline": "approvals/{approval_id}/extend",
         "api_policy_evaluate": "policy/evaluate",
     }
+    deadlines = function_metadata["approval_deadlines"]["bindings"][0]  # issue 25: at-risk deadlines
+    assert (deadlines["type"], deadlines["schedule"]) == ("timerTrigger", "0 10 * * * *")
     assert "approval_digest" not in function_metadata  # DIGEST_SCHEDULE unset: no digest timer
     assert {b["authLevel"] for b in routes.values()} == {"FUNCTION"}
 

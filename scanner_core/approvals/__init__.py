@@ -1,5 +1,5 @@
 """The approval gate (issue 15): one approval request per repository and digest,
-reviewers' decisions, revocation on rescan, the daily digest.
+reviewers' decisions, grace periods and revocation on rescan (issue 25), the daily digest.
 
 Its public face: see ``scanner_core/_lazy.py``.
 """
@@ -14,6 +14,14 @@ _EXPORTS = {
     "approval_subject": ".book",
     "ApprovalNotFound": ".decide",
     "Decision": ".decide",
+    "DecisionRules": ".decide",
+    "DeadlineRun": ".deadlines",
+    "apply_deadlines": ".deadlines",
+    "AT_RISK_EVENT": ".events",
+    "DEADLINE_SOON_EVENT": ".events",
+    "REVOKED_EVENT": ".events",
+    "send_transition": ".events",
+    "AtRisk": ".models",
     "decide_request": ".decide",
     "build_digest": ".digest",
     "send_digest": ".digest",
@@ -27,6 +35,8 @@ _EXPORTS = {
     "Reviewer": ".principal",
     "ReviewerRefused": ".principal",
     "reviewer_from": ".principal",
+    "requester_from": ".principal",
+    "revocation_causes": ".revocation",
     "revocation_reason": ".revocation",
     "EventSender": ".sender",
     "ApprovalStore": ".store",

@@ -5,9 +5,11 @@ timer, an Event Grid push or the HTTP API (``trigger`` ``watch``, ``event``,
 ``request``) creates its request, in the state ``initial_state`` gives. Every
 later succeeded audit of a digest that has a request (rescans included)
 refreshes the request's ``security_scan`` and, if it breaks what an approval
-relied on (``revocation_reason``), revokes it and notifies the webhooks once
-(event ``approval-revoked``). The caller logs and swallows any error: approval
-bookkeeping never fails an audit.
+relied on (``revocation_causes``), revokes it at once or, with a grace period in the
+policy's ``revocation:`` section, puts it ``at-risk`` until a deadline (``grace.py``); a
+later audit without the causes clears it. Each change of state notifies the webhooks once
+(``events.py``). The caller logs and swallows any error: approval bookkeeping never fails
+an audit.
 """
 
 from __future__ import annotations
@@ -22,22 +24,28 @@ from ..models import AcceptedRisk, AuditMeta, AuditResult
 from ..storage import image_identity, iso8601
 from .initial import initial_state
 from .models import ApprovalRequest, HistoryEntry, approval_id, security_scan_of
-from .revocation import revocation_reason
+from ..policy import Deadline, RevocationPolicy
+from . import grace
+from .events import AT_RISK_EVENT, CLEARED_EVENT, REVOKED_EVENT, send_transition
+from .revocation import revocation_causes
 from .sender import EventSender
 from .store import ApprovalStore, StaleVersion
 
 CREATING_TRIGGERS = frozenset({"watch", "event", "request"})
-REVOKED_EVENT = "approval-revoked"
 _ATTEMPTS = 3
 
-Outcome = Literal["created", "updated", "revoked"]
+Outcome = Literal["created", "updated", "revoked", "at-risk", "cleared"]
+_EVENTS: dict[str, str] = {"revoked": REVOKED_EVENT, "cleared": CLEARED_EVENT, "at-risk": AT_RISK_EVENT}
+MAX_REQUESTERS = 20
 
 
 class ApprovalBook:
     """The approvals side of one scanner. ``notifier``: the follow-up's ``Notifier`` (or ``None``: no webhooks)."""
 
-    def __init__(self, store: ApprovalStore, notifier: EventSender | None, clock: Callable[[], float] = time.time) -> None:
-        self.store, self.notifier, self.clock = store, notifier, clock
+    def __init__(self, store: ApprovalStore, notifier: EventSender | None, clock: Callable[[], float] = time.time,
+                 revocation: RevocationPolicy | None = None) -> None:
+        """``revocation``: the policy's grace periods (``None``: revoke at once, as before issue 25)."""
+        self.store, self.notifier, self.clock, self.revocation = store, notifier, clock, revocation
 
     def after_audit(self, meta: AuditMeta, seen: SeenRequest | None = None) -> Outcome | None:
         """``seen``: the request as read earlier for this audit; a version changed since then
@@ -71,7 +79,8 @@ class ApprovalBook:
             index_digest=meta.image_digest if meta.image_digest != digest else None,
             decided_by=by, reason=reason, audit_id=meta.audit_id, latest_audit_id=meta.audit_id,
             decided_status=meta.scan_status, created_at=now, updated_at=now, decided_at=now,
-            security_scan=security_scan_of(meta),
+            security_scan=security_scan_of(meta), requesters=_requesters([], meta.requested_by),
+            policy_rule=meta.policy.rule if meta.policy is not None else None,
         )
         entry = HistoryEntry(at=now, by=by, from_state=None, to_state=state, reason=reason, audit_id=meta.audit_id)
         return self.store.create(request, entry) is not None
@@ -83,18 +92,15 @@ class ApprovalBook:
                 return None  # this audit was followed already (a redelivery)
             if meta.timestamp < _unix(request.security_scan.get("scanned_at")):
                 return None  # an older audit finishing late: the request already shows a newer one
-            reason = revocation_reason(request, meta, self._today())
             now = self._now()
             update: dict[str, Any] = {
                 "latest_audit_id": meta.audit_id, "security_scan": security_scan_of(meta), "updated_at": now,
+                "requesters": _requesters(request.requesters, meta.requested_by),
             }
-            entry = None
-            if reason is not None:
-                entry = HistoryEntry(at=now, by="scanner", from_state=request.state, to_state="revoked",
-                                     reason=reason, audit_id=meta.audit_id)
-                update |= {"state": "revoked", "decided_by": "scanner", "reason": reason, "authenticated": None,
-                           "changes": request.changes + 1, "decided_at": now}
-            updated = request.model_copy(update=update)
+            if meta.policy is not None:
+                update["policy_rule"] = meta.policy.rule
+            outcome, change, entry = self._judge(request, meta, now)
+            updated = request.model_copy(update=update | change)
             try:
                 self.store.replace(updated, etag, entry, request.state)
             except StaleVersion:
@@ -103,26 +109,34 @@ class ApprovalBook:
                     return None
                 found = again
                 continue
-            if entry is not None:
-                self._notify_revoked(updated, meta)
-                return "revoked"
-            return "updated"
+            if entry is not None and outcome in _EVENTS:
+                send_transition(self.notifier, self.store.prefix, _EVENTS[outcome], updated, meta.audit_id,
+                                **({"revoked_at": now} if outcome == "revoked" else {}))
+            return outcome
         return None
 
-    def _notify_revoked(self, request: ApprovalRequest, meta: AuditMeta) -> None:
-        """Once per revocation: only the writer whose change won gets here, and the
-        claim blob (named by the change's number) stops a redelivered one."""
-        if self.notifier is None or not self.notifier.urls:
-            return
-        event = {
-            "type": f"trivy-scanner.{REVOKED_EVENT}", "event": REVOKED_EVENT, "reasons": [REVOKED_EVENT],
-            "approval-id": request.id, "audit-id": meta.audit_id, "image": request.image,
-            "repository": request.repository, "tag": request.tag, "digest": request.digest,
-            "state": request.state, "reason": request.reason, "status": meta.scan_status,
-            "vulnerabilities": meta.vulnerabilities, "revoked-at": request.updated_at,
-            "text": f"Trivy: the approval of {request.image or request.repository} was revoked. {request.reason}",
-        }
-        self.notifier.send_once(f"{self.store.prefix}notifications/revoked-{request.id}-{request.changes}", event)
+    def _judge(self, request: ApprovalRequest, meta: AuditMeta, now: str
+               ) -> tuple[Outcome, dict[str, Any], HistoryEntry | None]:
+        """What ``meta`` does to ``request``: revoke it (no grace, or the grace is over), put it
+        at risk (``grace.py``), keep it at risk, clear it, or only refresh its scan."""
+        causes = revocation_causes(request, meta, self._today())
+        if causes is None:
+            if request.state == "at-risk":
+                change, entry = grace.clear(request, now, meta.audit_id)
+                return "cleared", change, entry
+            return "updated", {}, None
+        clock = int(self.clock())
+        deadline = (self.revocation or RevocationPolicy()).deadline(causes.threats, clock)
+        if request.at_risk is not None:
+            deadline = Deadline(min(deadline.at, grace.unix(request.at_risk.deadline)), deadline.condition,
+                                deadline.findings)
+        if deadline.at <= clock:
+            change, entry = grace.revoke(request, causes.reason, now, meta.audit_id)
+            return "revoked", change, entry
+        if request.state == "at-risk":
+            return "at-risk", grace.still_at_risk(request, causes, deadline, meta.audit_id), None
+        change, entry = grace.enter_at_risk(request, causes, deadline, now, meta.audit_id)
+        return "at-risk", change, entry
 
     def _now(self) -> str:
         return iso8601(int(self.clock())) or ""
@@ -163,6 +177,13 @@ def approval_subject(meta: AuditMeta) -> tuple[str | None, str | None, str | Non
     each of its platforms is (issue 23; ``/verdict``)."""
     repository, tag, digest = image_identity(meta.image, meta.image_digest)
     return repository, tag, meta.platform_digest or digest
+
+
+def _requesters(known: list[str], requester: str | None) -> list[str]:
+    """Who asked for scans of the image (four eyes): each name once, the latest ``MAX_REQUESTERS``."""
+    if not requester or requester in known:
+        return known
+    return [*known, requester][-MAX_REQUESTERS:]
 
 
 def _unix(iso: object) -> int:

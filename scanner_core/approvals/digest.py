@@ -1,6 +1,6 @@
 """The daily digest (``DIGEST_SCHEDULE``): one summary to the webhooks, the
 seed's "daily security digest". Pending requests, the decisions and revocations
-of the last 24 hours, and the worst images (most critical, then high findings)
+of the last 24 hours, the at-risk requests by deadline (issue 25), and the worst images (most critical, then high findings)
 among the requests, from one listing of the approvals index. Sent at most once
 per UTC day (a claim blob, as the audit notifications have).
 """
@@ -40,7 +40,8 @@ def _item(row: dict[str, str]) -> dict[str, Any]:
     counts = json.loads(row.get("counts") or "{}")
     label = row.get("repository", "?") + (f":{row['tag']}" if row.get("tag") else f"@{row.get('digest', '?')}")
     return {"id": row.get("id"), "image": label, "state": row.get("state"), "decided-by": row.get("decidedby"),
-            "scan-status": row.get("scanstatus"), "vulnerabilities": counts, "decided-at": row.get("decided")}
+            "scan-status": row.get("scanstatus"), "vulnerabilities": counts, "decided-at": row.get("decided"),
+            "deadline": row.get("deadline")}
 
 
 def build_digest(store: ApprovalStore, now: float) -> dict[str, Any]:
@@ -49,14 +50,18 @@ def build_digest(store: ApprovalStore, now: float) -> dict[str, Any]:
     items = [_item(row) for row in rows]
     pending = [item for item in items if item["state"] == "pending"]
     recent = [item for item in items if _unix(item["decided-at"]) >= since and item["state"] != "pending"]
-    decisions = [item for item in recent if item["state"] != "revoked"]
+    decisions = [item for item in recent if item["state"] not in ("revoked", "at-risk")]
     revocations = [item for item in recent if item["state"] == "revoked"]
+    at_risk = sorted((item for item in items if item["state"] == "at-risk"), key=lambda item: item["deadline"] or "")
     worst = sorted(
         (item for item in items if item["vulnerabilities"].get("critical", 0) + item["vulnerabilities"].get("high", 0)),
         key=lambda item: (-item["vulnerabilities"].get("critical", 0), -item["vulnerabilities"].get("high", 0)),
     )[:WORST]
     lines = [f"Trivy approvals, {iso8601(int(now))}: {len(pending)} pending, {len(decisions)} decided and "
-             f"{len(revocations)} revoked in the last 24 h."]
+             f"{len(revocations)} revoked in the last 24 h; {len(at_risk)} at risk."]
+    if at_risk:
+        lines.append("At risk (revoked at the deadline unless re-approved): " + ", ".join(
+            f"{item['image']} (deadline {item['deadline']})" for item in at_risk[:10]))
     for title, group in (("Pending", pending), ("Revoked", revocations), ("Worst", worst)):
         if group:
             lines.append(f"{title}: " + ", ".join(
@@ -64,7 +69,7 @@ def build_digest(store: ApprovalStore, now: float) -> dict[str, Any]:
     return {
         "type": f"trivy-scanner.{DIGEST_EVENT}", "event": DIGEST_EVENT, "reasons": [DIGEST_EVENT],
         "audit-id": f"digest-{datetime.fromtimestamp(now, timezone.utc):%Y%m%d}", "generated-at": iso8601(int(now)),
-        "pending": pending, "decisions": decisions, "revocations": revocations, "worst": worst,
+        "pending": pending, "decisions": decisions, "revocations": revocations, "at-risk": at_risk, "worst": worst,
         "text": "\n".join(lines),
     }
 

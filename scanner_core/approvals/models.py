@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..models import AcceptedRisk, AuditMeta
 from ..storage import iso8601
 
-State = Literal["pending", "approved", "rejected", "auto-approved", "auto-rejected", "revoked"]
-APPROVAL_STATES: tuple[str, ...] = ("pending", "approved", "rejected", "auto-approved", "auto-rejected", "revoked")
-ALLOWING_STATES = frozenset({"approved", "auto-approved"})
+State = Literal["pending", "approved", "rejected", "auto-approved", "auto-rejected", "at-risk", "revoked"]
+APPROVAL_STATES: tuple[str, ...] = (
+    "pending", "approved", "rejected", "auto-approved", "auto-rejected", "at-risk", "revoked")
+# ``at-risk`` (issue 25): a later audit would revoke it; it still allows until its deadline.
+ALLOWING_STATES = frozenset({"approved", "auto-approved", "at-risk"})
 MAX_DETAILS = 100
 SEVERITY_COUNTS = ("critical", "high", "medium", "low", "unknown", "total")
 
@@ -68,7 +70,29 @@ class HistoryEntry(_Document):
     reason: str | None = None
     audit_id: str | None = None
     accept: list[AcceptedRisk] | None = None
+    deadline: str | None = None  # an at-risk request's deadline after this change (issue 25)
+    approval: str | None = None  # "1 of 2": one reviewer's approval of a request that needs more
 
+
+class AtRisk(_Document):
+    """Why an allowed request is at risk and until when (issue 25; ``approvals/grace.py``)."""
+
+    since: str  # ISO 8601 UTC: the audit's follow-up that found it
+    deadline: str  # ISO 8601 UTC: revoked then unless re-approved or the findings go away
+    rule: str  # the revocation condition that set the deadline, or "default"
+    findings: list[str] = Field(default_factory=list)  # the causing findings (CVE ids)
+    reason: str  # the sentence a revocation would have had
+    audit_id: str
+    from_state: State  # the allowing state it returns to when the findings go away
+    notice_for: str | None = None  # the deadline an approval-deadline-soon event was sent for
+
+
+class PartialApproval(_Document):
+    """One reviewer's approval of a request whose rule needs more than one (issue 25)."""
+
+    by: str
+    at: str
+    reason: str | None = None
 
 class ApprovalRequest(_Document):
     """``trivy-{id8}/approvals/requests/{id}.json``; its ETag is its version."""
@@ -97,6 +121,12 @@ class ApprovalRequest(_Document):
     decided_at: str | None = None  # the last change of state
     changes: int = 1  # entries in the history
     security_scan: dict[str, Any]
+    at_risk: AtRisk | None = None  # state at-risk only
+    # Issue 25: who asked for scans of it (POST /api/scans with App Service authentication), the
+    # policy rule of its latest audit (it says how many approvals it needs), approvals so far.
+    requesters: list[str] = Field(default_factory=list)
+    policy_rule: str | None = None
+    approvals: list[PartialApproval] = Field(default_factory=list)
 
     @property
     def allowed(self) -> bool:

@@ -75,6 +75,14 @@ def _principal(headers: Mapping[str, str]) -> Reviewer | None:
     return Reviewer(name[:MAX_REVIEWER_CHARS], True, frozenset(val for typ, val in claims if typ in role_types))
 
 
+def requester_from(headers: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> str | None:
+    """Who asks for a scan (``POST /api/scans``): the App Service principal's name when
+    authentication is on (issue 25: four eyes), else ``None``; ``ReviewerRefused`` (400) for a
+    malformed principal header."""
+    principal = _principal(headers) if easy_auth_enabled(environ) else None
+    return principal.name if principal is not None else None
+
+
 def reviewer_from(
     headers: Mapping[str, str], body_reviewer: object, approver_roles: Sequence[str],
     environ: Mapping[str, str] = os.environ,

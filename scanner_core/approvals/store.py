@@ -203,7 +203,7 @@ def _row(request: ApprovalRequest) -> dict[str, str]:
     values = {
         "id": request.id, "state": request.state, "repository": request.repository, "tag": request.tag,
         "digest": request.digest, "created": request.created_at, "updated": request.updated_at,
-        "decided": request.decided_at,
+        "decided": request.decided_at, "deadline": request.at_risk.deadline if request.at_risk else None,
         "decidedby": request.decided_by.encode("ascii", "backslashreplace").decode()[:256],
         "auditid": request.latest_audit_id, "scanstatus": request.security_scan.get("status"),
         "counts": json.dumps({k: counts.get(k, 0) for k in ("critical", "high", "medium", "low", "unknown", "total")},

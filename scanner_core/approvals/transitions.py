@@ -1,7 +1,8 @@
 """Which state may follow which, and who may make the move.
 
-Reviewers approve or reject; the scanner creates requests in their first state
-and revokes approvals (``revocation.py``). A reviewer may overturn any decision
+Reviewers approve or reject, revoke at once, or extend an at-risk request's
+deadline; the scanner creates requests in their first state, puts approvals at risk
+and revokes them (``revocation.py``, ``grace.py``). A reviewer may overturn any decision
 but cannot repeat one (approving an approved request is refused, not a no-op:
 the caller learns that someone else decided first).
 """
@@ -13,13 +14,14 @@ from typing import Literal
 from ..errors import ScannerError
 from .models import State
 
-Action = Literal["approve", "reject", "revoke"]
+Action = Literal["approve", "reject", "revoke", "extend"]
 
-TARGET: dict[Action, State] = {"approve": "approved", "reject": "rejected", "revoke": "revoked"}
+TARGET: dict[Action, State] = {"approve": "approved", "reject": "rejected", "revoke": "revoked", "extend": "at-risk"}
 ALLOWED_FROM: dict[Action, frozenset[str]] = {
-    "approve": frozenset({"pending", "rejected", "auto-rejected", "auto-approved", "revoked"}),
-    "reject": frozenset({"pending", "approved", "auto-approved", "auto-rejected", "revoked"}),
-    "revoke": frozenset({"approved", "auto-approved"}),
+    "approve": frozenset({"pending", "rejected", "auto-rejected", "auto-approved", "at-risk", "revoked"}),
+    "reject": frozenset({"pending", "approved", "auto-approved", "auto-rejected", "at-risk", "revoked"}),
+    "revoke": frozenset({"approved", "auto-approved", "at-risk"}),
+    "extend": frozenset({"at-risk"}),  # a reviewer moves an at-risk request's deadline (issue 25)
 }
 
 

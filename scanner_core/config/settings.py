@@ -148,6 +148,8 @@ class Settings(BaseSettings):
     applicationinsights_connection_string: SecretStr | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
     # The approval gate (issue 15, approvals/): role or group claims that may approve or reject.
     approver_roles: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="APPROVER_ROLES")
+    # Issue 25: whoever asked for a scan (POST /api/scans, App Service authentication) may not approve it.
+    approval_four_eyes: bool = Field(False, alias="APPROVAL_FOUR_EYES")
     # The approval gate (issue 15): the policy file (policy/), the exploitability feeds (exploits/).
     policy_path: Path | None = Field(None, alias="POLICY_PATH")
     # Set but empty: that feed is off (env_ignore_empty would otherwise mean the default).

@@ -159,7 +159,8 @@ class AuditFollowUp:
         if self.audit_index is None or meta.audit_result is not AuditResult.SUCCEEDED:
             return None
         try:
-            outcome = ApprovalBook(self._approvals(), self.notifier).after_audit(meta, self._seen)
+            book = ApprovalBook(self._approvals(), self.notifier, revocation=policy_of(self.config).revocation)
+            outcome = book.after_audit(meta, self._seen)
         except Exception as error:  # noqa: BLE001 - approval bookkeeping never fails an audit
             log.warning("approval request not updated", fields={"error": self._describe(error)})
             return None

@@ -1,5 +1,6 @@
 """Blueprint: the approval gate's routes (function keys; App Service
-authentication names the reviewer) and the daily digest timer.
+authentication names the reviewer), the at-risk deadlines' timer
+(``APPROVAL_DEADLINE_SCHEDULE``, issue 25) and the daily digest timer.
 
 ``DIGEST_SCHEDULE`` unset or empty (the default) registers no digest timer at
 all: a timer trigger needs a schedule, and "off" is the absence of the function.
@@ -54,6 +55,30 @@ def api_reject(req: func.HttpRequest) -> func.HttpResponse:
     from . import approvals_api, http_api  # on first use
 
     return http_api.serve(approvals_api.reject, req, APP_ROOT)
+
+
+@blueprint.function_name("api_revoke_approval")
+@blueprint.route(route="approvals/{approval_id}/revoke", auth_level=func.AuthLevel.FUNCTION)
+def api_revoke_approval(req: func.HttpRequest) -> func.HttpResponse:
+    from . import approvals_api, http_api  # on first use
+
+    return http_api.serve(approvals_api.revoke, req, APP_ROOT)
+
+
+@blueprint.function_name("api_extend_deadline")
+@blueprint.route(route="approvals/{approval_id}/extend", auth_level=func.AuthLevel.FUNCTION)
+def api_extend_deadline(req: func.HttpRequest) -> func.HttpResponse:
+    from . import approvals_api, http_api  # on first use
+
+    return http_api.serve(approvals_api.extend, req, APP_ROOT)
+
+
+@blueprint.function_name("approval_deadlines")
+@blueprint.timer_trigger(arg_name="timer", schedule=bindings.deadline_schedule, run_on_startup=False, use_monitor=True)
+def approval_deadlines(timer: func.TimerRequest) -> None:
+    from . import approvals_api  # the core and the storage SDKs: on first use
+
+    approvals_api.on_deadlines(timer, APP_ROOT)
 
 
 if bindings.digest_schedule:

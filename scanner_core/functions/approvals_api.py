@@ -1,5 +1,5 @@
-"""The approval gate's HTTP API (issue 15): reviewers list, read and decide (approve or
-reject with ``If-Match``). The routes, bodies and answers: docs/api.md; the gate itself:
+"""The approval gate's HTTP API (issue 15): reviewers list, read and decide (approve,
+reject, revoke at once, or extend an at-risk request's deadline (issue 25), with ``If-Match``). The routes, bodies and answers: docs/api.md; the gate itself:
 docs/policy.md. ``reason`` is kept verbatim up to ``MAX_REASON_CHARS`` (400 beyond: the
 field and the limit are named).
 """
@@ -18,14 +18,17 @@ import azure.functions as func
 
 from ..approvals import (
     APPROVAL_STATES,
+    REVOKED_EVENT,
     ApprovalNotFound,
     ApprovalStore,
     Decision,
+    DecisionRules,
     InvalidTransition,
     ReviewerRefused,
     StaleVersion,
     decide_request,
     reviewer_from,
+    send_transition,
 )
 from ..models import AcceptedRisk
 from ..registry import parse_image_reference
@@ -38,6 +41,8 @@ DECISION_EXAMPLE = '{"reason": "...", "accept": [{"id": "CVE-...", "until": "YYY
 MAX_ACCEPT = 100
 MAX_JUSTIFICATION_CHARS = 1000
 DECISION_FIELDS = ("reason", "accept", "reviewer")
+EXTEND_FIELDS = ("reason", "deadline", "reviewer")
+EXTEND_EXAMPLE = '{"deadline": "YYYY-MM-DDTHH:MM:SSZ", "reason": "..."}'
 ACCEPT_FIELDS = ("id", "until", "justification")
 _ID = re.compile(r"ap-[0-9a-f]{24}")
 _FINDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -97,6 +102,16 @@ def reject(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
     return answer(req, ("POST",), lambda: _decide(req, ctx, "reject"))
 
 
+def revoke(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    """``POST approvals/{id}/revoke``: a reviewer revokes an allowed request at once (issue 25)."""
+    return answer(req, ("POST",), lambda: _decide(req, ctx, "revoke"))
+
+
+def extend(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
+    """``POST approvals/{id}/extend``: a reviewer moves an at-risk request's deadline (issue 25)."""
+    return answer(req, ("POST",), lambda: _decide(req, ctx, "extend"))
+
+
 def approval_of(ctx: ApiContext, repository: str | None, digest: str | None) -> dict[str, Any] | None:
     """The approval of an image for ``/verdict``: id, state, who decided, why (``None``: no request)."""
     from ..approvals import approval_id
@@ -107,10 +122,34 @@ def approval_of(ctx: ApiContext, repository: str | None, digest: str | None) -> 
     if found is None:
         return None
     request, etag = found
-    return {"id": request.id, "state": request.state, "decided-by": request.decided_by, "reason": request.reason,
-            "updated-at": request.updated_at, "etag": etag,
-            "accepted": [risk.model_dump(mode="json", exclude_none=True) for risk in request.accepted],
-            "links": {"approval": ctx.path(f"approvals/{request.id}")}}
+    document = {"id": request.id, "state": request.state, "decided-by": request.decided_by,
+                "reason": request.reason, "updated-at": request.updated_at, "etag": etag,
+                "accepted": [risk.model_dump(mode="json", exclude_none=True) for risk in request.accepted],
+                "links": {"approval": ctx.path(f"approvals/{request.id}")}}
+    if request.at_risk is not None:  # issue 25: still allowed until the deadline
+        risk = request.at_risk
+        document |= {"deadline": risk.deadline, "at-risk": {
+            "since": risk.since, "deadline": risk.deadline, "rule": risk.rule, "findings": risk.findings,
+            "reason": risk.reason, "audit-id": risk.audit_id}}
+    return document
+
+
+def on_deadlines(timer: func.TimerRequest | None, app_root: Path) -> Any:
+    """The deadline timer's body (issue 25): revokes at-risk requests past their deadline and
+    sends ``approval-deadline-soon`` within the policy's ``revocation.notice``."""
+    from ..approvals import apply_deadlines
+    from ..follow_up import Notifier
+    from ..policy import load_policy
+    from .handlers import make_scanner
+
+    scanner = make_scanner(app_root)
+    settings = scanner.config.settings
+    notifier = Notifier.from_settings(settings, scanner.blob_store)
+    notice = (scanner.config.policy or load_policy(settings)).revocation.notice.seconds
+    run = apply_deadlines(ApprovalStore(settings.blob_container_url, scanner.short_id), notifier, notice)
+    scanner.logger.info("approval deadlines", fields={"revoked": len(run.revoked), "warned": len(run.warned),
+                                                      "raced": len(run.raced), "unreadable": run.unreadable})
+    return run
 
 
 def on_digest(timer: func.TimerRequest | None, app_root: Path) -> Any:
@@ -136,17 +175,28 @@ def _decide(req: func.HttpRequest, ctx: ApiContext, action: str) -> func.HttpRes
     if not if_match:
         raise ApiError(428, "precondition-required", "is required: the ETag of the version you decided on "
                        f"(GET {ctx.path(f'approvals/{identifier}')} answers it in its ETag header)", "If-Match")
-    body = json_object(req.get_body(), DECISION_FIELDS, DECISION_EXAMPLE, empty=True)
+    if action == "extend":
+        body = json_object(req.get_body(), EXTEND_FIELDS, EXTEND_EXAMPLE, empty=True)
+    else:
+        body = json_object(req.get_body(), DECISION_FIELDS, DECISION_EXAMPLE, empty=True)
     headers = {key.lower(): value for key, value in req.headers.items()}
     try:
         reviewer = reviewer_from(headers, body.get("reviewer"), ctx.config.settings.approver_roles)
     except ReviewerRefused as refused:
         code = "forbidden" if refused.status == 403 else "invalid-field"
         raise ApiError(refused.status, code, refused.message, refused.field) from None
-    decision = Decision(action, reviewer, _reason(body.get("reason")), _accept(body.get("accept")))  # type: ignore[arg-type]
+    deadline = body.get("deadline")
+    if action == "extend" and not isinstance(deadline, str):
+        raise ApiError(400, "invalid-field", "is required: the new deadline, an ISO 8601 UTC time "
+                       "YYYY-MM-DDTHH:MM:SSZ after the current one", "deadline")
+    decision = Decision(action, reviewer, _reason(body.get("reason")), _accept(body.get("accept")),  # type: ignore[arg-type]
+                        deadline=deadline)
+    rules = DecisionRules(ctx.config.settings.approval_four_eyes, ctx.config.policy)
     store = store_of(ctx)
     try:
-        request, etag, entry = decide_request(store, identifier, decision, _quoted(if_match), _now())
+        request, etag, entry = decide_request(store, identifier, decision, _quoted(if_match), _now(), rules)
+    except ReviewerRefused as refused:
+        raise ApiError(403, "forbidden", refused.message, refused.field) from None
     except StaleVersion:
         current = store.get(identifier)
         raise ApiError(409, "stale-version", "the request changed since the version you saw; nothing was changed: "
@@ -156,7 +206,23 @@ def _decide(req: func.HttpRequest, ctx: ApiContext, action: str) -> func.HttpRes
         raise ApiError(409, "invalid-transition", str(error), "state") from None
     except ApprovalNotFound:
         raise ApiError(404, "not-found", f"no approval request {identifier!r}", "id") from None
+    if action == "revoke":
+        _send_revoked(ctx, store, request, entry.at)
     return json_response(200, _document(request, etag, ctx) | {"history-entry": entry.document()}, {"ETag": etag})
+
+
+def _send_revoked(ctx: ApiContext, store: ApprovalStore, request: Any, at: str) -> None:
+    """A reviewer's revocation is a transition like the scanner's: one signed event."""
+    from ..follow_up import Notifier
+    from ..redact import Redactor
+    from ..storage import AzureBlobStore
+
+    settings = ctx.config.settings
+    if not settings.notify_webhook_urls:
+        return
+    blob_store = AzureBlobStore(settings.blob_container_url, Redactor(ctx.config.secrets))
+    send_transition(Notifier.from_settings(settings, blob_store), store.prefix, REVOKED_EVENT, request,
+                    request.latest_audit_id, revoked_at=at)
 
 
 def _found(store: ApprovalStore, identifier: str) -> tuple[Any, str]:
@@ -244,6 +310,8 @@ def _document(request: Any, etag: str, ctx: ApiContext) -> dict[str, Any]:
         "links": {"self": ctx.path(f"approvals/{request.id}"), "security": ctx.path(f"approvals/{request.id}/security"),
                   "approve": ctx.path(f"approvals/{request.id}/approve"),
                   "reject": ctx.path(f"approvals/{request.id}/reject"),
+                  "revoke": ctx.path(f"approvals/{request.id}/revoke"),
+                  "extend": ctx.path(f"approvals/{request.id}/extend"),
                   "audit": ctx.path(f"audits/{quote(request.latest_audit_id)}")},
     }
 
@@ -255,6 +323,6 @@ def _row_document(row: dict[str, str], ctx: ApiContext) -> dict[str, Any]:
         "digest": row.get("digest"), "scan-status": row.get("scanstatus"),
         "vulnerabilities": json.loads(row.get("counts") or "{}"), "decided-by": row.get("decidedby"),
         "audit-id": row.get("auditid"), "created-at": row.get("created"), "updated-at": row.get("updated"),
-        "decided-at": row.get("decided"),
+        "decided-at": row.get("decided"), "deadline": row.get("deadline"),
         "links": {"self": ctx.path(f"approvals/{identifier}"), "security": ctx.path(f"approvals/{identifier}/security")},
     }

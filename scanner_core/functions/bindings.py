@@ -18,6 +18,7 @@ DEFAULT_HEARTBEAT_SCHEDULE = "0 */5 * * * *"  # every 300 s: the default heartbe
 DEFAULT_DB_REFRESH_SCHEDULE = "0 30 */6 * * *"  # every 6 h; trivy's DB is rebuilt every 6 h
 DEFAULT_WATCH_SCHEDULE = "0 */15 * * * *"  # the watch list's registries, every 15 minutes
 DEFAULT_RESCAN_SCHEDULE = "0 0 3 * * *"  # rescans, daily at 03:00 UTC
+DEFAULT_DEADLINE_SCHEDULE = "0 10 * * * *"  # at-risk approvals' deadlines (issue 25), hourly at :10
 DEFAULT_QUEUE_NAME = "trivy-scan-requests"
 DEFAULT_QUEUE_CONNECTION = "AzureWebJobsStorage"
 # Azure queue names: 3-63 of [a-z0-9-]; "-poison" is appended for the quarantine queue.
@@ -32,6 +33,7 @@ class BindingNames:
     db_refresh_schedule: str
     watch_schedule: str
     rescan_schedule: str
+    deadline_schedule: str = DEFAULT_DEADLINE_SCHEDULE  # approval_routes.py: at-risk approvals' deadlines
     metrics_anonymous: bool = False  # GET /api/metrics without a function key (metrics_routes.py)
     digest_schedule: str | None = None  # the approvals' daily digest; None: no digest timer (approval_routes.py)
 
@@ -76,6 +78,7 @@ def binding_names() -> BindingNames:
         db_refresh_schedule=_value("DB_REFRESH_SCHEDULE", DEFAULT_DB_REFRESH_SCHEDULE),
         watch_schedule=_value("WATCH_SCHEDULE", DEFAULT_WATCH_SCHEDULE),
         rescan_schedule=_value("RESCAN_SCHEDULE", DEFAULT_RESCAN_SCHEDULE),
+        deadline_schedule=_value("APPROVAL_DEADLINE_SCHEDULE", DEFAULT_DEADLINE_SCHEDULE),
         metrics_anonymous=_flag("METRICS_ANONYMOUS"),
         digest_schedule=_digest_schedule(),
     )

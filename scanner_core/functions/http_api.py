@@ -108,7 +108,8 @@ def request_scan_by_path(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRes
     return answer(
         req,
         ("POST",),
-        lambda: _enqueue_scan(ctx, _image_from_route(req), req.params.get("audit-id"), req.params.get("platform")),
+        lambda: _enqueue_scan(ctx, _image_from_route(req), req.params.get("audit-id"), req.params.get("platform"),
+                              _requester(req)),
     )
 
 
@@ -129,7 +130,7 @@ def request_scan(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         audit_id = string_field(body, "audit-id") if "audit-id" in body else None
         platform = string_field(body, "platform") if "platform" in body else None
         allowed_reference(image, "image")  # ALLOWED_REGISTRIES: 400 registry-not-allowed naming "image"
-        return _enqueue_scan(ctx, image, audit_id, platform)
+        return _enqueue_scan(ctx, image, audit_id, platform, _requester(req))
 
     return answer(req, ("POST",), run)
 
@@ -181,14 +182,26 @@ def security_summary(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespons
 # -- the parts ---------------------------------------------------------------
 
 
-def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None, platform: str | None = None) -> func.HttpResponse:
+def _requester(req: func.HttpRequest) -> str | None:
+    """Who asks (App Service authentication), recorded on the message for four eyes (issue 25)."""
+    from ..approvals import ReviewerRefused, requester_from
+
+    try:
+        return requester_from({key.lower(): value for key, value in req.headers.items()})
+    except ReviewerRefused as refused:
+        raise ApiError(refused.status, "invalid-field", refused.message, refused.field) from None
+
+
+def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None, platform: str | None = None,
+                  requested_by: str | None = None) -> func.HttpResponse:
     if audit_id is not None:
         audit_id = validate_audit_id(audit_id, field="audit-id")
         _check_reuse(ctx, audit_id, image)
     else:
         audit_id = str(uuid.uuid4())
     platform = str(parse_platform(platform, field="platform")) if platform is not None else None
-    message = build_message(image, audit_id, created_at=time.time(), platform=platform, trigger="request")
+    message = build_message(image, audit_id, created_at=time.time(), platform=platform, trigger="request",
+                            requested_by=requested_by)
     requested_at = datetime.fromtimestamp(message.headers.creation_time, timezone.utc)
     try:
         sent = enqueue(
@@ -205,6 +218,7 @@ def _enqueue_scan(ctx: ApiContext, image: str, audit_id: str | None, platform: s
             "audit-id": audit_id,
             "image": image,
             **({"platform": platform} if platform else {}),
+            **({"requested-by": requested_by} if requested_by else {}),
             "status": "queued",
             "requested-at": iso8601(message.headers.creation_time),
             "queue": sent.queue,

@@ -16,6 +16,7 @@ from ..errors import ConfigurationError
 from ..storage import QueueConnection, resolve_queue_connection
 from .bindings import (
     DEFAULT_DB_REFRESH_SCHEDULE,
+    DEFAULT_DEADLINE_SCHEDULE,
     DEFAULT_HEARTBEAT_SCHEDULE,
     DEFAULT_QUEUE_CONNECTION,
     DEFAULT_QUEUE_NAME,
@@ -40,6 +41,8 @@ class FunctionSettings(BaseSettings):
     db_refresh_schedule: str = Field(DEFAULT_DB_REFRESH_SCHEDULE, alias="DB_REFRESH_SCHEDULE")
     watch_schedule: str = Field(DEFAULT_WATCH_SCHEDULE, alias="WATCH_SCHEDULE")
     rescan_schedule: str = Field(DEFAULT_RESCAN_SCHEDULE, alias="RESCAN_SCHEDULE")
+    # At-risk approvals' deadlines (issue 25, approvals/deadlines.py).
+    deadline_schedule: str = Field(DEFAULT_DEADLINE_SCHEDULE, alias="APPROVAL_DEADLINE_SCHEDULE")
     # GET /api/metrics without a function key, for a private scrape network (functions/metrics_routes.py).
     metrics_anonymous: bool = Field(False, alias="METRICS_ANONYMOUS")
     # The approvals' daily digest (issue 15): unset or empty (the default) registers no digest timer.

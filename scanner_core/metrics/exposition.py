@@ -63,6 +63,11 @@ class SnapshotCollector(Collector):
             "trivy_scanner_image_approval", "1 for the image's approval state (none until approvals exist)",
             labels=[*IMAGE_LABELS, "state"],
         )  # fmt: skip
+        deadline = GaugeMetricFamily(
+            "trivy_scanner_image_approval_deadline_timestamp_seconds",
+            "When the image's at-risk approval is revoked unless re-approved (unix seconds; issue 25)",
+            labels=IMAGE_LABELS,
+        )
         db_age = GaugeMetricFamily(
             "trivy_scanner_image_db_age_seconds",
             "Age, at scrape time, of the vulnerability DB the image's findings were found with",
@@ -78,6 +83,8 @@ class SnapshotCollector(Collector):
             status.add_metric([*values, image.status], 1)
             if image.approval is not None:
                 approval.add_metric([*values, image.approval], 1)
+            if image.approval_deadline is not None:
+                deadline.add_metric(values, image.approval_deadline)
             if image.scanned_at is not None:
                 scanned.add_metric(values, image.scanned_at)
             if image.vulnerabilities is not None:
@@ -87,7 +94,7 @@ class SnapshotCollector(Collector):
                 secrets.add_metric(values, image.secrets)
             if image.db_updated_at is not None:
                 db_age.add_metric(values, max(0.0, s.taken_at - image.db_updated_at))
-        yield from (vulnerabilities, secrets, status, approval, db_age, scanned)
+        yield from (vulnerabilities, secrets, status, approval, deadline, db_age, scanned)
         indexed = GaugeMetricFamily("trivy_scanner_images", "Images in the audit index (repository and tag)")
         indexed.add_metric([], s.images_indexed)
         exported = GaugeMetricFamily(

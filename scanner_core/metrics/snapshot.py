@@ -33,7 +33,7 @@ from ..models import AuditResult, HeartbeatMeta
 from ..queue import queue_client
 from ..storage import QueueConnection
 from ..storage import AuditIndex, AuditRow, StorageErrors, heartbeat_blob
-from .approval import ApprovalStates, approval_state, approval_states
+from .approval import ApprovalStates, approval_deadline, approval_state, approval_states
 
 RECENT_WINDOW_SECONDS = 3600
 DURATION_BUCKETS_SECONDS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -55,6 +55,7 @@ class ImageMetrics:
     secrets: int | None = None
     db_updated_at: float | None = None  # unix seconds; the DB the findings were found with
     approval: str | None = None  # approval.py: the state of the request for this digest; None: no request
+    approval_deadline: float | None = None  # an at-risk approval's deadline, unix seconds (issue 25)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -178,6 +179,7 @@ def _image(latest: AuditRow, found: AuditRow | None, states: ApprovalStates) -> 
         secrets=found.secrets if found else None,
         db_updated_at=unix_seconds(found.db_updated_at) if found else None,
         approval=approval_state(states, latest.repository, digest),
+        approval_deadline=approval_deadline(states, latest.repository, digest),
     )
 
 

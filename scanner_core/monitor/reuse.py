@@ -36,7 +36,7 @@ from .fingerprint import ScanIdentity, scan_fingerprint
 from .records import ImageRecord, MonitorStore
 
 # Fields of a meta that belong to the new request, not to the scan it reuses.
-_REQUEST_FIELDS = ("audit_id", "requested_at", "image", "image_tag", "tag_not_confirmed", "trigger")
+_REQUEST_FIELDS = ("audit_id", "requested_at", "image", "image_tag", "tag_not_confirmed", "trigger", "requested_by")
 # Fields that describe the earlier audit's place in its image's history: not copied
 # (the core's follow-up computes them anew for the new audit).
 _HISTORY_FIELDS = ("previous_audit_id", "changes", "rescan_fallback")

@@ -17,6 +17,10 @@ _EXPORTS = {
     "builtin_policy": ".load",
     "load_policy": ".load",
     "LICENSE_CATEGORIES": ".rules",
+    "Deadline": ".grace",
+    "RevocationPolicy": ".grace",
+    "Threat": ".grace",
+    "owner_refusal": ".owners",
     "PolicyFile": ".rules",
 }
 

@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from ..models import AcceptedRisk, PolicyDecision
 from .conditions import Judged, judge_rule
 from .facts import PolicyFacts
+from .grace import RevocationPolicy
+from .owners import ApproverEntry
 from .rules import PolicyFile, Rule
 
 DEFAULT_RULE = "default"
@@ -48,6 +50,18 @@ class Policy:
     @property
     def default(self) -> str:
         return self.document.default
+
+    @property
+    def revocation(self) -> RevocationPolicy:
+        return self.document.revocation
+
+    @property
+    def approvers(self) -> list[ApproverEntry]:
+        return self.document.approvers
+
+    def approvals_needed(self, rule_id: str | None) -> int:
+        """How many different reviewers must approve a request the rule ``rule_id`` decided."""
+        return next((rule.approvals for rule in self.rules if rule.id == rule_id), 1)
 
     @property
     def needs_report(self) -> bool:

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ConfigurationError
 from ..yaml_files import file_problem, read_yaml_file
 from .evaluate import Policy
+from .grace import GraceCondition, RevocationPolicy
+from .owners import ApproverEntry
 from .rules import LicenseCounts, PolicyCve, PolicyFile, Rule, SeverityCounts
 
 class PolicySettings(Protocol):
@@ -80,7 +82,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
     """The model whose keys ``loc``'s last part was checked against."""
     parents = [part for part in loc[:-1] if isinstance(part, str)]
     last = parents[-1] if parents else None
-    return {"severity": SeverityCounts, "licenses": LicenseCounts, "allow": PolicyCve, "cves": PolicyCve}.get(
+    return {"severity": SeverityCounts, "licenses": LicenseCounts, "allow": PolicyCve, "cves": PolicyCve,
+            "revocation": RevocationPolicy, "conditions": GraceCondition, "approvers": ApproverEntry}.get(
         last or "", Rule if parents == ["rules"] else PolicyFile
     )
 

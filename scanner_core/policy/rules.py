@@ -6,65 +6,19 @@ start-up, never a rule that silently matches everything.
 
 from __future__ import annotations
 
-import operator
-import re
-from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ..models import AcceptedRisk
+from .compare import Compare, Comparison, FoundCompare
+from .grace import RevocationPolicy
+from .owners import ApproverEntry
 
 Action = Literal["approve", "reject", "review"]
 SEVERITY_KEYS = ("critical", "high", "medium", "low", "unknown", "total")
 # trivy's licence categories (pkg/licensing), in its order.
 LICENSE_CATEGORIES = ("forbidden", "restricted", "reciprocal", "notice", "permissive", "unencumbered", "unknown")
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt,
-}
-_COMPARISON = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+(?:\.\d+)?)\s*$")
-COMPARISON_HELP = "a comparison such as \"> 0\", \">= 0.5\", \"== 0\" (operators > >= < <= == !=), or a number meaning >="
-
-
-class Comparison(BaseModel):
-    """``"> 0"``: an operator and a number; a bare number means ``>=``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    op: str
-    value: float
-
-    def holds(self, number: float) -> bool:
-        return _OPERATORS[self.op](number, self.value)
-
-    def __str__(self) -> str:
-        shown = int(self.value) if self.value == int(self.value) else self.value
-        return f"{self.op} {shown}"
-
-
-def _comparison(raw: object) -> object:
-    if isinstance(raw, Comparison):
-        return raw
-    if isinstance(raw, bool):
-        raise ValueError(COMPARISON_HELP)
-    if isinstance(raw, int | float):
-        return Comparison(op=">=", value=float(raw))
-    if isinstance(raw, str) and (match := _COMPARISON.match(raw)):
-        return Comparison(op=match.group(1) or ">=", value=float(match.group(2)))
-    raise ValueError(f"{raw!r} is not {COMPARISON_HELP}")
-
-
-Compare = Annotated[Comparison, BeforeValidator(_comparison)]
-
-
-def _found(raw: object) -> object:
-    """``secrets: true`` means ``> 0``, ``false`` means ``== 0``; else a comparison."""
-    if isinstance(raw, bool):
-        return Comparison(op=">" if raw else "==", value=0.0)
-    return _comparison(raw)
-
-
-FoundCompare = Annotated[Comparison, BeforeValidator(_found)]
 
 
 def _entry(raw: object) -> object:
@@ -129,6 +83,8 @@ class Rule(_Strict):
     kev: bool | None = None
     kev_ransomware: bool | None = Field(None, alias="kev-ransomware")
     epss: Compare | None = None
+    # Reviewers whose approvals a request this rule decided needs (issue 25: four eyes for KEV).
+    approvals: int = Field(1, ge=1, le=5)
 
     @field_validator("repository", "registry", "platform", "packages", "package_types", mode="before")
     @classmethod
@@ -142,6 +98,8 @@ class PolicyFile(_Strict):
     default: Action = "review"
     allow: list[CveEntry] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
+    revocation: RevocationPolicy = Field(default_factory=RevocationPolicy)  # grace periods (grace.py)
+    approvers: list[ApproverEntry] = Field(default_factory=list)  # who may decide which repositories (owners.py)
 
     @field_validator("rules", mode="after")
     @classmethod

@@ -66,6 +66,8 @@ class MessagePayload(_Kebab):
     # Optional (the monitor loop): the tag an image@digest was found under, and why it is scanned.
     tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     trigger: Trigger | None = None
+    # POST /api/scans behind App Service authentication: who asked (four eyes, issue 25).
+    requested_by: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
 class ScanMessage(_Kebab):
@@ -92,7 +94,7 @@ def retry_message(request: ScanRequest, state: RetryState) -> ScanMessage:
         ),
         payload=MessagePayload(
             image_scan_id=request.audit_id, image_full_name=request.image, platform=request.platform,
-            tag=request.tag, trigger=request.trigger,
+            tag=request.tag, trigger=request.trigger, requested_by=request.requested_by,
         ),
     )
 
@@ -105,6 +107,7 @@ def build_message(
     *,
     tag: str | None = None,
     trigger: Trigger | None = None,
+    requested_by: str | None = None,
 ) -> ScanMessage:
     """A valid envelope; the reference, the audit id, the platform and the tag label are checked first."""
     reference = parse_image_reference(image, field="payload.image-full-name")
@@ -116,7 +119,8 @@ def build_message(
     return ScanMessage(
         headers=MessageHeaders(creation_time=int(created_at if created_at is not None else time.time())),
         payload=MessagePayload(
-            image_scan_id=audit_id, image_full_name=image, platform=platform, tag=tag, trigger=trigger
+            image_scan_id=audit_id, image_full_name=image, platform=platform, tag=tag, trigger=trigger,
+            requested_by=requested_by,
         ),
     )
 
@@ -210,6 +214,7 @@ def _from_envelope(text: str) -> tuple[ScanRequest, RetryState]:
         platform_field="payload.platform",
         tag=message.payload.tag,
         trigger=message.payload.trigger,
+        requested_by=message.payload.requested_by,
     )
     return request, message.retry_state
 

@@ -32,6 +32,8 @@ from scanner_core.functions import (
     get_approval,
     list_approvals,
     reject,
+    revoke,
+    extend,
     get_audit,
     image_history,
     image_verdict,
@@ -55,6 +57,8 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
     ("approvals/{approval_id}/security", approval_security),
     ("approvals/{approval_id}/approve", approve),
     ("approvals/{approval_id}/reject", reject),
+    ("approvals/{approval_id}/revoke", revoke),
+    ("approvals/{approval_id}/extend", extend),
 )
 
 

@@ -334,3 +334,10 @@ def test_an_approval_is_decided_gated_graphed_and_dry_run_through_the_worker(
         body=json.dumps({"audit-id": "gated-1"}).encode()), pb)  # fmt: skip
     dry_run = json.loads(body)
     assert status == 200 and dry_run["audit-id"] == "gated-1" and dry_run["decision"]["action"], dry_run
+
+    # Issue 25: a reviewer revokes at once through the worker; the deadline timer runs under it.
+    status, _, body = http_answer(host.http_invocation(
+        "api_revoke_approval", "POST", f"/api/approvals/{row['id']}/revoke", params=ids,
+        headers={**alice, "If-Match": approved["etag"]}, body=json.dumps({"reason": "exploited"}).encode()), pb)
+    assert status == 200 and json.loads(body)["state"] == "revoked", body
+    succeeded(host.timer_invocation("approval_deadlines"), pb)
