@@ -14,11 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..approvals import ApprovalBook, ApprovalStore, SeenRequest, read_request
 from ..config import ScannerConfig
 from ..log import ScanLogger
-from ..models import AcceptedRisk, AuditMeta, AuditResult, Finding
+from ..models import AcceptedRisk, AuditMeta, AuditResult
 from ..policy import ExploitLookup
 from ..redact import Redactor
 from ..io_pool import io_pool
@@ -29,6 +30,9 @@ from ..telemetry import traced
 from .decision import decide
 from .gate import policy_fields, policy_of
 from .notify import Delivery, Notifier, build_event, should_notify
+
+if TYPE_CHECKING:
+    from ..report import DecodedReport, Vulnerability
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,15 @@ class AuditFollowUp:
         *,
         looked_back: Future[LookBack] | None = None,
         current_keys: set[Key] | None = None,
-        report: bytes | None = None,
+        report: bytes | DecodedReport | None = None,
     ) -> AuditMeta:
         """``meta`` with its decision and what changed since the previous audit of the image.
 
         ``looked_back``: ``look_back``'s answer, asked while the report uploaded;
         ``current_keys``: the report's keys, collected while it was read for the
-        summary (``key_collector``). Without them both are found here."""
+        summary (``key_collector``); ``report``: the report already decoded for the summary
+        (or a reused audit's bytes), so the policy's facts do not read it again. Without them
+        all are found here."""
         if meta.audit_result is not AuditResult.SUCCEEDED:
             return meta
         update = self._policy(meta, report if report is not None else report_path, log)
@@ -133,13 +139,13 @@ class AuditFollowUp:
             return None
         return io_pool().submit(self._look_back, meta)
 
-    def key_collector(self) -> tuple[Callable[[Finding], None], set[Key]]:
+    def key_collector(self) -> tuple[Callable[[Vulnerability], None], set[Key]]:
         """A callback for the report summariser that gathers the keys ``annotate`` compares,
         so that the report is read once for the summary and the changes alike."""
         keys: set[Key] = set()
         limit = severity_rank(self.settings.notify_min_severity)
 
-        def collect(finding: Finding) -> None:
+        def collect(finding: Vulnerability) -> None:
             if finding.vulnerability_id and severity_rank(finding.severity) <= limit:
                 keys.add(Key(finding.vulnerability_id, finding.pkg_name, finding.severity))
 
@@ -192,7 +198,9 @@ class AuditFollowUp:
                 log.warning("notification not delivered", fields=fields)
         return deliveries
 
-    def _policy(self, meta: AuditMeta, report: Path | bytes | None, log: ScanLogger) -> dict[str, object]:
+    def _policy(
+        self, meta: AuditMeta, report: Path | bytes | DecodedReport | None, log: ScanLogger
+    ) -> dict[str, object]:
         """The policy's decision (``gate.py``); a fault falls back to the thresholds' decision."""
         if isinstance(report, Path) and not report.is_file():
             report = None

@@ -194,7 +194,8 @@ class Shipper:
         if failure is not None:
             meta = meta.model_copy(update=upload_failed_fields(failure))
         meta = follow_up.annotate(
-            meta, report_path, log, looked_back=ahead.looked_back, current_keys=current_keys if read_once else None
+            meta, report_path, log, looked_back=ahead.looked_back, current_keys=current_keys if read_once else None,
+            report=summariser.decoded if read_once else None,  # decoded once: the policy's facts read it too
         )
         meta = meta.model_copy(update={"timestamp": int(time.time())})
         outcome = AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure, summary=summary)
