@@ -76,6 +76,44 @@ def rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
     out.append(("rescan, core: standalone / server", "", "", f"{saved:.1f}× faster against the server", "", ""))
     if fleet_rescan is not None:
         out.extend(rescan_rows(fleet_rescan))
+    out.extend(fleet_cost_rows(directory))
+    return out
+
+
+FLEET = 100_000
+
+
+def rescan_cpu_seconds(directory: Path) -> float | None:
+    """The per-rescan CPU that bench_rescan.py prints as ``rescan cpu-seconds per image: <float>``."""
+    text = directory / "rescan.txt"
+    for line in text.read_text().splitlines() if text.is_file() else ():
+        if line.startswith("rescan cpu-seconds per image:"):
+            try:
+                return float(line.split(":", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def fleet_cost_rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
+    """Issue 26.4: the throughput goals (bench_listener.py, when run_all ran it) and the vCPU-hours
+    for 100,000 images, from the measured per-vCPU rates; "n/a" where a figure was not measured."""
+    out: list[tuple[str, str, str, str, str, str]] = []
+    throughput = _load(directory, "listener") if (directory / "listener.json").is_file() else None
+    core_rate = None
+    if throughput is not None:
+        for level, own in sorted(throughput["listener"].items(), key=lambda item: int(item[0])):
+            bare = throughput["bare"][level]
+            ratio = own["scans_per_min_per_vcpu"] / bare["scans_per_min_per_vcpu"]
+            out.append((f"3,000-finding image, C = {level}: scans/min/vCPU, listener vs bare `trivy image`",
+                        f"{bare['scans_per_min_per_vcpu']:.1f}", f"{own['scans_per_min_per_vcpu']:.1f}",
+                        f"{ratio:.2f}×", "≥ 0.8×", _met(ratio >= 0.8)))
+            core_rate = own["scans_per_min_per_vcpu"] if core_rate is None else min(core_rate, own["scans_per_min_per_vcpu"])
+    first = f"{FLEET / core_rate / 60:,.0f} vCPU-h" if core_rate else "n/a"
+    out.append((f"first scan of {FLEET:,} images (3,000-finding image, slowest measured rate)", "", first, "", "", ""))
+    per_rescan = rescan_cpu_seconds(directory)
+    daily = f"{FLEET * per_rescan / 3600:,.1f} vCPU-h" if per_rescan is not None else "n/a"
+    out.append((f"daily rescan of {FLEET:,} images (bench_rescan.py's cpu-seconds per rescan)", "", daily, "", "", ""))
     return out
 
 
