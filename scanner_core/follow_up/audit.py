@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..approvals import ApprovalBook, ApprovalStore, SeenRequest, read_request
+from ..approvals import ApprovalBook, ApprovalStore, SeenRequest, approval_id, approval_subject, read_request
 from ..config import ScannerConfig
 from ..log import ScanLogger
 from ..models import AcceptedRisk, AuditMeta, AuditResult
@@ -108,17 +108,19 @@ class AuditFollowUp:
         looked_back: Future[LookBack] | None = None,
         current_keys: set[Key] | None = None,
         report: bytes | DecodedReport | None = None,
+        approval: Future[SeenRequest | None] | None = None,
     ) -> AuditMeta:
         """``meta`` with its decision and what changed since the previous audit of the image.
 
         ``looked_back``: ``look_back``'s answer, asked while the report uploaded;
         ``current_keys``: the report's keys, collected while it was read for the
         summary (``key_collector``); ``report``: the report already decoded for the summary
-        (or a reused audit's bytes), so the policy's facts do not read it again. Without them
-        all are found here."""
+        (or a reused audit's bytes), so the policy's facts do not read it again; ``approval``:
+        ``read_approval_ahead``'s answer, used when it is the request of the digest trivy
+        scanned. Without them all are found here."""
         if meta.audit_result is not AuditResult.SUCCEEDED:
             return meta
-        update = self._policy(meta, report if report is not None else report_path, log)
+        update = self._policy(meta, report if report is not None else report_path, log, approval)
         threshold = self.settings.notify_min_severity
         try:
             found = looked_back.result() if looked_back is not None else None
@@ -138,6 +140,15 @@ class AuditFollowUp:
         if self.audit_index is None:
             return None
         return io_pool().submit(self._look_back, meta)
+
+    def read_approval_ahead(self, meta: AuditMeta) -> Future[SeenRequest | None] | None:
+        """The approval request of ``meta``'s digest (its accepted findings go into the policy's
+        decision), read on the I/O pool while trivy runs (issue 26.3) when the digest is known
+        before the scan: a request by digest (the watch, push events, rescans). ``None`` otherwise."""
+        repository, _, digest = approval_subject(meta)
+        if self.audit_index is None or not repository or not digest:
+            return None
+        return io_pool().submit(read_request, self._approvals(), meta)
 
     def key_collector(self) -> tuple[Callable[[Vulnerability], None], set[Key]]:
         """A callback for the report summariser that gathers the keys ``annotate`` compares,
@@ -199,13 +210,14 @@ class AuditFollowUp:
         return deliveries
 
     def _policy(
-        self, meta: AuditMeta, report: Path | bytes | DecodedReport | None, log: ScanLogger
+        self, meta: AuditMeta, report: Path | bytes | DecodedReport | None, log: ScanLogger,
+        approval: Future[SeenRequest | None] | None = None,
     ) -> dict[str, object]:
         """The policy's decision (``gate.py``); a fault falls back to the thresholds' decision."""
         if isinstance(report, Path) and not report.is_file():
             report = None
         try:
-            accepted = self._accepted(meta, log)
+            accepted = self._accepted(meta, log, approval)
             return policy_fields(self.config, meta, report, exploits=self.exploits, accepted=accepted)
         except Exception as error:  # noqa: BLE001 - a policy fault never fails an audit
             log.warning("policy not evaluated", fields={"error": self._describe(error)})
@@ -214,14 +226,17 @@ class AuditFollowUp:
     def _approvals(self) -> ApprovalStore:
         return ApprovalStore(self.settings.blob_container_url, self.settings.scanner_short_id)
 
-    def _accepted(self, meta: AuditMeta, log: ScanLogger) -> list[AcceptedRisk]:
+    def _accepted(
+        self, meta: AuditMeta, log: ScanLogger, ahead: Future[SeenRequest | None] | None = None
+    ) -> list[AcceptedRisk]:
         """The findings the approval of this digest accepts (issue 15: they apply to its later
         audits until their date); none without an index (a caller's own blob store). The
-        request read here is kept for ``follow_approval``, which then does not read it again."""
+        request read here (or ahead, when it is this digest's) is kept for ``follow_approval``,
+        which then does not read it again."""
         if self.audit_index is None:
             return []
         try:
-            self._seen = read_request(self._approvals(), meta)
+            self._seen = _read_ahead(ahead, meta) or read_request(self._approvals(), meta)
         except Exception as error:  # noqa: BLE001 - then the policy judges without them
             log.warning("the approval's accepted findings cannot be read", fields={"error": self._describe(error)})
             return []
@@ -229,3 +244,18 @@ class AuditFollowUp:
 
     def _describe(self, error: Exception) -> str:
         return self.redactor(f"{type(error).__name__}: {error}")[:500]
+
+
+def _read_ahead(ahead: Future[SeenRequest | None] | None, meta: AuditMeta) -> SeenRequest | None:
+    """What ``read_approval_ahead`` read, if it is the request of the digest trivy scanned (a
+    failed read, or another digest, is read again)."""
+    if ahead is None:
+        return None
+    try:
+        seen = ahead.result()
+    except Exception:  # noqa: BLE001 - read again, and that read reports its error
+        return None
+    repository, _, digest = approval_subject(meta)
+    if seen is None or not repository or not digest or seen.identifier != approval_id(repository, digest):
+        return None
+    return seen
