@@ -96,7 +96,7 @@ def rescan_cpu_seconds(directory: Path) -> float | None:
 
 
 def fleet_cost_rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
-    """Issue 26.4: the throughput goals (bench_listener.py, when run_all ran it) and the vCPU-hours
+    """Issue 26.4: the throughput and memory goals (bench_listener.py, bench_concurrency.py) and the vCPU-hours
     for 100,000 images, from the measured per-vCPU rates; "n/a" where a figure was not measured."""
     out: list[tuple[str, str, str, str, str, str]] = []
     throughput = _load(directory, "listener") if (directory / "listener.json").is_file() else None
@@ -108,7 +108,27 @@ def fleet_cost_rows(directory: Path) -> list[tuple[str, str, str, str, str, str]
             out.append((f"3,000-finding image, C = {level}: scans/min/vCPU, listener vs bare `trivy image`",
                         f"{bare['scans_per_min_per_vcpu']:.1f}", f"{own['scans_per_min_per_vcpu']:.1f}",
                         f"{ratio:.2f}×", "≥ 0.8×", _met(ratio >= 0.8)))
+            if "mib_per_scan" in own and "mib_per_scan" in bare:
+                memory = own["mib_per_scan"] / bare["mib_per_scan"]
+                out.append((f"  memory per concurrent scan, C = {level}", f"{bare['mib_per_scan']:.0f} MiB",
+                            f"{own['mib_per_scan']:.0f} MiB", f"{memory:.2f}×", "≤ 1.2×", _met(memory <= 1.2)))
             core_rate = own["scans_per_min_per_vcpu"] if core_rate is None else min(core_rate, own["scans_per_min_per_vcpu"])
+    host = _load(directory, "concurrency") if (directory / "concurrency.json").is_file() else None
+    if host is not None:
+        bare_by_c = {run["concurrency"]: run for run in host["bare_runs"]}
+        for run in sorted(host["runs"], key=lambda r: r["concurrency"]):
+            bare = bare_by_c.get(run["concurrency"])
+            if bare is None:
+                continue
+            ratio = run["scans_per_minute_per_vcpu"] / bare["scans_per_minute_per_vcpu"]
+            out.append((f"3,000-finding image, C = {run['concurrency']}: scans/min/vCPU, emulated host vs bare",
+                        f"{bare['scans_per_minute_per_vcpu']:.1f}", f"{run['scans_per_minute_per_vcpu']:.1f}",
+                        f"{ratio:.2f}×", "≥ 0.8×", _met(ratio >= 0.8)))
+            memory = run["mib_per_concurrent_scan"] / bare["mib_per_concurrent_scan"]
+            out.append((f"  memory per concurrent scan, C = {run['concurrency']}", f"{bare['mib_per_concurrent_scan']:.0f} MiB",
+                        f"{run['mib_per_concurrent_scan']:.0f} MiB", f"{memory:.2f}×", "≤ 1.2×", _met(memory <= 1.2)))
+            rate = run["scans_per_minute_per_vcpu"]
+            core_rate = rate if core_rate is None else min(core_rate, rate)
     first = f"{FLEET / core_rate / 60:,.0f} vCPU-h" if core_rate else "n/a"
     out.append((f"first scan of {FLEET:,} images (3,000-finding image, slowest measured rate)", "", first, "", "", ""))
     per_rescan = rescan_cpu_seconds(directory)
