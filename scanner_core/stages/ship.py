@@ -20,6 +20,7 @@ request the policy's decision reads is read while trivy runs when the request na
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -209,7 +210,9 @@ class Shipper:
         self.put_meta(folder, meta, log)
         # After the meta, side by side (issue 26.3): the index, the approval request and the webhook
         # (follow_up.notify), the image record. Each needs only the meta; none fails the audit.
-        indexed = threading.Thread(target=self.index, args=(meta, folder, log, ahead.pointer), name="audit-index")
+        # In this context (contextvars: the scan's trace), so the index's span stays the scan's.
+        indexed = threading.Thread(target=contextvars.copy_context().run, name="audit-index",
+                                   args=(self.index, meta, folder, log, ahead.pointer))  # fmt: skip
         indexed.start()
         try:
             follow_up.notify(meta, folder, log)
