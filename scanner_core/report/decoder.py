@@ -43,7 +43,7 @@ _REPORT = msgspec.json.Decoder(DecodedReport)
 class ReportDecoder:
     """``decode_report`` fed chunk by chunk (push decoding, so the report can be read from
     the very bytes being uploaded). Memory: the spine, the decoded structs, and at most one
-    chunk plus one item of undecoded bytes. ``feed`` raises ``ReportUnreadable`` at the
+    128 KiB slice plus one item of undecoded bytes. ``feed`` raises ``ReportUnreadable`` at the
     first malformed batch; ``close`` on a truncated or malformed report."""
 
     def __init__(self) -> None:
