@@ -7,6 +7,7 @@ garbled ends as a failed audit with reason ``report-unreadable``, never as succe
 from __future__ import annotations
 
 import dataclasses
+import json
 import stat
 import subprocess
 from pathlib import Path
@@ -19,7 +20,7 @@ from scanner_core.core import Scanner
 from scanner_core.errors import ReportUnreadable
 from scanner_core.models import AuditMeta, AuditResult
 from scanner_core.policy import facts_from_audit
-from scanner_core.report import decode_report
+from scanner_core.report import decode_report, write_packages_only
 from scanner_core.storage import META_BLOB
 from scanner_core.trivy import ReportSummariser, iter_findings, summarise_report
 from tests.support import ijson_facts, ijson_report
@@ -141,3 +142,21 @@ def test_a_truncated_report_raises_a_clear_error(reports) -> None:
         decode_report(raw[: len(raw) // 2])
     with pytest.raises(ReportUnreadable, match="not trivy's JSON"):
         decode_report(raw[:-3])
+
+
+def test_the_inventory_input_is_the_report_without_its_findings(reports, tmp_path) -> None:
+    """What ``trivy convert`` gets for an inventory: every result's findings emptied, the rest as is."""
+    for name in ("large", "licences"):
+        trimmed = tmp_path / f"{name}.json"
+        write_packages_only(reports[name], trimmed)
+        expected = json.loads(reports[name].read_bytes())
+        assert any(result.get("Vulnerabilities") for result in expected["Results"])
+        for result in expected["Results"]:
+            if "Vulnerabilities" in result:
+                result["Vulnerabilities"] = []
+        assert json.loads(trimmed.read_bytes()) == expected
+        assert trimmed.stat().st_size < reports[name].stat().st_size
+    raw = reports["large"].read_bytes()
+    (tmp_path / "cut.json").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ReportUnreadable, match="truncated"):
+        write_packages_only(tmp_path / "cut.json", tmp_path / "out.json")

@@ -15,6 +15,7 @@ _EXPORTS = {
     "listed": ".documents",
     "ReportDecoder": ".decoder",
     "decode_report": ".decoder",
+    "write_packages_only": ".inventory",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

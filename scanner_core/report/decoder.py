@@ -32,8 +32,8 @@ from .documents import ATTRIBUTES, ITEM_TYPES, DecodedReport
 READ_BYTES = 1024 * 1024
 _SLICE_BYTES = 128 * 1024
 _ARRAY_OPEN = re.compile(rb'\n      "([A-Za-z]{1,64})": \[\n')
-_OPEN_TAIL = 80  # bytes kept back in the spine: an opening split across two chunks
-_ARRAY_CLOSE = b"\n      ]"
+OPEN_TAIL = 80  # bytes kept back in the spine: an opening split across two chunks
+ARRAY_CLOSE = b"\n      ]"
 _ITEM_END = b"\n        },"
 _SKIPPED = msgspec.json.Decoder(list[msgspec.Raw])
 _DECODERS = {key: msgspec.json.Decoder(list[kind]) for key, kind in ITEM_TYPES.items()}  # type: ignore[valid-type]
@@ -84,7 +84,7 @@ class ReportDecoder:
         if self._key is None:
             match = _ARRAY_OPEN.search(buffer)
             if match is None:
-                keep = max(0, len(buffer) - _OPEN_TAIL)
+                keep = max(0, len(buffer) - OPEN_TAIL)
                 if keep:
                     self._spine.append(bytes(buffer[:keep]))
                     del buffer[:keep]
@@ -98,17 +98,17 @@ class ReportDecoder:
             del buffer[: match.end()]
             self._key = key
             return True
-        end = buffer.find(_ARRAY_CLOSE, self._searched)
+        end = buffer.find(ARRAY_CLOSE, self._searched)
         if end >= 0:
             self._decode(end)
-            del buffer[: end + len(_ARRAY_CLOSE)]
+            del buffer[: end + len(ARRAY_CLOSE)]
             self._key, self._searched = None, 0
             return True
         cut = buffer.rfind(_ITEM_END)
         if cut >= 0:
             self._decode(cut + len(_ITEM_END) - 1)
             del buffer[: cut + len(_ITEM_END)]
-        self._searched = max(0, len(buffer) - len(_ARRAY_CLOSE))
+        self._searched = max(0, len(buffer) - len(ARRAY_CLOSE))
         return False
 
     def _decode(self, end: int) -> None:

@@ -38,6 +38,7 @@ from ..follow_up import AuditFollowUp, LookBack
 from ..io_pool import io_pool
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
+from ..report import write_packages_only
 from ..storage import META_BLOB, REPORT_BLOB, SBOM_BLOB, AuditIndex, BlobStore
 from ..telemetry import traced
 from ..trivy import ReportSummariser, ReportSummary, ServerInfo, TrivyRun, summarise_report
@@ -246,7 +247,13 @@ class Shipper:
 
     def _store_inventory(self, folder: str, report_path: Path, scratch: Path | None) -> str:
         sbom_path = report_path.with_name(SBOM_BLOB)
-        self.scanner.trivy.convert_to_cyclonedx(report_path, sbom_path, self.scanner.config.settings.trivy_timeout_ms,
+        source = report_path
+        if self.scanner.config.settings.scan_sbom != "cyclonedx":
+            # Only the inventory (rescans match packages): converted without the findings, a
+            # fraction of the CPU (issue 26). SCAN_SBOM=cyclonedx keeps trivy's whole SBOM.
+            source = report_path.with_name("inventory-input.json")
+            write_packages_only(report_path, source)
+        self.scanner.trivy.convert_to_cyclonedx(source, sbom_path, self.scanner.config.settings.trivy_timeout_ms,
                                                 scratch)
         self.blob_store.upload_file(f"{folder}/{SBOM_BLOB}", sbom_path, CYCLONEDX_CONTENT_TYPE)
         return f"{folder}/{SBOM_BLOB}"
