@@ -566,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"runs per C at most: a run during which other work used over {DISTURBED_SHARE:.0%}% "
         "of the CPUs is redone, and the least disturbed one kept (default 3)",
     )
+    parser.add_argument("--json", type=Path, help="write the JSON here (default bench/out/concurrency-<time>.json)")
     parser.add_argument("--bare", action="store_true",
                         help="also run bare trivy (the core's command) at each C, for the same K scans per worker")
     args = parser.parse_args(argv)
@@ -682,9 +683,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recommendation": asdict(advice),
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = OUT_DIR / f"concurrency-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out = args.json or OUT_DIR / f"concurrency-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nJSON: {out.relative_to(REPO_ROOT)}")
+    print(f"\nJSON: {out}")
     return 0
 
 

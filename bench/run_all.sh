@@ -16,4 +16,8 @@ $PY bench/bench_server.py --size-mib 112 --json "$OUT/server.json" > "$OUT/serve
 $PY bench/bench_rescan.py --images "${RESCAN_IMAGES:-20}" --big-mib 112 --json "$OUT/rescan.json" > "$OUT/rescan.txt"
 # The egress proxy's cost (issue 23): through it vs direct, same image, same run.
 $PY bench/bench_egress.py --size-mib 112 --rounds 5 --json "$OUT/egress.json" > "$OUT/egress.txt"
+# Issue 26.4: sustained throughput vs bare `trivy image` at C = 1, 2, 4 (the per-vCPU rate the fleet cost uses).
+$PY bench/bench_listener.py --json "$OUT/listener.json" > "$OUT/listener.txt"
+$PY bench/bench_concurrency.py --bare --concurrency 1,2,4 --scans-per-worker 4 --json "$OUT/concurrency.json" \
+  > "$OUT/concurrency.txt"
 $PY bench/summary.py "$OUT" | tee "$OUT/summary.md"

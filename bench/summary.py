@@ -76,6 +76,64 @@ def rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
     out.append(("rescan, core: standalone / server", "", "", f"{saved:.1f}× faster against the server", "", ""))
     if fleet_rescan is not None:
         out.extend(rescan_rows(fleet_rescan))
+    out.extend(fleet_cost_rows(directory))
+    return out
+
+
+FLEET = 100_000
+
+
+def rescan_cpu_seconds(directory: Path) -> float | None:
+    """The per-rescan CPU that bench_rescan.py prints as ``rescan cpu-seconds per image: <float>``."""
+    text = directory / "rescan.txt"
+    for line in text.read_text().splitlines() if text.is_file() else ():
+        if line.startswith("rescan cpu-seconds per image:"):
+            try:
+                return float(line.split(":", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def fleet_cost_rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
+    """Issue 26.4: the throughput and memory goals (bench_listener.py, bench_concurrency.py) and the vCPU-hours
+    for 100,000 images, from the measured per-vCPU rates; "n/a" where a figure was not measured."""
+    out: list[tuple[str, str, str, str, str, str]] = []
+    throughput = _load(directory, "listener") if (directory / "listener.json").is_file() else None
+    core_rate = None
+    if throughput is not None:
+        for level, own in sorted(throughput["listener"].items(), key=lambda item: int(item[0])):
+            bare = throughput["bare"][level]
+            ratio = own["scans_per_min_per_vcpu"] / bare["scans_per_min_per_vcpu"]
+            out.append((f"3,000-finding image, C = {level}: scans/min/vCPU, listener vs bare `trivy image`",
+                        f"{bare['scans_per_min_per_vcpu']:.1f}", f"{own['scans_per_min_per_vcpu']:.1f}",
+                        f"{ratio:.2f}×", "≥ 0.8×", _met(ratio >= 0.8)))
+            if "mib_per_scan" in own and "mib_per_scan" in bare:
+                memory = own["mib_per_scan"] / bare["mib_per_scan"]
+                out.append((f"  memory per concurrent scan, C = {level}", f"{bare['mib_per_scan']:.0f} MiB",
+                            f"{own['mib_per_scan']:.0f} MiB", f"{memory:.2f}×", "≤ 1.2×", _met(memory <= 1.2)))
+            core_rate = own["scans_per_min_per_vcpu"] if core_rate is None else min(core_rate, own["scans_per_min_per_vcpu"])
+    host = _load(directory, "concurrency") if (directory / "concurrency.json").is_file() else None
+    if host is not None:
+        bare_by_c = {run["concurrency"]: run for run in host["bare_runs"]}
+        for run in sorted(host["runs"], key=lambda r: r["concurrency"]):
+            bare = bare_by_c.get(run["concurrency"])
+            if bare is None:
+                continue
+            ratio = run["scans_per_minute_per_vcpu"] / bare["scans_per_minute_per_vcpu"]
+            out.append((f"3,000-finding image, C = {run['concurrency']}: scans/min/vCPU, emulated host vs bare",
+                        f"{bare['scans_per_minute_per_vcpu']:.1f}", f"{run['scans_per_minute_per_vcpu']:.1f}",
+                        f"{ratio:.2f}×", "≥ 0.8×", _met(ratio >= 0.8)))
+            memory = run["mib_per_concurrent_scan"] / bare["mib_per_concurrent_scan"]
+            out.append((f"  memory per concurrent scan, C = {run['concurrency']}", f"{bare['mib_per_concurrent_scan']:.0f} MiB",
+                        f"{run['mib_per_concurrent_scan']:.0f} MiB", f"{memory:.2f}×", "≤ 1.2×", _met(memory <= 1.2)))
+            rate = run["scans_per_minute_per_vcpu"]
+            core_rate = rate if core_rate is None else min(core_rate, rate)
+    first = f"{FLEET / core_rate / 60:,.0f} vCPU-h" if core_rate else "n/a"
+    out.append((f"first scan of {FLEET:,} images (3,000-finding image, slowest measured rate)", "", first, "", "", ""))
+    per_rescan = rescan_cpu_seconds(directory)
+    daily = f"{FLEET * per_rescan / 3600:,.1f} vCPU-h" if per_rescan is not None else "n/a"
+    out.append((f"daily rescan of {FLEET:,} images (bench_rescan.py's cpu-seconds per rescan)", "", daily, "", "", ""))
     return out
 
 

@@ -167,9 +167,9 @@ class Scanner:
             assert plan.target is not None
             if (reused := self._reuse(request, plan.target, plan.base, folder, log)) is not None:
                 return reused
-            # The index pointer, the previous audit and the server's DB age are asked while trivy runs.
+            # The index pointer, the previous audit, the server's DB age and the approval are asked while trivy runs.
             ahead = Ahead(lookup_ahead(self.audit_index, audit_id), ask_server_ahead(self.server),
-                          self.follow_up.look_back(plan.base))  # fmt: skip
+                          self.follow_up.look_back(plan.base), self.follow_up.read_approval_ahead(plan.base))  # fmt: skip
             with tempfile.TemporaryDirectory(prefix="scan-", dir=plan.scratch) as workdir:
                 run = self.run_stage.run(plan, Path(workdir) / REPORT_BLOB, log)
                 target = plan.target

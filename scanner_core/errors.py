@@ -90,3 +90,11 @@ class AuditNotRecorded(ScannerError):
     def __init__(self, message: str, *, cause_kind: FailureKind = FailureKind.TRANSIENT) -> None:
         super().__init__(message)
         self.cause_kind = cause_kind
+
+
+class ReportUnreadable(ScanFailed):
+    """trivy's report is truncated or is not its JSON (``failure-reason: report-unreadable``).
+    Transient: a report cut short (trivy killed, a full disk) is worth one more try."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind=FailureKind.TRANSIENT, reason="report-unreadable")

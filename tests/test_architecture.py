@@ -44,7 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("verdict",),  # status, counts and summary: the domain's terms
     ("config", "trivy"),
     ("policy",),
-    ("registry",),
+    ("registry", "report"),  # report: trivy's JSON report, decoded natively
     ("identity", "telemetry"),
     ("scanner_core", "log"),
     ("log_records", "io_pool", "yaml_files"),

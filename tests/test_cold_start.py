@@ -27,7 +27,7 @@ HEAVY = (
     "cryptography",
     "yaml",
     "httpx",
-    "ijson",
+    "msgspec",
     "tenacity",
     "prometheus_client",
     "opentelemetry",

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..approvals import ApprovalBook, ApprovalStore, SeenRequest, read_request
+from ..approvals import ApprovalBook, ApprovalStore, SeenRequest, approval_id, approval_subject, read_request
 from ..config import ScannerConfig
 from ..log import ScanLogger
-from ..models import AcceptedRisk, AuditMeta, AuditResult, Finding
+from ..models import AcceptedRisk, AuditMeta, AuditResult
 from ..policy import ExploitLookup
 from ..redact import Redactor
 from ..io_pool import io_pool
@@ -29,6 +30,9 @@ from ..telemetry import traced
 from .decision import decide
 from .gate import policy_fields, policy_of
 from .notify import Delivery, Notifier, build_event, should_notify
+
+if TYPE_CHECKING:
+    from ..report import DecodedReport, Vulnerability
 
 
 @dataclass(frozen=True)
@@ -103,16 +107,20 @@ class AuditFollowUp:
         *,
         looked_back: Future[LookBack] | None = None,
         current_keys: set[Key] | None = None,
-        report: bytes | None = None,
+        report: bytes | DecodedReport | None = None,
+        approval: Future[SeenRequest | None] | None = None,
     ) -> AuditMeta:
         """``meta`` with its decision and what changed since the previous audit of the image.
 
         ``looked_back``: ``look_back``'s answer, asked while the report uploaded;
         ``current_keys``: the report's keys, collected while it was read for the
-        summary (``key_collector``). Without them both are found here."""
+        summary (``key_collector``); ``report``: the report already decoded for the summary
+        (or a reused audit's bytes), so the policy's facts do not read it again; ``approval``:
+        ``read_approval_ahead``'s answer, used when it is the request of the digest trivy
+        scanned. Without them all are found here."""
         if meta.audit_result is not AuditResult.SUCCEEDED:
             return meta
-        update = self._policy(meta, report if report is not None else report_path, log)
+        update = self._policy(meta, report if report is not None else report_path, log, approval)
         threshold = self.settings.notify_min_severity
         try:
             found = looked_back.result() if looked_back is not None else None
@@ -133,13 +141,22 @@ class AuditFollowUp:
             return None
         return io_pool().submit(self._look_back, meta)
 
-    def key_collector(self) -> tuple[Callable[[Finding], None], set[Key]]:
+    def read_approval_ahead(self, meta: AuditMeta) -> Future[SeenRequest | None] | None:
+        """The approval request of ``meta``'s digest (its accepted findings go into the policy's
+        decision), read on the I/O pool while trivy runs (issue 26.3) when the digest is known
+        before the scan: a request by digest (the watch, push events, rescans). ``None`` otherwise."""
+        repository, _, digest = approval_subject(meta)
+        if self.audit_index is None or not repository or not digest:
+            return None
+        return io_pool().submit(read_request, self._approvals(), meta)
+
+    def key_collector(self) -> tuple[Callable[[Vulnerability], None], set[Key]]:
         """A callback for the report summariser that gathers the keys ``annotate`` compares,
         so that the report is read once for the summary and the changes alike."""
         keys: set[Key] = set()
         limit = severity_rank(self.settings.notify_min_severity)
 
-        def collect(finding: Finding) -> None:
+        def collect(finding: Vulnerability) -> None:
             if finding.vulnerability_id and severity_rank(finding.severity) <= limit:
                 keys.add(Key(finding.vulnerability_id, finding.pkg_name, finding.severity))
 
@@ -193,12 +210,15 @@ class AuditFollowUp:
                 log.warning("notification not delivered", fields=fields)
         return deliveries
 
-    def _policy(self, meta: AuditMeta, report: Path | bytes | None, log: ScanLogger) -> dict[str, object]:
+    def _policy(
+        self, meta: AuditMeta, report: Path | bytes | DecodedReport | None, log: ScanLogger,
+        approval: Future[SeenRequest | None] | None = None,
+    ) -> dict[str, object]:
         """The policy's decision (``gate.py``); a fault falls back to the thresholds' decision."""
         if isinstance(report, Path) and not report.is_file():
             report = None
         try:
-            accepted = self._accepted(meta, log)
+            accepted = self._accepted(meta, log, approval)
             return policy_fields(self.config, meta, report, exploits=self.exploits, accepted=accepted)
         except Exception as error:  # noqa: BLE001 - a policy fault never fails an audit
             log.warning("policy not evaluated", fields={"error": self._describe(error)})
@@ -207,14 +227,17 @@ class AuditFollowUp:
     def _approvals(self) -> ApprovalStore:
         return ApprovalStore(self.settings.blob_container_url, self.settings.scanner_short_id)
 
-    def _accepted(self, meta: AuditMeta, log: ScanLogger) -> list[AcceptedRisk]:
+    def _accepted(
+        self, meta: AuditMeta, log: ScanLogger, ahead: Future[SeenRequest | None] | None = None
+    ) -> list[AcceptedRisk]:
         """The findings the approval of this digest accepts (issue 15: they apply to its later
         audits until their date); none without an index (a caller's own blob store). The
-        request read here is kept for ``follow_approval``, which then does not read it again."""
+        request read here (or ahead, when it is this digest's) is kept for ``follow_approval``,
+        which then does not read it again."""
         if self.audit_index is None:
             return []
         try:
-            self._seen = read_request(self._approvals(), meta)
+            self._seen = _read_ahead(ahead, meta) or read_request(self._approvals(), meta)
         except Exception as error:  # noqa: BLE001 - then the policy judges without them
             log.warning("the approval's accepted findings cannot be read", fields={"error": self._describe(error)})
             return []
@@ -222,3 +245,18 @@ class AuditFollowUp:
 
     def _describe(self, error: Exception) -> str:
         return self.redactor(f"{type(error).__name__}: {error}")[:500]
+
+
+def _read_ahead(ahead: Future[SeenRequest | None] | None, meta: AuditMeta) -> SeenRequest | None:
+    """What ``read_approval_ahead`` read, if it is the request of the digest trivy scanned (a
+    failed read, or another digest, is read again)."""
+    if ahead is None:
+        return None
+    try:
+        seen = ahead.result()
+    except Exception:  # noqa: BLE001 - read again, and that read reports its error
+        return None
+    repository, _, digest = approval_subject(meta)
+    if seen is None or not repository or not digest or seen.identifier != approval_id(repository, digest):
+        return None
+    return seen

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..models import AuditChanges, AuditMeta, AuditResult, Finding
 from ..storage import REPORT_BLOB, AuditIndex, AuditRow, image_identity
-from ..trivy import ReportSummariser, iter_findings, severity_rank
+from ..report import Vulnerability, decode_report
+from ..trivy import iter_findings, severity_rank
 
 MAX_LISTED = 100
 
@@ -34,7 +35,7 @@ class Key:
     severity: str
 
 
-def keys_of(findings: Iterable[Finding], min_severity: str) -> set[Key]:
+def keys_of(findings: Iterable[Finding | Vulnerability], min_severity: str) -> set[Key]:
     limit = severity_rank(min_severity)
     return {
         Key(f.vulnerability_id, f.pkg_name, f.severity)
@@ -106,17 +107,11 @@ def current_findings(report_path: Path, min_severity: str) -> set[Key]:
     return keys_of(iter_findings(report_path), min_severity)
 
 
-def _stream(chunks: Iterable[bytes]) -> Iterator[Finding]:
-    """The findings of a stored report as its chunks arrive (push parsing: memory stays
-    at a chunk and the findings kept, whatever the report's size; issue 11)."""
-    found: list[Finding] = []
-    summariser = ReportSummariser(on_finding=found.append)
-    for chunk in chunks:
-        summariser.feed(chunk)
-        yield from found
-        found.clear()
-    summariser.close()  # raises if the report is not JSON
-    yield from found
+def _stream(chunks: Iterable[bytes]) -> Iterator[Vulnerability]:
+    """The findings of a stored report, decoded as its chunks arrive (memory stays at a
+    chunk and the decoded findings, whatever the report's size; issues 11 and 26)."""
+    for _, vulnerability in decode_report(chunks).vulnerabilities():
+        yield vulnerability
 
 
 def _order(key: Key) -> tuple[int, str, str]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ..config import ScannerConfig
 from ..models import AcceptedRisk, AuditMeta, PolicyDecision
 from ..policy import ExploitLookup, Policy, facts_from_audit, load_policy
 from .decision import Decision
+
+if TYPE_CHECKING:
+    from ..report import DecodedReport
 
 
 def decision_of(policy: PolicyDecision) -> Decision:
@@ -28,7 +31,7 @@ def policy_of(config: ScannerConfig) -> Policy:
 def policy_fields(
     config: ScannerConfig,
     meta: AuditMeta,
-    report: Path | bytes | IO[bytes] | None,
+    report: Path | bytes | IO[bytes] | DecodedReport | None,
     *,
     exploits: ExploitLookup | None = None,
     accepted: Sequence[AcceptedRisk] = (),

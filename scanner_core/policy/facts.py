@@ -1,7 +1,8 @@
 """What an audit knows, as the policy's conditions ask it (``PolicyFacts``).
 
 Built from the audit's ``meta`` and, when the policy needs more than counts,
-its stored ``scan-result.json``, read in one streaming pass (ijson): every
+its stored ``scan-result.json``, decoded natively in one pass (``report/``), or the
+report the ship stage has already decoded for the summary: every
 finding with its package, type and fix, the licences by category, secrets,
 and the image config's ``created``. trivy lists only packages that have a
 finding or a licence entry (no ``--list-all-pkgs``), so those are the
@@ -11,21 +12,16 @@ meta's ``details`` (the 100 most severe) and ``complete`` is false.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from ..models import AuditMeta, Finding
 from ..registry import parse_image_reference
 
-_VULN = "Results.item.Vulnerabilities.item"
-_LICENSE = "Results.item.Licenses.item"
-_READ_BYTES = 1024 * 1024
-_VULN_FIELDS = {f"{_VULN}.{name}": name for name in ("VulnerabilityID", "PkgName", "Severity", "FixedVersion")}
-_LICENSE_FIELDS = {f"{_LICENSE}.{name}": name for name in ("PkgName", "Name", "Category")}
+if TYPE_CHECKING:
+    from ..report import DecodedReport
 
 
 @dataclass(frozen=True)
@@ -85,10 +81,13 @@ class PolicyFacts:
 
 
 def facts_from_audit(
-    meta: AuditMeta, report: Path | bytes | IO[bytes] | None = None, *, exploits: ExploitLookup | None = None
+    meta: AuditMeta,
+    report: Path | bytes | IO[bytes] | DecodedReport | None = None,
+    *,
+    exploits: ExploitLookup | None = None,
 ) -> PolicyFacts:
     """The facts of one succeeded audit: ``meta`` plus, when given, its report
-    (a path, the bytes, or a binary stream). ``exploits``: the KEV/EPSS feeds; without
+    (a path, the bytes, a binary stream, or the report already decoded). ``exploits``: the KEV/EPSS feeds; without
     them a finding's exploitability is what the meta's ``details`` recorded."""
     facts = PolicyFacts(
         audit_id=meta.audit_id,
@@ -147,82 +146,39 @@ def _with_exploit(finding: FactFinding, exploit: Exploit | None) -> FactFinding:
     return FactFinding(finding.id, finding.package, finding.severity, finding.fixed_version, finding.package_type, exploit)
 
 
-def _chunks(report: Path | bytes | IO[bytes]) -> Iterable[bytes]:
-    if isinstance(report, bytes):
-        report = io.BytesIO(report)
-    if isinstance(report, Path):
-        with report.open("rb") as stream:
-            yield from iter(lambda: stream.read(_READ_BYTES), b"")
-        return
-    yield from iter(lambda: report.read(_READ_BYTES), b"")
+def _read_report(facts: PolicyFacts, report: Path | bytes | IO[bytes] | DecodedReport) -> None:
+    from ..report import DecodedReport, decode_report, listed  # on first use: the policy face costs nothing at a cold start
 
-
-def _read_report(facts: PolicyFacts, report: Path | bytes | IO[bytes]) -> None:
-    import ijson  # on first use: the policy face costs nothing at a cold start
-
-    events = ijson.sendable_list()
-    parser = ijson.parse_coro(events)
-    state: dict[str, Any] = {"type": None, "target": None, "current": None, "license": None, "types": {},
-                             "licensed": []}  # fmt: skip
+    decoded = report if isinstance(report, DecodedReport) else decode_report(report)
     counts: dict[str, int] = {}
-    for chunk in _chunks(report):
-        parser.send(chunk)
-        _consume(facts, events, state, counts)
-    parser.close()
-    _consume(facts, events, state, counts)
+    types: dict[str | None, str] = {}
+    licensed: list[tuple[str, str | None]] = []
+    for result in decoded.results or ():
+        kind = result.type
+        facts.findings.extend(
+            FactFinding(v.vulnerability_id, v.pkg_name, v.severity or "UNKNOWN", v.fixed_version, kind)
+            for v in listed(result.vulnerabilities)
+        )
+        for licence in listed(result.licenses):
+            category = (licence.category or "unknown").lower()
+            fact = FactLicense(licence.pkg_name or None, licence.name, category)
+            facts.licenses.append(fact)
+            counts[category] = counts.get(category, 0) + 1
+            if fact.package:
+                licensed.append((fact.package, result.target))
+        if kind:
+            types.setdefault(result.target, kind)
+            if result.result_class == "os-pkgs":
+                types["os"] = kind
+    config = decoded.metadata.image_config if decoded.metadata is not None else None
+    if config is not None and config.created is not None:
+        facts.created = _parse_time(config.created)
     if facts.license_counts is None and facts.licenses:
         facts.license_counts = counts
     # Licence results have no Type; they share their Target with the packages' result
     # ("Python", "Node.js"), and "OS Packages" are the OS result's.
-    types = state["types"]
-    for package, target in state["licensed"]:
+    for package, target in licensed:
         facts.packages.add((package, types.get(target) or (types.get("os") if target == "OS Packages" else None)))
-
-
-def _consume(facts: PolicyFacts, events: list[Any], state: dict[str, Any], counts: dict[str, int]) -> None:
-    for prefix, event, value in events:
-        if state["current"] is not None:
-            if prefix == _VULN and event == "end_map":
-                fields = state["current"]
-                facts.findings.append(FactFinding(
-                    str(fields.get("VulnerabilityID", "")), str(fields.get("PkgName", "")),
-                    str(fields.get("Severity") or "UNKNOWN").upper(), fields.get("FixedVersion") or None,
-                    state["type"],
-                ))  # fmt: skip
-                state["current"] = None
-            elif (name := _VULN_FIELDS.get(prefix)) is not None and event == "string":
-                state["current"][name] = value
-        elif state["license"] is not None:
-            if prefix == _LICENSE and event == "end_map":
-                fields = state["license"]
-                category = str(fields.get("Category") or "unknown").lower()
-                licence = FactLicense(fields.get("PkgName") or None, str(fields.get("Name", "")), category)
-                facts.licenses.append(licence)
-                counts[category] = counts.get(category, 0) + 1
-                if licence.package:
-                    state["licensed"].append((licence.package, state["target"]))
-                state["license"] = None
-            elif (name := _LICENSE_FIELDS.get(prefix)) is not None and event == "string":
-                state["license"][name] = value
-        elif prefix == _VULN and event == "start_map":
-            state["current"] = {}
-        elif prefix == _LICENSE and event == "start_map":
-            state["license"] = {}
-        elif prefix == "Results.item" and event == "start_map":
-            state["type"] = state["target"] = state["class"] = None
-        elif prefix == "Results.item.Target" and event == "string":
-            state["target"] = value
-        elif prefix == "Results.item.Type" and event == "string":
-            state["type"] = value
-        elif prefix == "Results.item.Class" and event == "string":
-            state["class"] = value
-        elif prefix == "Results.item" and event == "end_map" and state["type"]:
-            state["types"].setdefault(state["target"], state["type"])
-            if state.get("class") == "os-pkgs":
-                state["types"]["os"] = state["type"]
-        elif prefix == "Metadata.ImageConfig.created" and event == "string":
-            facts.created = _parse_time(value)
-    del events[:]
 
 
 def _parse_time(text: str) -> datetime | None:

@@ -76,11 +76,17 @@ class EgressProxy(ThreadingHTTPServer):
                 "NO_PROXY": bypass, "no_proxy": bypass, "SSL_CERT_FILE": str(trust_bundle())}  # fmt: skip
 
 
+_POLL_SECONDS = 0.01
+
+
 @contextmanager
 def egress_proxy(insecure_hosts: frozenset[str] = frozenset()) -> Iterator[EgressProxy]:
     """A running proxy for the duration of the block (its thread serves, then it is closed)."""
     proxy = EgressProxy(insecure_hosts)
-    thread = threading.Thread(target=proxy.serve_forever, name="trivy-egress", daemon=True)
+    # shutdown() waits for serve_forever's next poll: at the default 0.5 s that was ~250 ms on
+    # average between trivy's exit and the report's upload (issue 26.3; bench/scan_requests.py).
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": _POLL_SECONDS},
+                              name="trivy-egress", daemon=True)  # fmt: skip
     thread.start()
     try:
         yield proxy

@@ -13,11 +13,14 @@
   pool, instead of after the meta.
 
 A reader who sees a meta can trust its folder: everything else is written first, then
-``meta``, then the index entries (the row and the pointer, written side by side).
+``meta``, then the index entries (the rows and the pointer, written side by side), beside the
+approval follow-up and the image record (issue 26.3: each needs only the meta). The approval
+request the policy's decision reads is read while trivy runs when the request names a digest.
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..approvals import SeenRequest
 from ..audit import AuditOutcome
 from ..errors import AuditNotRecorded, FailureKind, ScannerError, StorageError
 from ..exploits import enrich_fields
@@ -34,6 +38,7 @@ from ..follow_up import AuditFollowUp, LookBack
 from ..io_pool import io_pool
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
+from ..report import write_packages_only
 from ..storage import META_BLOB, REPORT_BLOB, SBOM_BLOB, AuditIndex, BlobStore
 from ..telemetry import traced
 from ..trivy import ReportSummariser, ReportSummary, ServerInfo, TrivyRun, summarise_report
@@ -95,11 +100,13 @@ def finish_summary(summariser: ReportSummariser, path: Path) -> tuple[ReportSumm
 @dataclass(frozen=True)
 class Ahead:
     """What a scan asks while trivy runs: the index pointer, the trivy server's DB age
-    (client/server mode) and the previous audit of the image (the monitor's changes)."""
+    (client/server mode), the previous audit of the image (the monitor's changes) and, for a
+    request by digest, its approval request (the accepted findings the policy's decision needs)."""
 
     pointer: Future[dict[str, str] | None] | None
     server: Future[ServerInfo] | None
     looked_back: Future[LookBack] | None
+    approval: Future[SeenRequest | None] | None = None  # the digest's approval request (issue 26.3)
 
 
 def upload_failed_fields(failure: Exception) -> dict[str, object]:
@@ -194,13 +201,24 @@ class Shipper:
         if failure is not None:
             meta = meta.model_copy(update=upload_failed_fields(failure))
         meta = follow_up.annotate(
-            meta, report_path, log, looked_back=ahead.looked_back, current_keys=current_keys if read_once else None
+            meta, report_path, log, looked_back=ahead.looked_back, current_keys=current_keys if read_once else None,
+            report=summariser.decoded if read_once else None,  # decoded once: the policy's facts read it too
+            approval=ahead.approval,
         )
         meta = meta.model_copy(update={"timestamp": int(time.time())})
         outcome = AuditOutcome(meta=meta, folder=folder, meta_written=True, failure=failure, summary=summary)
         remembered = io_pool().submit(remember, outcome) if remember is not None and outcome.succeeded else None
-        self.write_meta(folder, meta, log, ahead.pointer)
-        follow_up.notify(meta, folder, log)
+        self.put_meta(folder, meta, log)
+        # After the meta, side by side (issue 26.3): the index, the approval request and the webhook
+        # (follow_up.notify), the image record. Each needs only the meta; none fails the audit.
+        # In this context (contextvars: the scan's trace), so the index's span stays the scan's.
+        indexed = threading.Thread(target=contextvars.copy_context().run, name="audit-index",
+                                   args=(self.index, meta, folder, log, ahead.pointer))  # fmt: skip
+        indexed.start()
+        try:
+            follow_up.notify(meta, folder, log)
+        finally:
+            indexed.join()
         if remembered is not None:
             remembered.result()  # never raises: the bookkeeping logs its own failures
         log.info(
@@ -229,7 +247,13 @@ class Shipper:
 
     def _store_inventory(self, folder: str, report_path: Path, scratch: Path | None) -> str:
         sbom_path = report_path.with_name(SBOM_BLOB)
-        self.scanner.trivy.convert_to_cyclonedx(report_path, sbom_path, self.scanner.config.settings.trivy_timeout_ms,
+        source = report_path
+        if self.scanner.config.settings.scan_sbom != "cyclonedx":
+            # Only the inventory (rescans match packages): converted without the findings, a
+            # fraction of the CPU (issue 26). SCAN_SBOM=cyclonedx keeps trivy's whole SBOM.
+            source = report_path.with_name("inventory-input.json")
+            write_packages_only(report_path, source)
+        self.scanner.trivy.convert_to_cyclonedx(source, sbom_path, self.scanner.config.settings.trivy_timeout_ms,
                                                 scratch)
         self.blob_store.upload_file(f"{folder}/{SBOM_BLOB}", sbom_path, CYCLONEDX_CONTENT_TYPE)
         return f"{folder}/{SBOM_BLOB}"
@@ -251,12 +275,16 @@ class Shipper:
         return {"inventory_path": stored, "sbom_path": stored if sbom else None}
 
     def write_meta(self, folder: str, meta: AuditMeta, log: ScanLogger, pointer: PointerLookup = None) -> None:
+        """The meta, then the index."""
+        self.put_meta(folder, meta, log)
+        self.index(meta, folder, log, pointer)
+
+    def put_meta(self, folder: str, meta: AuditMeta, log: ScanLogger) -> None:
         try:
             self.blob_store.upload_bytes(f"{folder}/{META_BLOB}", meta.to_json_bytes(), JSON_CONTENT_TYPE)
         except StorageError as error:
             log.error("meta could not be written", fields={"error": str(error)})
             raise AuditNotRecorded(f"the audit's meta could not be written to {folder}/{META_BLOB}: {error}") from None
-        self.index(meta, folder, log, pointer)
 
     def index(self, meta: AuditMeta, folder: str, log: ScanLogger, pointer: PointerLookup = None) -> None:
         """The meta is the contract; the index only serves the HTTP API, so a failure
