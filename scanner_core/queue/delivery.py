@@ -131,6 +131,24 @@ def handle_delivery(
         quarantine(quarantine_record(delivery, str(error), audit_id=None, failure_reason=f"invalid-{error.field}"))
         return None
 
+    return deliver_request(delivery, request, state, scanner, max_dequeue_count=max_dequeue_count,
+                           quarantine=quarantine, retry_later=retry_later, log=log)
+
+
+def deliver_request(
+    delivery: Delivery,
+    request: ScanRequest,
+    state: RetryState,
+    scanner: Scanner,
+    *,
+    max_dequeue_count: int,
+    quarantine: Callable[[str], None],
+    retry_later: RetryLater | None,
+    log: ScanLogger,
+) -> AuditOutcome | None:
+    """One parsed request: scanned, then retried or quarantined by the rules above. A batch
+    (``batches.py``) hands each of its digests here, with the digest's own envelope as
+    ``delivery.body``, so that its retry and quarantine entry are the digest's alone."""
     policy = RetryPolicy.from_settings(scanner.config.settings)
     attempt = _Attempt(state, request)
     final = policy.is_last(state.attempt)  # the attempts decide; the dequeue count bounds only crashes
