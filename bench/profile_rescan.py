@@ -70,14 +70,18 @@ def rescan_pass(references: list[str], prefix: str, batch: int) -> float:
 
 
 def top(profiler: Profiler, count: int, per: int, flat_time: str) -> list[str]:
-    """The ``count`` heaviest lines of pyinstrument's flat view, in ms per rescan."""
+    """The ``count`` heaviest lines of pyinstrument's flat view, in ms per rescan; for the total
+    view, only what runs inside ``Scanner.scan`` (the frames that call it hold all of it)."""
     text = profiler.output_text(unicode=False, color=False, flat=True, flat_time=flat_time)  # type: ignore[arg-type]
-    rows = []
+    rows: list[tuple[float, str]] = []
     for line in text.splitlines():
         match = _LINE.match(line)
         if match and not line.lstrip().startswith(("Recorded", "Samples", "Duration", "Program")):
-            rows.append(f"{float(match.group(1)) * 1000 / per:9.1f} ms  {match.group(2)[:110]}")
-    return rows[:count]
+            rows.append((float(match.group(1)) * 1000 / per, match.group(2)[:110]))
+    if flat_time == "total":
+        scan = next((ms for ms, name in rows if name.startswith("Scanner.scan ")), None)
+        rows = [(ms, name) for ms, name in rows if scan is None or ms < scan or name.startswith("Scanner.scan ")]
+    return [f"{ms:9.1f} ms  {name}" for ms, name in rows[:count]]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,7 +128,10 @@ class BatchDelivery:
                                         single.message_id)  # fmt: skip
         deliver_request(single, request, RetryState(), self.scanner, max_dequeue_count=self.max_dequeue_count,
                         quarantine=quarantine, retry_later=self.retry_later,
-                        log=self.log.bind(audit_id=request.audit_id))  # fmt: skip
+                        log=self.log.bind(audit_id=request.audit_id),
+                        # A first delivery (the only kind that scans): no digest has an audit yet,
+                        # so the read that answers a redelivery from its meta is skipped.
+                        reuse_succeeded=self.delivery.dequeue_count > 1)  # fmt: skip
 
     def split(self) -> None:
         """A redelivered batch: each digest not recorded as succeeded goes on as a single message."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import ScanFailed
+from ..errors import ScannerError
 from ..log import ScanLogger
 from ..trivy import LocalServerFailed, LocalTrivyServer, ServerConnection, read_database_info
 from .db_snapshot import ensure_database
@@ -83,7 +83,7 @@ def rescan_server_for(scanner: ScannerParts, rescans: int, log: ScanLogger) -> I
     try:
         ensure_database(scanner.database, refresh=scanner.refresh_db_before_scan, log=log)
         server.start(log)
-    except (ScanFailed, LocalServerFailed, OSError) as failure:
+    except (ScannerError, LocalServerFailed, OSError) as failure:  # no DB yet, a snapshot read, the binary
         server.stop()
         log.warning("no trivy server for this batch; rescanning standalone", fields={"error": str(failure)})
         yield None
