@@ -24,7 +24,8 @@ messages of ``--batch`` (``pack_batches``), each delivered through the queue tri
 ``trivy sbom``, batching alone); and a bare ``trivy sbom --server`` loop against one server, the
 floor of any design that still starts a trivy process per rescan. The server's CPU counts (it is
 a child reaped when its batch ends). It prints ``rescan cpu-seconds per image: <float>`` for the
-batched pass with the server (``bench/run_all.sh`` turns it into vCPU-hours).
+batched pass as configured by default (``RESCAN_SERVER=off``; ``bench/run_all.sh`` turns it into
+vCPU-hours).
 """
 
 from __future__ import annotations
@@ -291,14 +292,17 @@ def main(argv: list[str] | None = None) -> int:
                               "big_wall_s": big_bare[0], "big_cpu_s": big_bare[1]}
             results["bare"] = bare
     results["load_after"] = os.getloadavg()
-    inventory, batch = results["core"]["inventory"], results["core"]["batch"]
+    # The default (RESCAN_SERVER=off: see docs/performance.md) is the pass the goal and the CPU line take.
+    inventory, batch, served = results["core"]["inventory"], results["core"]["batch-standalone"], results["core"]["batch"]
     image = results["core"].get("image")
     results["goals"] = {
-        "registry_bytes_inventory_pass": inventory["registry_bytes"] + batch["registry_bytes"],
+        "registry_bytes_inventory_pass": inventory["registry_bytes"] + batch["registry_bytes"] + served["registry_bytes"],
         "big_rescan_over_first_scan": inventory["big_wall_s"] / results["first_scan_big"]["wall_s"],
         "inventory_pass_over_bare_sbom_loop": inventory["total_wall_s"] / bare["sbom"]["total_wall_s"],
         "batch_pass_over_bare_sbom_loop": batch["total_wall_s"] / bare["sbom"]["total_wall_s"],
         "batch_cpu_over_bare_sbom_loop": batch["total_cpu_s"] / bare["sbom"]["total_cpu_s"],
+        "batch_server_pass_over_bare_sbom_loop": served["total_wall_s"] / bare["sbom"]["total_wall_s"],
+        "batch_server_cpu_over_bare_sbom_loop": served["total_cpu_s"] / bare["sbom"]["total_cpu_s"],
         "bare_server_loop_over_bare_sbom_loop": bare["sbom-server"]["total_wall_s"] / bare["sbom"]["total_wall_s"],
         "rescan_cpu_seconds_per_image": batch["total_cpu_s"] / batch["count"],
         "image_pass_over_inventory_pass": image["total_wall_s"] / inventory["total_wall_s"] if image else None,
@@ -332,12 +336,16 @@ def print_table(results: dict[str, Any]) -> None:
     ratio = goals["inventory_pass_over_bare_sbom_loop"]
     print(f"goal: inventory pass <= 1.2x the bare trivy sbom loop: {ratio:.2f}x ({'met' if ratio <= 1.2 else 'not met'})")
     ratio = goals["batch_pass_over_bare_sbom_loop"]
-    print(f"goal: batched rescan pass (loopback server) <= 0.5x the bare trivy sbom loop: {ratio:.2f}x wall, "
+    print(f"goal: batched rescan pass <= 0.5x the bare trivy sbom loop: {ratio:.2f}x wall, "
           f"{goals['batch_cpu_over_bare_sbom_loop']:.2f}x CPU ({'met' if ratio <= 0.5 else 'not met'})")
+    print(f"  the same with a loopback trivy server per batch (RESCAN_SERVER=auto): "
+          f"{goals['batch_server_pass_over_bare_sbom_loop']:.2f}x wall, "
+          f"{goals['batch_server_cpu_over_bare_sbom_loop']:.2f}x CPU")
     print(f"the floor with a trivy process per rescan: bare trivy sbom --server loop / bare trivy sbom loop: "
           f"{goals['bare_server_loop_over_bare_sbom_loop']:.2f}x")
-    print(f"per rescan, batched with the server: {core['batch']['median_wall_s']:.3f} s wall, "
-          f"{core['batch']['median_cpu_s']:.3f} s CPU ({core['batch']['messages']} messages)")
+    default = core["batch-standalone"]
+    print(f"per rescan, batched (the default): {default['median_wall_s']:.3f} s wall, "
+          f"{default['median_cpu_s']:.3f} s CPU ({default['messages']} messages)")
     print(f"rescan cpu-seconds per image: {goals['rescan_cpu_seconds_per_image']:.4f}")
     if goals["image_pass_over_inventory_pass"] is not None:
         print(f"image pass / inventory pass: {goals['image_pass_over_inventory_pass']:.2f}x")

@@ -208,7 +208,8 @@ def test_an_inventory_rescan_through_a_trivy_server_finds_what_standalone_and_im
         env.set(TRIVY_SERVER=server.url, TRIVY_SERVER_TOKEN=SERVER_TOKEN)
         served = scan(by_digest, "srv-served", "rescan").meta
     assert served.trivy_server == server.url and served.rescanned_from == "srv-first"
-    env.unset("TRIVY_SERVER", "TRIVY_SERVER_TOKEN", "RESCAN_SERVER")
+    env.unset("TRIVY_SERVER", "TRIVY_SERVER_TOKEN")
+    env.set(RESCAN_SERVER="auto")
 
     batch = batch_message([(by_digest, f"srv-batch-{n}", "1.0") for n in (1, 2)], REQUESTED.timestamp())
     quarantined: list[str] = []

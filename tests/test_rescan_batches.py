@@ -66,7 +66,8 @@ def servers(spy: TrivySpy) -> list[str]:
 def rescan_monitor(monitor: Monitor, tmp_path, trivy_executable) -> tuple[Monitor, TrivySpy, Path]:
     spy = TrivySpy(tmp_path, trivy_executable)
     cache = write_db(tmp_path / "cache", DAY1)
-    monitor.configure([], TRIVY_PATH=str(spy.path), TRIVY_CACHE_DIR=str(cache), SCAN_DEDUP="false")
+    monitor.configure([], TRIVY_PATH=str(spy.path), TRIVY_CACHE_DIR=str(cache), SCAN_DEDUP="false",
+                      RESCAN_SERVER="auto")
     return monitor, spy, cache
 
 

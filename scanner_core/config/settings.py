@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     # rescans for (the rest go on as a new message), and a loopback trivy server per batch.
     rescan_batch_size: int = Field(50, alias="RESCAN_BATCH_SIZE", ge=1, le=1_000)
     rescan_batch_seconds: float = Field(300.0, alias="RESCAN_BATCH_SECONDS", gt=0, le=3_600)
-    rescan_server: Literal["auto", "off"] = Field("auto", alias="RESCAN_SERVER")
+    rescan_server: Literal["auto", "off"] = Field("off", alias="RESCAN_SERVER")  # measured: see performance.md
     # Product setting: also store a CycloneDX SBOM (sbom.cdx.json) converted from the report.
     scan_sbom: Literal["none", "cyclonedx"] = Field("none", alias="SCAN_SBOM")
     # Retries of transient failures (queue/backoff.py): 30 s doubling to 16 min, 7 attempts,

@@ -1,6 +1,7 @@
 """A batch of inventory rescans asks one trivy server that keeps the DB open (issue 26).
 
-``RESCAN_SERVER=auto`` (the default): when a rescan message holds two digests or more,
+``RESCAN_SERVER=auto`` (default ``off``, as measured: docs/performance.md, issue 26): when a rescan
+message holds two digests or more,
 ``RESCAN_FROM=inventory`` and no ``TRIVY_SERVER`` is set, the instance starts a ``trivy
 server`` on loopback over its own DB (``trivy/local_server.py``) for the batch, and each
 inventory rescan of the batch runs ``trivy sbom --server`` against it: the DB is opened

@@ -172,7 +172,7 @@ def test_the_db_refresh_timer_downloads_the_db_with_the_packaged_trivy(
 
 def test_watch_then_scan_then_rescan_through_the_worker(worker, pb, monitor: Monitor, audits, tmp_path):  # noqa: F811
     cache = write_db(tmp_path / "cache", DAY1)
-    monitor.env.set(TRIVY_CACHE_DIR=str(cache), RESCAN_MAX_AGE_HOURS="0")
+    monitor.env.set(TRIVY_CACHE_DIR=str(cache), RESCAN_MAX_AGE_HOURS="0", RESCAN_SERVER="auto")
     monitor.configure([{"repository": f"{monitor.registry.address}/worker/app", "tags": r"^\d+\.\d+$"}])
     digests = {monitor.push("worker/app", tag) for tag in ("1.0", "1.1")}
     host = worker()
