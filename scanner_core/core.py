@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -36,11 +38,13 @@ from .stages import (
     DbSnapshot,
     Plan,
     Planner,
+    RescanServer,
     RunStage,
     Shipper,
     ask_server_ahead,
     database_for,
     lookup_ahead,
+    rescan_server_for,
     server_connection,
     snapshot_for,
 )
@@ -94,6 +98,7 @@ class Scanner:
         )
         self._trivy = trivy
         self._app_root = app_root
+        self.rescan_server: RescanServer | None = None  # a batch's loopback trivy server (serving_rescans)
 
     @property
     def trivy(self) -> Trivy:
@@ -138,6 +143,24 @@ class Scanner:
     def server(self) -> ServerConnection | None:
         """``TRIVY_SERVER``: scans ask that trivy server (client/server mode)."""
         return server_connection(self.config)
+
+    @contextmanager
+    def serving_rescans(self, rescans: int) -> Iterator[RescanServer | None]:
+        """A batch of ``rescans`` inventory rescans: their ``trivy sbom`` runs ask one loopback
+        trivy server that keeps the DB open, started here and stopped afterwards (or none:
+        ``stages/rescan_server.py`` says when)."""
+        with rescan_server_for(self, rescans, self.logger) as server:
+            self.rescan_server = server
+            try:
+                yield server
+            finally:
+                self.rescan_server = None
+
+    def succeeded_audit(self, request: ScanRequest) -> AuditMeta | None:
+        """The meta of ``request``'s audit when it is recorded as succeeded (a redelivered batch
+        does not hand it on again); ``None`` when it is not, or cannot be told."""
+        folder = audit_folder(self.short_id, request.requested_at, validate_audit_id(request.audit_id))
+        return self._succeeded_meta(folder)
 
     @property
     def short_id(self) -> str:

@@ -14,12 +14,16 @@ import pytest
 from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
+from scanner_core.models import AuditMeta
 from scanner_core.monitor import MonitorStore
+from scanner_core.queue import Delivery, batch_message, handle_message
 from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, build_alpine_image
 from tests.support.java_db import build_java_db
+from tests.support.monitor import TrivySpy
 from tests.support.java_fixtures import JAR_FILES, JAVA_DB_ROWS, MAVEN_ADVISORIES, OPAQUE_JAR
 from tests.support.registry import Registry
 from tests.support.trivy_db import Advisory, MavenAdvisory, build_trivy_db
+from tests.support.trivy_server import TrivyServer
 
 DAY1 = datetime(2026, 11, 1, 6, tzinfo=timezone.utc)
 DAY2 = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
@@ -35,6 +39,7 @@ LEARNT_MAVEN = (
     MavenAdvisory("CVE-2099-1300", OPAQUE_JAR.name, (">=1.0.0, <1.0.9",), ("1.0.9",), "CRITICAL",
                   "opaque-lib: learnt on day 2"),
 )
+SERVER_TOKEN = "srv-token-" + "4d1c8e07b9a2"
 _REQUEST_LINE = re.compile(r'"(GET|HEAD|POST|PUT|PATCH|DELETE) /')
 
 
@@ -183,3 +188,53 @@ def test_rescans_fall_back_to_the_image_and_say_why(inventory_env, counting_regi
     audits.client.delete_blob(other.inventory_path)  # retention removed the inventory
     gone = scan(by_digest, "fb-gone", "rescan").meta
     assert gone.rescan_fallback == "inventory-missing" and "CVE-2099-1300" in {d.vulnerability_id for d in gone.details}
+
+
+def test_an_inventory_rescan_through_a_trivy_server_finds_what_standalone_and_image_rescans_find(
+    inventory_env, jar_image, audits, trivy_executable, tmp_path
+):
+    """Issue 26: the same findings from ``trivy sbom`` standalone, through ``TRIVY_SERVER`` and
+    through a batch's loopback server, and from ``trivy image`` of the image, after a DB update."""
+    env, cache = inventory_env
+    env.set(SCAN_DEDUP="false")  # every rescan below runs trivy (same DB: dedup would answer)
+    repository, digest = jar_image
+    by_digest = f"{repository}@{digest}"
+    first = scan(by_digest, "srv-first", "watch").meta
+    write_db(cache, DAY2, learnt=True)
+
+    env.set(RESCAN_SERVER="off")
+    standalone = scan(by_digest, "srv-standalone", "rescan").meta
+    with TrivyServer(trivy_executable, tmp_path / "server", cache, token=SERVER_TOKEN) as server:
+        env.set(TRIVY_SERVER=server.url, TRIVY_SERVER_TOKEN=SERVER_TOKEN)
+        served = scan(by_digest, "srv-served", "rescan").meta
+    assert served.trivy_server == server.url and served.rescanned_from == "srv-first"
+    env.unset("TRIVY_SERVER", "TRIVY_SERVER_TOKEN")
+    env.set(RESCAN_SERVER="auto")
+
+    batch = batch_message([(by_digest, f"srv-batch-{n}", "1.0") for n in (1, 2)], REQUESTED.timestamp())
+    quarantined: list[str] = []
+    spy = TrivySpy(tmp_path, trivy_executable)
+    env.set(TRIVY_PATH=str(spy.path))
+    handle_message(Delivery(batch.to_text().encode(), "srv-batch", 1), Scanner(load_config()), max_dequeue_count=3,
+                   quarantine=quarantined.append)
+    (listen,) = [line.split()[2] for line in spy.invocations() if line.startswith("server ")]
+    assert quarantined == [] and listen.startswith("127.0.0.1:")
+    assert [f"--server http://{listen} " in line for line in spy.invocations() if line.startswith("sbom ")] == [
+        True, True]  # both rescans of the batch asked it
+    batched = [the_meta(audits, f"srv-batch-{n}") for n in (1, 2)]
+
+    env.set(RESCAN_FROM="image")
+    full = scan(by_digest, "srv-full", "rescan").meta
+    learnt = {"CVE-2099-0300", "CVE-2099-0301", "CVE-2099-1300"}
+    assert learnt <= {f[0] for f in findings(audits, full)} and not learnt & {f[0] for f in findings(audits, first)}
+    for meta in (standalone, served, *batched):
+        assert meta.rescanned_from == "srv-first" and meta.rescan_fallback is None
+        assert findings(audits, meta) == findings(audits, full), meta.audit_id
+        assert (meta.vulnerabilities, meta.scan_status, meta.trivy_db_updated_at) == (
+            full.vulnerabilities, full.scan_status, full.trivy_db_updated_at)
+    assert SERVER_TOKEN.encode() not in audits.everything()
+
+
+def the_meta(audits, audit_id: str) -> AuditMeta:
+    (name,) = [n for n in audits.names() if n.endswith(f"-{audit_id}/meta")]
+    return AuditMeta.model_validate_json(audits.read(name))

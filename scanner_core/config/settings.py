@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     scan_dedup: bool = Field(True, alias="SCAN_DEDUP")
     # Rescans of a digest match its stored inventory (trivy sbom), or pull the image again (issue 18).
     rescan_from: Literal["inventory", "image"] = Field("inventory", alias="RESCAN_FROM")
+    # Batched rescans (issue 26): digests per rescan message, the seconds one message may start
+    # rescans for (the rest go on as a new message), and a loopback trivy server per batch.
+    rescan_batch_size: int = Field(50, alias="RESCAN_BATCH_SIZE", ge=1, le=1_000)
+    rescan_batch_seconds: float = Field(300.0, alias="RESCAN_BATCH_SECONDS", gt=0, le=3_600)
+    rescan_server: Literal["auto", "off"] = Field("off", alias="RESCAN_SERVER")  # measured: see performance.md
     # Product setting: also store a CycloneDX SBOM (sbom.cdx.json) converted from the report.
     scan_sbom: Literal["none", "cyclonedx"] = Field("none", alias="SCAN_SBOM")
     # Retries of transient failures (queue/backoff.py): 30 s doubling to 16 min, 7 attempts,

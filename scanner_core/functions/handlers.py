@@ -11,7 +11,7 @@ import azure.functions as func
 from ..config import load_config_cached
 from ..core import Scanner
 from ..heartbeat import write_heartbeat
-from ..queue import Delivery, QueueSender, RetryLater, handle_delivery
+from ..queue import Delivery, QueueSender, RetryLater, handle_message
 from .host import max_dequeue_count, message_encoding
 from .settings import FunctionSettings, load_function_settings, schedule_period_seconds
 
@@ -79,7 +79,7 @@ def on_scan_message(
         sender = QueueSender(bindings.queue_connection_value, bindings.queue_name, message_encoding(app_root))
         retry_later = sender.retry_later
     try:
-        handle_delivery(
+        handle_message(  # one request, or a batch of rescans (queue/batches.py)
             delivery,
             scanner,
             max_dequeue_count=max_dequeue_count(app_root),

@@ -17,6 +17,7 @@ from ..core import Scanner
 from ..errors import RequestError, StorageError
 from ..monitor import (
     Enqueue,
+    EnqueueBatch,
     IgnoredEvent,
     MonitorStore,
     PushHandler,
@@ -27,7 +28,7 @@ from ..monitor import (
     parse_image_pushed,
     write_watch_status,
 )
-from ..queue import bounded_quarantine, build_message, enqueue
+from ..queue import bounded_quarantine, build_message, enqueue, pack_batches
 from .handlers import make_scanner
 from .host import message_encoding
 from .settings import load_function_settings
@@ -45,6 +46,25 @@ def queue_enqueue(app_root: Path) -> Enqueue:
         enqueue(message, connection=bindings.queue_connection_value, queue_name=bindings.queue_name,
                 encoding=encoding, create_queue=not created)
         created = True
+
+    return send
+
+
+def queue_enqueue_batch(app_root: Path) -> EnqueueBatch:
+    """Sends batches of rescans to the trigger queue (queue/batches.py: split further when one
+    would not fit in a queue message)."""
+    bindings = load_function_settings()
+    encoding = message_encoding(app_root)
+    created = False
+
+    def send(rescans: list[tuple[str, str, str | None]], *, created_at: float) -> int:
+        nonlocal created
+        messages = pack_batches(rescans, created_at, len(rescans))
+        for message in messages:
+            enqueue(message, connection=bindings.queue_connection_value, queue_name=bindings.queue_name,
+                    encoding=encoding, create_queue=not created)
+            created = True
+        return len(messages)
 
     return send
 
@@ -69,12 +89,17 @@ def on_watch(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue |
     return results
 
 
-def on_rescan(timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue | None = None) -> RescanResult:
-    """Timer (or ``python -m scanner_core rescan``): enqueue the images whose latest scan used an older DB."""
+def on_rescan(
+    timer: func.TimerRequest | None, app_root: Path, *, send: Enqueue | None = None,
+    send_batch: EnqueueBatch | None = None,
+) -> RescanResult:
+    """Timer (or ``python -m scanner_core rescan``): enqueue the images whose latest scan used an older DB,
+    ``RESCAN_BATCH_SIZE`` per message. A test's ``send`` alone gets every image one by one."""
     scanner = make_scanner(app_root)
+    batches = send_batch or (queue_enqueue_batch(app_root) if send is None else None)
     with monitor_store(scanner) as store:
         return Rescanner(scanner.config, store, send or queue_enqueue(app_root), scanner.database,
-                         scanner.logger).run()
+                         scanner.logger, enqueue_batch=batches).run()
 
 
 def on_image_pushed(

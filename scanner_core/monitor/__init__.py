@@ -19,6 +19,7 @@ _EXPORTS = {
     "ImageRecord": ".records",
     "MonitorStore": ".records",
     "Seen": ".records",
+    "EnqueueBatch": ".rescan",
     "Rescanner": ".rescan",
     "RescanResult": ".rescan",
     "due_for_rescan": ".rescan",

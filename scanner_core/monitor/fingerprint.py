@@ -50,6 +50,9 @@ OPERATIONAL_SETTINGS = frozenset(
         "watch_run_seconds",
         "rescan_max_age_hours",
         "rescan_window_days",
+        "rescan_batch_size",  # how rescans are grouped into messages and run, not what they find
+        "rescan_batch_seconds",
+        "rescan_server",
         "scan_dedup",
         "scan_scratch_dir",
         "notify_webhook_urls",

@@ -14,6 +14,11 @@ what its tag points to today: the watch timer follows tags), labelled with
 its tag, trigger ``rescan``. Should the scanning instance still have the
 DB the image was scanned with, the request is answered from the earlier
 audit (``reuse.py``) instead of running trivy again.
+
+Which images are due (``Rescanner.due``) and how they are put on the queue
+(``Rescanner.enqueue_due``) are two seams: the digests due go in batches of
+``RESCAN_BATCH_SIZE`` per message (issue 26; ``queue/batches.py`` delivers
+them one by one, each its own audit), a batch of one as a single request.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from ..config import ScannerConfig
 from ..errors import ScanFailed
@@ -57,16 +63,24 @@ def due_for_rescan(
     return sorted(due, key=lambda record: record.scanned_at)
 
 
+class EnqueueBatch(Protocol):
+    """Puts rescans ``(image by digest, audit id, tag)`` on the trigger queue as batch messages
+    (as many as their size needs); returns how many messages it sent."""
+
+    def __call__(self, rescans: list[tuple[str, str, str | None]], *, created_at: float) -> int: ...
+
+
 @dataclass
 class RescanResult:
     images: int = 0
     enqueued: list[tuple[str, str]] = field(default_factory=list)  # (image, audit id)
     current_db: str | None = None
     error: str | None = None
+    messages: int = 0
 
     def document(self) -> dict[str, object]:
-        return {"images": self.images, "enqueued": len(self.enqueued), "current-db": self.current_db,
-                "error": self.error}
+        return {"images": self.images, "enqueued": len(self.enqueued), "messages": self.messages,
+                "current-db": self.current_db, "error": self.error}
 
 
 class Rescanner:
@@ -80,11 +94,13 @@ class Rescanner:
         database: VulnerabilityDatabase,
         log: ScanLogger,
         *,
+        enqueue_batch: EnqueueBatch | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
         self.enqueue = enqueue
+        self.enqueue_batch = enqueue_batch
         self.database = database
         self.log = log
         self.clock = clock
@@ -104,16 +120,28 @@ class Rescanner:
             return result
         result.current_db = self.database.info().updated_at
         now = self.clock()
+        self.enqueue_due(self.due(result, now, current), now, result)
+        self.log.info("rescan", fields=result.document())
+        return result
+
+    def due(self, result: RescanResult, now: float, current: datetime) -> list[ImageRecord]:
+        """Which images are due: the one place that chooses (``result.images``: how many were looked at)."""
         settings = self.config.settings
         records = [record for record in self.store.images() if not record.is_index]  # platforms rescan apart
         result.images = len(records)
-        for record in due_for_rescan(
-            records, now=now, current_db=current,
-            max_age_hours=settings.rescan_max_age_hours, window_days=settings.rescan_window_days,
-        ):
-            image = f"{record.repository}@{record.digest}"
-            audit_id = audit_id_for("rescan", record.digest, now)
-            self.enqueue(image, audit_id, tag=record.tag, trigger="rescan", created_at=now)
-            result.enqueued.append((image, audit_id))
-        self.log.info("rescan", fields=result.document())
-        return result
+        return due_for_rescan(records, now=now, current_db=current,
+                              max_age_hours=settings.rescan_max_age_hours, window_days=settings.rescan_window_days)
+
+    def enqueue_due(self, due: list[ImageRecord], now: float, result: RescanResult) -> None:
+        """Puts ``due`` on the queue, ``RESCAN_BATCH_SIZE`` digests per message (one alone: a single request)."""
+        size = self.config.settings.rescan_batch_size
+        for start in range(0, len(due), size):
+            rescans = [(f"{record.repository}@{record.digest}", audit_id_for("rescan", record.digest, now), record.tag)
+                       for record in due[start:start + size]]  # fmt: skip
+            if len(rescans) > 1 and self.enqueue_batch is not None:
+                result.messages += self.enqueue_batch(rescans, created_at=now)
+            else:
+                for image, audit_id, tag in rescans:
+                    self.enqueue(image, audit_id, tag=tag, trigger="rescan", created_at=now)
+                    result.messages += 1
+            result.enqueued += [(image, audit_id) for image, audit_id, _ in rescans]

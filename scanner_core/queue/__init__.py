@@ -1,5 +1,5 @@
 """The scan queue: the message contract, enqueueing, and the delivery rules
-(retry, quarantine) the trigger applies.
+(retry, quarantine) the trigger applies, for one request or a batch of rescans.
 
 Its public face: see ``scanner_core/_lazy.py``.
 """
@@ -22,6 +22,13 @@ _EXPORTS = {
     "bounded_quarantine": ".quarantine",
     "Listener": ".listener",
     "ListenerOptions": ".listener",
+    "BatchDelivery": ".batches",
+    "Rescan": ".batches",
+    "handle_message": ".batches",
+    "pack_batches": ".batches",
+    "BatchMessage": ".messages",
+    "batch_message": ".messages",
+    "parse_batch": ".messages",
     "QueueEncoding": ".messages",
     "build_message": ".messages",
     "parse_message": ".messages",

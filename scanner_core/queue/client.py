@@ -10,7 +10,7 @@ from azure.storage.queue import QueueClient
 from ..errors import StorageError
 from ..redact import Redactor
 from ..storage import QUEUE_SENDER_ROLE, QueueConnection
-from .messages import QueueEncoding, ScanMessage, encode_body
+from .messages import BatchMessage, QueueEncoding, ScanMessage, encode_body
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def queue_client(connection: str | QueueConnection, queue_name: str, **options: 
 
 
 def enqueue(
-    message: ScanMessage,
+    message: ScanMessage | BatchMessage,
     *,
     connection: str | QueueConnection,
     queue_name: str,

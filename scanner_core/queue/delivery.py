@@ -131,12 +131,33 @@ def handle_delivery(
         quarantine(quarantine_record(delivery, str(error), audit_id=None, failure_reason=f"invalid-{error.field}"))
         return None
 
+    return deliver_request(delivery, request, state, scanner, max_dequeue_count=max_dequeue_count,
+                           quarantine=quarantine, retry_later=retry_later, log=log)
+
+
+def deliver_request(
+    delivery: Delivery,
+    request: ScanRequest,
+    state: RetryState,
+    scanner: Scanner,
+    *,
+    max_dequeue_count: int,
+    quarantine: Callable[[str], None],
+    retry_later: RetryLater | None,
+    log: ScanLogger,
+    reuse_succeeded: bool = True,
+) -> AuditOutcome | None:
+    """One parsed request: scanned, then retried or quarantined by the rules above. A batch
+    (``batches.py``) hands each of its digests here, with the digest's own envelope as
+    ``delivery.body``, so that its retry and quarantine entry are the digest's alone.
+    ``reuse_succeeded``: a request whose audit already succeeded is answered from its meta
+    (one read first; a batch's first delivery skips it: none of its digests can have one)."""
     policy = RetryPolicy.from_settings(scanner.config.settings)
     attempt = _Attempt(state, request)
     final = policy.is_last(state.attempt)  # the attempts decide; the dequeue count bounds only crashes
     log = log.bind(attempt=state.attempt)
     try:
-        outcome = scanner.scan(request, final_attempt=final, reuse_succeeded=True)
+        outcome = scanner.scan(request, final_attempt=final, reuse_succeeded=reuse_succeeded)
     except RequestError as error:  # an invalid audit id
         log.error("invalid scan request quarantined", fields={"error": str(error)})
         quarantine(quarantine_record(delivery, str(error), audit_id=None, failure_reason=f"invalid-{error.field}"))

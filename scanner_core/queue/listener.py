@@ -5,7 +5,7 @@ with KEDA, a VM, a laptop without Core Tools).
 Competing consumers: any number of listener processes, each with
 ``concurrency`` workers, read the trigger queue. A worker receives one message
 with a visibility timeout, holds it invisible while the scan runs (``Lease``),
-and hands it to ``handle_delivery``, the same rules as the function app's
+and hands it to ``handle_message`` (one request or a batch of rescans), the same rules as the function app's
 trigger (backoff, quarantine, the dequeue-count bound). Success (or a request
 dealt with: retried later or quarantined) deletes the message; a delivery that
 failed (the retry could not be queued) is made visible again after the
@@ -39,7 +39,8 @@ from ..log import ScanLogger
 from .backoff import RetryPolicy
 from .client import QueueSender, queue_client
 from ..storage import QueueConnection
-from .delivery import Delivery, RetryableFailure, handle_delivery
+from .batches import handle_message
+from .delivery import Delivery, RetryableFailure
 from .lease import Lease
 from .messages import QueueEncoding
 
@@ -169,7 +170,7 @@ class Listener:
                             inserted_at=message.inserted_on)
         completed = False
         try:
-            handle_delivery(delivery, scanner, max_dequeue_count=self.options.max_dequeue_count,
+            handle_message(delivery, scanner, max_dequeue_count=self.options.max_dequeue_count,
                             quarantine=self._guard(poison.quarantine, lease),
                             retry_later=self._guard(retries.retry_later, lease))
             completed = True

@@ -16,6 +16,11 @@ producer (joseki: PascalCase, payload version ``0.2``) is understood.
 
 A request retried after a transient failure carries ``attempt`` and
 ``first-attempt-at`` in its headers (``backoff.py``).
+
+A *batch* of rescans (issue 26, the rescan timer's) is one envelope whose payload lists
+digests: ``{"headers": {...}, "payload": {"trigger": "rescan", "rescans": [{"image-scan-id":
+..., "image-full-name": "repo@sha256:...", "tag": ...}, ...]}}``; each digest is its own
+request (its own audit id, hence folder), delivered one by one (``batches.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ..errors import InvalidImageReference, RequestError
 from ..registry import ImageReference, parse_image_reference, parse_platform
 from ..storage import validate_audit_id
 from .backoff import RetryState
-from .keys import canonical_keys
+from .keys import canonical_keys, squash
 
 PAYLOAD_VERSION = "1"
 # "0.2": the version joseki's backend writes; the same fields.
@@ -80,6 +85,81 @@ class ScanMessage(_Kebab):
     @property
     def retry_state(self) -> RetryState:
         return RetryState(attempt=self.headers.attempt or 1, first_attempt_at=self.headers.first_attempt_at)
+
+
+MAX_BATCH = 1_000  # digests in one batch message (RESCAN_BATCH_SIZE is at most this)
+
+
+class BatchItem(_Kebab):
+    image_scan_id: str = Field(min_length=1, max_length=128)
+    image_full_name: str = Field(min_length=1, max_length=512)
+    tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class BatchPayload(_Kebab):
+    trigger: Literal["rescan"] = "rescan"
+    rescans: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchMessage(_Kebab):
+    headers: MessageHeaders
+    payload: BatchPayload
+
+    def to_text(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    def requests(self) -> list[ScanRequest]:
+        """One request per digest, in order (all of the batch's time, so each names its own folder)."""
+        requested_at = datetime.fromtimestamp(self.headers.creation_time, tz=timezone.utc)
+        return [ScanRequest(audit_id=item.image_scan_id, requested_at=requested_at, image=item.image_full_name,
+                            image_field="payload.rescans.image-full-name", tag=item.tag,
+                            trigger=self.payload.trigger) for item in self.payload.rescans]  # fmt: skip
+
+    def rest(self, requests: list[ScanRequest]) -> BatchMessage:
+        """The same batch (same time, so the same folders) holding only ``requests``."""
+        items = [BatchItem(image_scan_id=r.audit_id, image_full_name=r.image or "", tag=r.tag) for r in requests]
+        return self.model_copy(update={"payload": self.payload.model_copy(update={"rescans": items})})
+
+
+def batch_message(rescans: list[tuple[str, str, str | None]], created_at: float) -> BatchMessage:
+    """A valid batch of ``(image, audit id, tag)``, each checked as ``build_message`` checks one."""
+    items = []
+    for image, audit_id, tag in rescans:
+        reference = parse_image_reference(image, field="payload.rescans.image-full-name")
+        validate_audit_id(audit_id, field="payload.rescans.image-scan-id")
+        if tag is not None:
+            check_tag_label(reference, tag)
+        items.append(BatchItem(image_scan_id=audit_id, image_full_name=image, tag=tag))
+    return BatchMessage(headers=MessageHeaders(creation_time=int(created_at)), payload=BatchPayload(rescans=items))
+
+
+def parse_batch(body: bytes) -> BatchMessage | None:
+    """The batch in ``body`` (plain or base64), or ``None`` when it is not one (a single request);
+    ``RequestError`` naming the field when it is a batch that can never be delivered."""
+    try:
+        plain = _text(body)
+    except RequestError:
+        return None  # parse_message says why
+    for text in (plain, _base64_text(plain)):
+        stripped = (text or "").strip()
+        if not stripped.startswith("{") or "rescans" not in stripped.lower():
+            continue
+        try:
+            document = json.loads(stripped)
+        except (ValueError, RecursionError):
+            continue
+        payload = document.get("payload") if isinstance(document, dict) else None
+        if not isinstance(payload, dict) or "rescans" not in {squash(key) for key in payload}:
+            continue
+        try:
+            batch = BatchMessage.model_validate(canonical_keys(document, BatchMessage))
+        except ValidationError as error:
+            first = ".".join(str(p) for p in error.errors()[0]["loc"]) or "message"
+            raise RequestError(first, f"invalid rescan batch ({error.errors()[0]['msg']})") from None
+        for item in batch.payload.rescans:
+            validate_audit_id(item.image_scan_id, field="payload.rescans.image-scan-id")
+        return batch
+    return None
 
 
 def retry_message(request: ScanRequest, state: RetryState) -> ScanMessage:

@@ -8,6 +8,7 @@
 * ``ship.py``  the report and its summary side by side, the inventory, the follow-up's
   annotations, ``meta`` last, the index, then the notification; the suppression files and
   the ``os`` meta (``suppressions.py``).
+* ``rescan_server.py`` a batch of inventory rescans: one loopback trivy server that keeps the DB open;
 * ``parts.py`` what the stages use of the scanner that runs them (a protocol).
 
 Its public face: see ``scanner_core/_lazy.py``.
@@ -31,6 +32,8 @@ _EXPORTS = {
     "RunStage": ".run",
     "inventory_trivy_version": ".run",
     "Shipper": ".ship",
+    "RescanServer": ".rescan_server",
+    "rescan_server_for": ".rescan_server",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

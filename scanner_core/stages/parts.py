@@ -7,14 +7,22 @@ from typing import Protocol
 
 from ..config import ScannerConfig
 from ..follow_up import AuditFollowUp
+from ..log import ScanLogger
 from ..redact import Redactor
 from ..trivy import ServerConnection, Trivy, VulnerabilityDatabase
+
+
+class ServesRescans(Protocol):
+    """A trivy server that inventory rescans ask while a batch runs (``rescan_server.py``)."""
+
+    def connection(self, log: ScanLogger) -> ServerConnection | None: ...
 
 
 class ScannerParts(Protocol):
     config: ScannerConfig
     redactor: Redactor
     refresh_db_before_scan: bool
+    rescan_server: ServesRescans | None  # set for the duration of a batch of rescans
 
     @property
     def trivy(self) -> Trivy: ...

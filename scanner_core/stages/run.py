@@ -9,6 +9,7 @@ runs then, and the meta says why (``rescan-fallback``).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import FailureKind, ScanFailed, StorageError
@@ -123,8 +124,12 @@ class RunStage:
         inventory = report_path.with_name(INVENTORY_FILE)
         inventory.write_bytes(document)
         self._ensure_database(log)
+        options = self.options(plan)
+        if options.server is None and self.scanner.rescan_server is not None:
+            # A batch's loopback server: the DB stays open between rescans (rescan_server.py).
+            options = replace(options, server=self.scanner.rescan_server.connection(log))
         try:
-            return self.scanner.trivy.scan_inventory(inventory, self.options(plan), report_path)
+            return self.scanner.trivy.scan_inventory(inventory, options, report_path)
         except ScanFailed as failure:
             if failure.kind is FailureKind.TRANSIENT:
                 raise

@@ -17,6 +17,8 @@ _EXPORTS = {
     "is_stale": ".database",
     "classify_trivy_failure": ".failures",
     "locate_trivy": ".locate",
+    "LocalServerFailed": ".local_server",
+    "LocalTrivyServer": ".local_server",
     "child_environment": ".process",
     "ReportSummariser": ".report",
     "ReportSummary": ".report",

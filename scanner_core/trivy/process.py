@@ -186,3 +186,9 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
                 pass
         return
     process.wait()
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Ends a long-lived child (a loopback ``trivy server``): its group terminated, killed after
+    a grace period if need be, and reaped."""
+    _kill_group(process)

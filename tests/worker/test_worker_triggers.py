@@ -172,25 +172,31 @@ def test_the_db_refresh_timer_downloads_the_db_with_the_packaged_trivy(
 
 def test_watch_then_scan_then_rescan_through_the_worker(worker, pb, monitor: Monitor, audits, tmp_path):  # noqa: F811
     cache = write_db(tmp_path / "cache", DAY1)
-    monitor.env.set(TRIVY_CACHE_DIR=str(cache), RESCAN_MAX_AGE_HOURS="0")
+    monitor.env.set(TRIVY_CACHE_DIR=str(cache), RESCAN_MAX_AGE_HOURS="0", RESCAN_SERVER="auto")
     monitor.configure([{"repository": f"{monitor.registry.address}/worker/app", "tags": r"^\d+\.\d+$"}])
-    digest = monitor.push("worker/app", "1.0")
+    digests = {monitor.push("worker/app", tag) for tag in ("1.0", "1.1")}
     host = worker()
 
     succeeded(host.timer_invocation("watch_repositories"), pb)
-    (watched,) = monitor.queue.take()
-    assert (watched.payload["image-full-name"], watched.payload["trigger"]) == (
-        monitor.ref("worker/app", digest), "watch")
-    deliver(host, pb, watched.body, message_id=watched.id)
-    first = meta_of(monitor, audits, watched.payload["image-scan-id"])
-    assert first["audit-result"] == "succeeded" and NEW_CVE not in finding_ids(first)
+    watched = monitor.queue.take()
+    assert {(m.payload["image-full-name"], m.payload["trigger"]) for m in watched} == {
+        (monitor.ref("worker/app", digest), "watch") for digest in digests}
+    for message in watched:
+        deliver(host, pb, message.body, message_id=message.id)
+        first = meta_of(monitor, audits, message.payload["image-scan-id"])
+        assert first["audit-result"] == "succeeded" and NEW_CVE not in finding_ids(first)
 
+    # The rescan timer sends both digests in one batch (issue 26); one invocation rescans them
+    # from their inventories through a loopback server of the package's own trivy.
     write_db(cache, DAY2, refreshed=True)
     succeeded(host.timer_invocation("rescan_images"), pb)
-    (rescan,) = monitor.queue.take()
-    assert rescan.payload["trigger"] == "rescan"
-    deliver(host, pb, rescan.body, message_id=rescan.id)
-    assert NEW_CVE in finding_ids(meta_of(monitor, audits, rescan.payload["image-scan-id"]))
+    (batch,) = monitor.queue.take()
+    assert batch.payload["trigger"] == "rescan" and len(batch.payload["rescans"]) == 2
+    deliver(host, pb, batch.body, message_id=batch.id)
+    assert monitor.queue.take() == []
+    for item in batch.payload["rescans"]:
+        meta = meta_of(monitor, audits, item["image-scan-id"])
+        assert NEW_CVE in finding_ids(meta) and "rescanned-from" in meta and "rescan-fallback" not in meta
 
 
 # -- Event Grid ----------------------------------------------------------------------------
