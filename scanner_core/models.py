@@ -148,7 +148,7 @@ class AuditMeta(_BlobDocument):
     scanner_version: str
     timestamp: int
     requested_at: int
-    trigger: Literal["request", "watch", "event", "rescan"] | None = None  # what asked for the scan (monitor/)
+    trigger: Literal["request", "watch", "event", "rescan", "admission"] | None = None  # what asked for the scan (monitor/)
     audit_result: AuditResult
     failure_description: str | None = None
     failure_reason: str | None = None

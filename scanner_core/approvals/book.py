@@ -26,7 +26,7 @@ from .revocation import revocation_reason
 from .sender import EventSender
 from .store import ApprovalStore, StaleVersion
 
-CREATING_TRIGGERS = frozenset({"watch", "event", "request"})
+CREATING_TRIGGERS = frozenset({"watch", "event", "request", "admission"})
 REVOKED_EVENT = "approval-revoked"
 _ATTEMPTS = 3
 
