@@ -40,42 +40,57 @@ class EnqueueLedger:
                  clock: Callable[[], float] = time.time) -> None:
         self.container_url, self.short_id, self.window, self._clock = container_url, short_id, window_seconds, clock
         self._memo: dict[str, tuple[str | None, float]] = {}
+        self._flights: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def claim(self, key: str, audit_id: str, admit: Callable[[], bool]) -> Claim:
         """Claims ``key`` for this window with ``audit_id``; ``admit`` (the rate limit) is asked only
-        when no claim of this window is known, so repeats do not spend the namespace's budget."""
-        now = self._clock()
+        when no claim of this window is known, so repeats do not spend the namespace's budget.
+        Concurrent claims of one key on this instance wait for the first (single flight)."""
         with self._lock:
-            known = self._memo.get(key)
-            if known is not None and known[1] > now:
-                return Claim(False, known[0])
-        if not admit():
-            return Claim(False, None, limited=True)
-        window = int(now // self.window)
+            flight = self._flights.setdefault(key, threading.Lock())
+        with flight:
+            now = self._clock()
+            with self._lock:
+                known = self._memo.get(key)
+                if known is not None and known[1] > now:
+                    return Claim(False, known[0])
+            if not admit():
+                return Claim(False, None, limited=True)
+            window = int(now // self.window)
+            won, holder = self._create(self._blob(key, window), key, audit_id, now)
+            with self._lock:
+                if len(self._memo) >= MAX_MEMO:
+                    self._memo = {k: v for k, v in self._memo.items() if v[1] > now}
+                    self._flights = {k: v for k, v in self._flights.items() if k in self._memo}
+                self._memo[key] = (holder, (window + 1) * self.window)
+            return Claim(won, holder)
+
+    def _create(self, blob: str, key: str, audit_id: str, now: float) -> tuple[bool, str | None]:
+        """Creates the marker (won), or reads whose it is (another instance queued it)."""
         document = json.dumps({"key": key, "audit-id": audit_id, "claimed-at": int(now)}).encode()
-        try:
-            with StorageErrors("claiming an image for an admission scan", self.container_url):
-                self._client().upload_blob(self._blob(key, window), document, overwrite=False)
-            won, holder = True, audit_id
-        except ResourceExistsError:
-            won, holder = False, None
-        with self._lock:
-            if len(self._memo) >= MAX_MEMO:
-                self._memo = {k: v for k, v in self._memo.items() if v[1] > now}
-            self._memo[key] = (holder, (window + 1) * self.window)
-        return Claim(won, holder)
+        client = self._client()
+        with StorageErrors("claiming an image for an admission scan", self.container_url):
+            try:
+                client.upload_blob(blob, document, overwrite=False)
+                return True, audit_id
+            except ResourceExistsError:
+                pass
+            try:
+                return False, json.loads(client.download_blob(blob).readall()).get("audit-id")
+            except (ResourceNotFoundError, ValueError, AttributeError):
+                return False, None
 
     def release(self, key: str) -> None:
         """Undoes a claim whose scan could not be queued, so the next review tries again."""
         now = self._clock()
         with self._lock:
             self._memo.pop(key, None)
-        try:
-            with StorageErrors("releasing an admission claim", self.container_url):
+        with StorageErrors("releasing an admission claim", self.container_url):
+            try:
                 self._client().delete_blob(self._blob(key, int(now // self.window)))
-        except ResourceNotFoundError:
-            pass
+            except ResourceNotFoundError:
+                pass
 
     def _blob(self, key: str, window: int) -> str:
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
