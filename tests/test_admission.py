@@ -64,7 +64,8 @@ def env(scanner_env, logged_registry, tmp_path):
     scanner_env.write_config({"registries": [{"address": logged_registry.address, "username": logged_registry.username,
                                               "password": logged_registry.password, "insecure": True}]})
     (policy := tmp_path / "policy.yaml").write_text(POLICY)
-    scanner_env.set(POLICY_PATH=str(policy), ADMISSION_EXEMPT_NAMESPACES="kube-system")
+    # Verdicts uncached: each step below must see the one before it at once.
+    scanner_env.set(POLICY_PATH=str(policy), ADMISSION_EXEMPT_NAMESPACES="kube-system", ADMISSION_VERDICT_TTL_SECONDS="0")
     return scanner_env
 
 

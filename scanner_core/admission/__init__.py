@@ -27,6 +27,8 @@ _EXPORTS = {
     "TagResolver": ".tags",
     "registry_digest": ".tags",
     "tag_resolver": ".tags",
+    "TtlCache": ".ttl_cache",
+    "process_cache": ".ttl_cache",
     "Claim": ".ledger",
     "EnqueueLedger": ".ledger",
     "enqueue_ledger": ".ledger",

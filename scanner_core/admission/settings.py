@@ -5,7 +5,9 @@ Every row: docs/configuration.md#admission; the wiring: docs/admission.md.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -39,6 +41,7 @@ class AdmissionSettings(BaseSettings):
     exempt_namespaces: Annotated[tuple[str, ...], NoDecode] = Field((), alias="ADMISSION_EXEMPT_NAMESPACES")
     exempt_images: Annotated[tuple[str, ...], NoDecode] = Field((), alias="ADMISSION_EXEMPT_IMAGES")
     tag_ttl_seconds: int = Field(60, alias="ADMISSION_TAG_TTL_SECONDS", ge=0, le=3600)
+    verdict_ttl_seconds: int = Field(5, alias="ADMISSION_VERDICT_TTL_SECONDS", ge=0, le=300)
     enqueue_window_seconds: int = Field(3600, alias="ADMISSION_ENQUEUE_WINDOW_SECONDS", ge=60, le=7 * 86_400)
     enqueue_per_namespace: int = Field(20, alias="ADMISSION_ENQUEUE_PER_NAMESPACE", ge=0, le=10_000)
     auth: AdmissionAuth = Field("function-key", alias="ADMISSION_AUTH")
@@ -61,8 +64,26 @@ class AdmissionSettings(BaseSettings):
 
 
 def load_admission_settings() -> AdmissionSettings:
-    """The settings now; ``ConfigurationError`` naming each bad one (never its value)."""
+    """The settings now (kept per process while the ``ADMISSION_*`` values stay the same);
+    ``ConfigurationError`` naming each bad one."""
+    values = tuple(os.environ.get(name) for name in _NAMES)
+    with _lock:
+        if _cached is not None and _cached[0] == values:
+            return _cached[1]
     try:
-        return AdmissionSettings()  # type: ignore[call-arg]  # values come from the environment
+        settings = AdmissionSettings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as error:
         raise ConfigurationError([describe_error(e) for e in error.errors()]) from None
+    _remember(values, settings)
+    return settings
+
+
+_NAMES = tuple(field.alias for field in AdmissionSettings.model_fields.values() if field.alias)
+_lock = threading.Lock()
+_cached: tuple[tuple[str | None, ...], AdmissionSettings] | None = None  # an explicit per-process cache
+
+
+def _remember(values: tuple[str | None, ...], settings: AdmissionSettings) -> None:
+    global _cached
+    with _lock:
+        _cached = (values, settings)

@@ -9,16 +9,13 @@ request (single flight), so a rollout of 50 pods asks the registry once.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from ..config import ScannerConfig
 from ..registry import ImageReference, RegistryApi, current_guard, find_credentials, resolve_credentials
+from .ttl_cache import TtlCache, process_cache
 
 Resolve = Callable[[ImageReference], str]
-MAX_ENTRIES = 4096
 REQUEST_TIMEOUT_SECONDS = 2.0  # inside Gatekeeper's 3 s and the webhook's 10 s
 
 
@@ -26,40 +23,15 @@ class TagResolver:
     """``digest(reference, resolve)``: the cached digest of ``registry/repository:tag``, else
     ``resolve``'s (which carries the configuration of the moment: guard, credentials)."""
 
-    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl, self._clock = ttl_seconds, clock
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._pending: dict[str, threading.Lock] = {}
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._cache: TtlCache[str] = process_cache("tags", ttl_seconds)
 
     def digest(self, reference: ImageReference, resolve: Resolve) -> str:
         if reference.digest:
             return reference.digest
         key = f"{reference.registry}/{reference.repository}:{reference.tag or 'latest'}"
-        found = self._fresh(key)
-        if found is not None:
-            return found
-        with self._lock:
-            flight = self._pending.setdefault(key, threading.Lock())
-        with flight:  # one registry request per key at a time; the others find its answer
-            found = self._fresh(key)
-            if found is not None:
-                return found
-            digest = resolve(reference)
-            with self._lock:
-                self._entries[key] = (digest, self._clock() + self.ttl)
-                self._entries.move_to_end(key)
-                while len(self._entries) > MAX_ENTRIES:
-                    self._entries.popitem(last=False)
-                self._pending.pop(key, None)
-            return digest
-
-    def _fresh(self, key: str) -> str | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[1] > self._clock():
-                return entry[0]
-            return None
+        return self._cache.get(key, lambda: resolve(reference))
 
 
 def registry_digest(config: ScannerConfig) -> Resolve:
@@ -75,15 +47,6 @@ def registry_digest(config: ScannerConfig) -> Resolve:
     return resolve
 
 
-_resolvers: dict[float, TagResolver] = {}
-_resolvers_lock = threading.Lock()
-
-
 def tag_resolver(ttl_seconds: float) -> TagResolver:
-    """The process's cache of tags' digests (an explicit per-process cache), one per TTL."""
-    with _resolvers_lock:
-        resolver = _resolvers.get(ttl_seconds)
-        if resolver is None:
-            _resolvers.clear()  # a new TTL setting: the old cache goes with it
-            resolver = _resolvers[ttl_seconds] = TagResolver(ttl_seconds)
-        return resolver
+    """The process's tags' digests (an explicit per-process cache) for a TTL setting."""
+    return TagResolver(ttl_seconds)

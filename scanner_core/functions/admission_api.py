@@ -8,6 +8,10 @@ docs/admission.md; the routes: docs/api.md#admission.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -22,14 +26,37 @@ from ..admission import (
     parse_admission_review,
     parse_provider_request,
 )
+from ..config import load_config_cached
 from ..errors import ConfigurationError
 from .admission_gate import GateResult, check_images
-from .http_api import ApiContext
+from .http_api import ApiContext, Handler
 from .responses import ApiError, answer, json_response
 
 _log = logging.getLogger("scanner_core.admission")
 CLIENT_CERT_HEADER = "X-ARR-ClientCert"
 _counts: dict[str, int] = {}  # per-process decisions by kind: logged with each one (an explicit per-process cache)
+_contexts: dict[tuple[Any, ...], ApiContext] = {}  # the context per environment (an explicit per-process cache)
+_contexts_lock = threading.Lock()
+
+
+def serve_admission(handler: Handler, req: func.HttpRequest, app_root: Path) -> func.HttpResponse:
+    """``http_api.serve`` for the admission budget: the context (configuration, queue, encoding) is
+    built once per process while the environment and the configuration files stay the same
+    (``load_config_cached``), not per request; a bad configuration is a 500 naming the settings."""
+    try:
+        config = load_config_cached()
+        key = (tuple(sorted(os.environ.items())), id(config), str(app_root))
+        with _contexts_lock:
+            ctx = _contexts.get(key)
+        if ctx is None:
+            ctx = replace(ApiContext.from_environment(app_root), config=config)
+            with _contexts_lock:
+                _contexts.clear()
+                _contexts[key] = ctx
+    except ConfigurationError as error:
+        return ApiError(500, "configuration-error",
+                        f"the scanner is misconfigured: {'; '.join(error.problems)}").response()
+    return handler(req, ctx)
 
 
 def admission_review(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:

@@ -21,6 +21,7 @@ from ..admission import (
     ImageOutcome,
     enqueue_ledger,
     outcome_of,
+    process_cache,
     rate_limit,
     registry_digest,
     tag_resolver,
@@ -104,7 +105,9 @@ def _check(ctx: ApiContext, image: str, settings: AdmissionSettings, namespace: 
         digest = tag_resolver(settings.tag_ttl_seconds).digest(reference, registry_digest(ctx.config))
     except (ScanFailed, RequestError) as error:  # RegistryApiError, RegistryNotAllowed
         return GateResult(ImageOutcome(image, "unresolved", f"its tag could not be resolved to a digest ({error})"))
-    verdict = find_verdict(ctx, f"{reference.registry}/{reference.repository}", None, digest)
+    repository = f"{reference.registry}/{reference.repository}"
+    verdicts = process_cache("verdicts", settings.verdict_ttl_seconds)  # ADMISSION_VERDICT_TTL_SECONDS
+    verdict = verdicts.get(f"{ctx.short_id}|{repository}@{digest}", lambda: find_verdict(ctx, repository, None, digest))
     outcome = outcome_of(image, digest, verdict)
     if outcome.state == "unscanned" and not dry_run:
         queued = queue_admission_scan(ctx, reference, digest, settings, namespace)

@@ -23,14 +23,14 @@ blueprint = func.Blueprint(http_auth_level=AUTH_LEVEL)
 @blueprint.function_name("api_admission_review")
 @blueprint.route(route="admission/review", auth_level=AUTH_LEVEL)
 def api_admission_review(req: func.HttpRequest) -> func.HttpResponse:
-    from . import admission_api, http_api  # on first use
+    from . import admission_api  # on first use
 
-    return http_api.serve(admission_api.admission_review, req, APP_ROOT)
+    return admission_api.serve_admission(admission_api.admission_review, req, APP_ROOT)
 
 
 @blueprint.function_name("api_admission_provider")
 @blueprint.route(route="admission/provider", auth_level=AUTH_LEVEL)
 def api_admission_provider(req: func.HttpRequest) -> func.HttpResponse:
-    from . import admission_api, http_api  # on first use
+    from . import admission_api  # on first use
 
-    return http_api.serve(admission_api.admission_provider, req, APP_ROOT)
+    return admission_api.serve_admission(admission_api.admission_provider, req, APP_ROOT)

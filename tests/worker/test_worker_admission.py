@@ -24,7 +24,7 @@ JSON = {"Content-Type": "application/json"}
 def test_an_unscanned_image_is_denied_queued_once_scanned_approved_then_allowed(
     worker, pb, scanner_env, registry_configured, trigger_queue  # noqa: F811
 ):
-    scanner_env.set(WEBSITE_AUTH_ENABLED="True", APPROVER_ROLES="release-approvers")
+    scanner_env.set(WEBSITE_AUTH_ENABLED="True", APPROVER_ROLES="release-approvers", ADMISSION_VERDICT_TTL_SECONDS="0")
     host = worker()
     image = registry_configured.reference  # by tag: resolved to its digest through the registry
     pinned = f"{image.rsplit(':', 1)[0]}@{registry_configured.digest}"
