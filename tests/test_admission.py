@@ -285,3 +285,23 @@ def test_hostile_bodies_get_a_clear_error_and_no_scan(env, azurite, images, docu
     assert queued(api) == []
     assert error_of(admission_provider(http("POST", "admission/provider", body=b"[]"), api), 400)["code"] == \
         "invalid-admission-request"
+
+
+def test_the_gatekeeper_and_kyverno_examples_name_the_routes_and_each_other():
+    """deploy/: the Constraint is of the template's kind, the template asks the Provider by its name,
+    and both point at the provider route (what a typo would break silently in a cluster)."""
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    deploy = REPO_ROOT / "deploy"
+    provider = yaml.safe_load((deploy / "gatekeeper" / "provider.yaml").read_text())
+    template = yaml.safe_load((deploy / "gatekeeper" / "constrainttemplate.yaml").read_text())
+    constraint = yaml.safe_load((deploy / "gatekeeper" / "constraint.yaml").read_text())
+    policy = yaml.safe_load((deploy / "kyverno" / "clusterpolicy.yaml").read_text())
+    assert provider["spec"]["url"].endswith("/api/admission/provider") and provider["spec"]["timeout"] <= 3
+    assert constraint["kind"] == template["spec"]["crd"]["spec"]["names"]["kind"]
+    assert f'"provider": "{provider["metadata"]["name"]}"' in template["spec"]["targets"][0]["rego"]
+    call = policy["spec"]["rules"][0]["validate"]["foreach"][0]["context"][0]["apiCall"]
+    assert call["service"]["url"].endswith("/api/admission/provider")
+    assert {d["key"]: d["value"] for d in call["data"]}["kind"] == "ProviderRequest"
