@@ -305,3 +305,21 @@ def test_the_gatekeeper_and_kyverno_examples_name_the_routes_and_each_other():
     call = policy["spec"]["rules"][0]["validate"]["foreach"][0]["context"][0]["apiCall"]
     assert call["service"]["url"].endswith("/api/admission/provider")
     assert {d["key"]: d["value"] for d in call["data"]}["kind"] == "ProviderRequest"
+
+
+def test_admission_auth_sets_the_routes_auth_level_when_indexed(monkeypatch):
+    """``client-certificate``: anonymous to the host (the app checks the certificate); else the function key."""
+    import importlib
+
+    import azure.functions as func
+
+    from scanner_core.functions import admission_routes
+
+    try:
+        monkeypatch.setenv("ADMISSION_AUTH", "client-certificate")
+        assert importlib.reload(admission_routes).AUTH_LEVEL == func.AuthLevel.ANONYMOUS
+        monkeypatch.setenv("ADMISSION_AUTH", "function-key")
+        assert importlib.reload(admission_routes).AUTH_LEVEL == func.AuthLevel.FUNCTION
+    finally:
+        monkeypatch.delenv("ADMISSION_AUTH")
+        importlib.reload(admission_routes)
