@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -74,7 +74,7 @@ class AdmissionReview(BaseModel):
 
 class ProviderKeys(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
-    keys: list[str] = Field(max_length=MAX_KEYS)
+    keys: list[Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS)]] = Field(max_length=MAX_KEYS)
 
 
 class ProviderRequest(BaseModel):

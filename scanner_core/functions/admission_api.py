@@ -150,12 +150,9 @@ def _item(key: str, result: GateResult, settings: AdmissionSettings) -> dict[str
 
 
 def _record(kind: str, uid: str, namespace: str, refused: list[str]) -> None:
-    _counts[kind] = _counts.get(kind, 0) + 1
+    with _contexts_lock:
+        _counts[kind] = count = _counts.get(kind, 0) + 1
     level = logging.WARNING if refused else logging.INFO
     _log.log(level, "admission review %s: %s in namespace %r (%d so far on this instance)%s", uid, kind, namespace,
-             _counts[kind], "; refused: " + "; ".join(refused)[:2000] if refused else "")
+             count, "; refused: " + "; ".join(refused)[:2000] if refused else "")
 
-
-def decisions_so_far() -> dict[str, int]:
-    """This instance's admission decisions by kind (allowed, denied, warn, audit, exempt, no-images)."""
-    return dict(_counts)

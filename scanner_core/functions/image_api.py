@@ -133,11 +133,15 @@ def _queue_unscanned(ctx: ApiContext, image: str, digest: str | None) -> str:
     """``?enqueue=true`` (issue 25): a scan queued as admission queues it (once per window, the
     registry allowlist applied); the sentence the 404 adds."""
     from ..admission import load_admission_settings
+    from ..errors import ConfigurationError
     from ..registry import allowed_reference
     from .admission_gate import queue_admission_scan
 
-    queued = queue_admission_scan(ctx, allowed_reference(image, "image"), digest, load_admission_settings(),
-                                  namespace="verdict-api")
+    try:
+        settings = load_admission_settings()
+    except ConfigurationError as error:
+        raise ApiError(500, "configuration-error", f"the scanner is misconfigured: {'; '.join(error.problems)}") from None
+    queued = queue_admission_scan(ctx, allowed_reference(image, "image"), digest, settings, namespace="verdict-api")
     return f"; a scan was queued (audit {queued})" if queued else "; a scan is already queued or could not be queued"
 
 
