@@ -323,3 +323,26 @@ def test_admission_auth_sets_the_routes_auth_level_when_indexed(monkeypatch):
     finally:
         monkeypatch.delenv("ADMISSION_AUTH")
         importlib.reload(admission_routes)
+
+
+def test_unscanned_images_are_rate_limited_per_namespace(env, azurite, images):
+    """ADMISSION_UNSCANNED=warn: allowed, with one warning per unscanned image saying what was queued."""
+    api = make_api(azurite)
+    env.set(ADMISSION_ENQUEUE_PER_NAMESPACE="1", ADMISSION_UNSCANNED="warn")
+    first, second = by_digest(*images["clean"]), by_digest(*images["critical"])  # unscanned for this scanner
+    _, answered = review(api, review_of(pod_manifest([first, second]), namespace="team-a"))
+    assert answered["response"]["allowed"] is True and "status" not in answered["response"]
+    (taken,) = queued(api)  # team-a's one scan this minute: either image (they are looked up side by side)
+    other = second if scan_request_of(taken).image == first else first
+    assert f"image {other} has never been scanned; no scan was queued: namespace 'team-a' queued its 1 a minute " \
+           "(ADMISSION_ENQUEUE_PER_NAMESPACE); retry later" in answered["response"]["warnings"]
+    _, answered = review(api, review_of(pod_manifest([other]), namespace="team-b"))
+    assert "a scan was queued" in answered["response"]["warnings"][0]
+    assert [scan_request_of(m).image for m in queued(api)] == [other]  # the first was received above
+
+
+def test_a_failed_scan_refuses_naming_its_reason():
+    verdict = {"allowed": False, "audit-result": "failed", "failure-reason": "image-not-found", "approval": None}
+    decision = decide([outcome_of("reg.example/team/app:2.0", None, verdict)], "enforce", "deny")
+    assert decision.allowed is False
+    assert decision.message == "image reg.example/team/app:2.0 is not allowed: its latest scan failed (image-not-found)"

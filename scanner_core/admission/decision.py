@@ -14,7 +14,8 @@ from .settings import AdmissionMode, UnscannedMode
 
 OutcomeState = Literal["allowed", "at-risk", "refused", "unscanned", "unresolved", "exempt"]
 MAX_MESSAGE_CHARS = 1024
-MAX_WARNINGS = 16  # the API server shows each to the user; kubectl prints them all
+MAX_WARNINGS = 16
+UNSCANNED = "it has never been scanned"  # the API server shows each to the user; kubectl prints them all
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class AdmissionDecision:
 def outcome_of(image: str, digest: str | None, verdict: Mapping[str, Any] | None) -> ImageOutcome:
     """The outcome of one image from its verdict document (``None``: never scanned)."""
     if verdict is None:
-        return ImageOutcome(image, "unscanned", "it has never been scanned", digest)
+        return ImageOutcome(image, "unscanned", UNSCANNED, digest)
     approval = verdict.get("approval") or {}
     if verdict.get("allowed"):
         if approval.get("state") == "at-risk":
@@ -74,7 +75,7 @@ def _sentence(outcome: ImageOutcome) -> str:
     if outcome.state == "unscanned":
         text = f"image {outcome.image} has never been scanned" + (
             f"; a scan was queued (audit {outcome.queued}): retry once it has finished" if outcome.queued else
-            "; a scan is already queued or was not queued (see the scanner's logs)")
+            f"; {outcome.reason}" if outcome.reason != UNSCANNED else "")
     return text[:MAX_MESSAGE_CHARS]
 
 

@@ -59,9 +59,10 @@ def check_images(ctx: ApiContext, images: Sequence[str], settings: AdmissionSett
 
 
 def queue_admission_scan(ctx: ApiContext, reference: ImageReference, digest: str | None, settings: AdmissionSettings,
-                         namespace: str) -> str | None:
+                         namespace: str) -> tuple[str | None, str]:
     """Queues a scan of ``reference`` (by ``digest`` when known) unless one was queued in this window
-    or the namespace is over its limit; the audit id of the scan queued (now or earlier), else ``None``."""
+    or the namespace is over its limit: the audit id of the scan queued (now or earlier) or ``None``,
+    and why none was queued."""
     name = f"{reference.registry}/{reference.repository}"
     image = f"{name}@{digest}" if digest else reference.canonical
     now = time.time()
@@ -72,13 +73,14 @@ def queue_admission_scan(ctx: ApiContext, reference: ImageReference, digest: str
         claim = ledger.claim(image, audit_id, lambda: limit.admit(namespace))
     except StorageError as error:
         _log.error("admission: unscanned %s not queued: %s", image, error)
-        return None
+        return None, "its scan could not be queued (storage unavailable; see the scanner's logs)"
     if claim.limited:
         _log.warning("admission: unscanned %s not queued: namespace %r is over ADMISSION_ENQUEUE_PER_NAMESPACE (%d a "
                      "minute)", image, namespace, settings.enqueue_per_namespace)
-        return None
+        return None, (f"no scan was queued: namespace {namespace!r} queued its {settings.enqueue_per_namespace} a "
+                      "minute (ADMISSION_ENQUEUE_PER_NAMESPACE); retry later")
     if not claim.won:
-        return claim.audit_id
+        return claim.audit_id, "" if claim.audit_id else "a scan is already queued by another instance"
     tag = reference.tag if digest and reference.tag else None
     message = build_message(image, audit_id, created_at=now, tag=tag, trigger="admission")
     try:
@@ -86,9 +88,9 @@ def queue_admission_scan(ctx: ApiContext, reference: ImageReference, digest: str
     except StorageError as error:
         _log.error("admission: unscanned %s not queued: %s", image, error)
         ledger.release(image)
-        return None
+        return None, "its scan could not be queued (queue unavailable; see the scanner's logs)"
     _log.info("admission: queued a scan of unscanned %s as audit %s (namespace %r)", image, audit_id, namespace)
-    return audit_id
+    return audit_id, ""
 
 
 # -- the parts ---------------------------------------------------------------
@@ -110,8 +112,8 @@ def _check(ctx: ApiContext, image: str, settings: AdmissionSettings, namespace: 
     verdict = verdicts.get(f"{ctx.short_id}|{repository}@{digest}", lambda: find_verdict(ctx, repository, None, digest))
     outcome = outcome_of(image, digest, verdict)
     if outcome.state == "unscanned" and not dry_run:
-        queued = queue_admission_scan(ctx, reference, digest, settings, namespace)
-        outcome = ImageOutcome(image, "unscanned", outcome.reason, digest, queued=queued)
+        queued, why = queue_admission_scan(ctx, reference, digest, settings, namespace)
+        outcome = ImageOutcome(image, "unscanned", why or outcome.reason, digest, queued=queued)
     return GateResult(outcome, verdict)
 
 

@@ -141,8 +141,8 @@ def _queue_unscanned(ctx: ApiContext, image: str, digest: str | None) -> str:
         settings = load_admission_settings()
     except ConfigurationError as error:
         raise ApiError(500, "configuration-error", f"the scanner is misconfigured: {'; '.join(error.problems)}") from None
-    queued = queue_admission_scan(ctx, allowed_reference(image, "image"), digest, settings, namespace="verdict-api")
-    return f"; a scan was queued (audit {queued})" if queued else "; a scan is already queued or could not be queued"
+    queued, why = queue_admission_scan(ctx, allowed_reference(image, "image"), digest, settings, namespace="verdict-api")
+    return f"; a scan was queued (audit {queued})" if queued else f"; {why}"
 
 
 def _digest(value: str, field: str = "digest") -> str:
