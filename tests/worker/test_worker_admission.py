@@ -80,3 +80,32 @@ def test_an_unscanned_image_is_denied_queued_once_scanned_approved_then_allowed(
         body=body({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}})), pb)  # fmt: skip
     assert status == 400 and json.loads(answered)["error"]["field"] == "request.uid"
     assert trigger_queue.take() == []
+
+
+def test_client_certificate_auth_through_the_worker(worker, pb, scanner_env, registry_configured, trigger_queue):  # noqa: F811
+    """``ADMISSION_AUTH=client-certificate``: the routes are indexed anonymous, and the certificate App
+    Service forwards reaches the check through the worker's (lower-cased) headers."""
+    from tests.test_admission import _certificate, _header
+    from cryptography.hazmat.primitives import hashes
+
+    cluster, _ = _certificate("gatekeeper")
+    other, _ = _certificate("gatekeeper")
+    scanner_env.set(ADMISSION_AUTH="client-certificate",
+                    ADMISSION_CLIENT_CERT_THUMBPRINTS=cluster.fingerprint(hashes.SHA256()).hex())
+    host = worker()
+    (trigger,) = [json.loads(b) for b in host.functions["api_admission_review"].raw_bindings
+                  if json.loads(b)["type"] == "httpTrigger"]
+    assert trigger["authLevel"].lower() == "anonymous"
+    document = body(admission_review(pod_manifest([registry_configured.reference]), uid="uid-mtls", dry_run=True))
+
+    def send(**headers: str) -> tuple[int, dict]:
+        status, _, answered = http_answer(host.http_invocation(
+            "api_admission_review", "POST", "/api/admission/review", headers={**JSON, **headers}, body=document), pb)
+        return status, json.loads(answered)
+
+    status, answered = send(**{"X-ARR-ClientCert": _header(cluster)})
+    assert status == 200 and answered["response"]["uid"] == "uid-mtls" and answered["response"]["allowed"] is False
+    status, answered = send(**{"X-ARR-ClientCert": _header(other)})
+    assert status == 403 and answered["error"]["field"] == "X-ARR-ClientCert"
+    assert send()[0] == 401
+    assert trigger_queue.take() == []  # dryRun, and refused callers: nothing queued
