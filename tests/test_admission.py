@@ -346,3 +346,12 @@ def test_a_failed_scan_refuses_naming_its_reason():
     decision = decide([outcome_of("reg.example/team/app:2.0", None, verdict)], "enforce", "deny")
     assert decision.allowed is False
     assert decision.message == "image reg.example/team/app:2.0 is not allowed: its latest scan failed (image-not-found)"
+
+
+def test_a_bad_admission_setting_is_a_500_naming_it_and_no_scan(env, azurite, images):
+    api = make_api(azurite)
+    env.set(ADMISSION_MODE="block")
+    error = error_of(admission_review(http("POST", "admission/review", body=body(review_of(pod_manifest(
+        [by_digest(*images["unscanned"])])))), api), 500)
+    assert error["code"] == "configuration-error" and "ADMISSION_MODE" in error["message"]
+    assert queued(api) == []
