@@ -148,7 +148,7 @@ class AuditMeta(_BlobDocument):
     scanner_version: str
     timestamp: int
     requested_at: int
-    trigger: Literal["request", "watch", "event", "rescan"] | None = None  # what asked for the scan (monitor/)
+    trigger: Literal["request", "watch", "event", "rescan", "admission"] | None = None  # what asked for the scan (monitor/)
     requested_by: BoundedName | None = None  # POST /api/scans: the App Service principal (four eyes, issue 25)
     audit_result: AuditResult
     failure_description: str | None = None

@@ -69,6 +69,8 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_revoke_approval": "approvals/{approval_id}/revoke",
         "api_extend_deadline": "approvals/{approval_id}/extend",
         "api_policy_evaluate": "policy/evaluate",
+        "api_admission_review": "admission/review",  # its own auth level: ADMISSION_AUTH (docs/admission.md)
+        "api_admission_provider": "admission/provider",
     }
     deadlines = function_metadata["approval_deadlines"]["bindings"][0]  # issue 25: at-risk deadlines
     assert (deadlines["type"], deadlines["schedule"]) == ("timerTrigger", "0 10 * * * *")

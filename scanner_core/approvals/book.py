@@ -31,7 +31,7 @@ from .revocation import revocation_causes
 from .sender import EventSender
 from .store import ApprovalStore, StaleVersion
 
-CREATING_TRIGGERS = frozenset({"watch", "event", "request"})
+CREATING_TRIGGERS = frozenset({"watch", "event", "request", "admission"})
 _ATTEMPTS = 3
 
 Outcome = Literal["created", "updated", "revoked", "at-risk", "cleared"]

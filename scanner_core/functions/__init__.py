@@ -7,6 +7,9 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "admission_provider": ".admission_api",
+    "admission_review": ".admission_api",
+    "serve_admission": ".admission_api",
     "all_blueprints": ".blueprints",
     "approval_security": ".approvals_api",
     "approve": ".approvals_api",

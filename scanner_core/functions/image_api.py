@@ -21,7 +21,7 @@ import azure.functions as func
 from ..errors import RequestError
 from ..registry import parse_image_reference
 from .http_api import ApiContext, row_document
-from .responses import ApiError, answer, json_response, limit_param, route_segment
+from .responses import ApiError, answer, flag_param, json_response, limit_param, route_segment
 from .verdicts import find_verdict
 
 DASHBOARD_PAGE = Path(__file__).with_name("static") / "dashboard.html"
@@ -41,10 +41,13 @@ def image_verdict(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
             raise ApiError(400, "missing-field", "is required: the image's manifest digest, sha256:<64 hex>", "digest")
         if tag is not None:
             parse_image_reference(f"{repository}:{tag}", field="tag")
+        enqueue = flag_param(req.params.get("enqueue"), "enqueue", default=False)
         document = find_verdict(ctx, repository, tag, digest)
         if document is None:
             wanted = (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
-            raise ApiError(404, "not-found", f"{repository}{wanted} has never been scanned by this scanner", "image")
+            queued = _queue_unscanned(ctx, f"{repository}{wanted}", digest) if enqueue else ""
+            raise ApiError(404, "not-found", f"{repository}{wanted} has never been scanned by this scanner{queued}",
+                           "image")
         return json_response(200, document)
 
     return answer(req, ("GET",), run)
@@ -124,6 +127,22 @@ def _repository(req: func.HttpRequest) -> str:
     if reference.tag or reference.digest:
         raise ApiError(400, "invalid-field", f"{name!r} must be a repository name without tag or digest", "name")
     return f"{reference.registry}/{reference.repository}"
+
+
+def _queue_unscanned(ctx: ApiContext, image: str, digest: str | None) -> str:
+    """``?enqueue=true`` (issue 25): a scan queued as admission queues it (once per window, the
+    registry allowlist applied); the sentence the 404 adds."""
+    from ..admission import load_admission_settings
+    from ..errors import ConfigurationError
+    from ..registry import allowed_reference
+    from .admission_gate import queue_admission_scan
+
+    try:
+        settings = load_admission_settings()
+    except ConfigurationError as error:
+        raise ApiError(500, "configuration-error", f"the scanner is misconfigured: {'; '.join(error.problems)}") from None
+    queued, why = queue_admission_scan(ctx, allowed_reference(image, "image"), digest, settings, namespace="verdict-api")
+    return f"; a scan was queued (audit {queued})" if queued else f"; {why}"
 
 
 def _digest(value: str, field: str = "digest") -> str:

@@ -61,7 +61,7 @@ class MessageHeaders(_Kebab):
     first_attempt_at: int | None = Field(None, ge=0, le=9_999_999_999)
 
 
-Trigger = Literal["request", "watch", "event", "rescan"]
+Trigger = Literal["request", "watch", "event", "rescan", "admission"]
 
 
 class MessagePayload(_Kebab):
