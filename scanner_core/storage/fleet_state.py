@@ -61,15 +61,21 @@ class FleetState:
 
     def approval_changed(self, repository: str, digest: str, approval_id: str, state: str,
                          deadline: str | None = None) -> bool:
-        """Keeps the digest's entity in step with its approval request (any transition, any state;
-        ``deadline`` when the state has one). No entity yet: nothing to do (the audit writes it)."""
+        """Keeps the digest's entities (its own and its tags') in step with its approval request (any
+        transition, any state; ``deadline`` when the state has one). No entity yet: nothing to do
+        (the audit writes it). A query of the repository's partition, then one transaction."""
         def update(_key: str, current: ImageState | None) -> ImageState | None:
             if current is None:
                 return None
             return current.model_copy(update={"approval_state": state, "approval_deadline": deadline,
                                               "approval_id": approval_id})
 
-        return self._write(table_key(repository), [digest_row(digest)], update)
+        partition = table_key(repository)
+        with StorageErrors("reading the fleet state"):  # the digest's entity and its tags' (one repository)
+            keys = [e["RowKey"] for e in self.table.query_entities(
+                "PartitionKey eq @pk and ( digest eq @d or platform_digest eq @d )",
+                parameters={"pk": partition, "d": digest}, select=["RowKey"])]
+        return self._write(partition, sorted(set(keys) | {digest_row(digest)}), update) if keys else False
 
     def asked(self, repository: str, tag: str | None, digest: str | None, at: int | None = None) -> None:
         """Records that the image was asked for (``FLEET_IMAGE_TTL_DAYS`` counts from the last ask)."""
