@@ -264,7 +264,7 @@ def _reindex(scanner: Scanner) -> int:
     from tqdm import tqdm
 
     from .approvals import ApprovalStore
-    from .storage import audit_folders, rebuild_audits, shared_container_client
+    from .storage import audit_folders, rebuild_audits, shared_container_client, take_snapshot
 
     settings = scanner.config.settings
     try:
@@ -278,6 +278,7 @@ def _reindex(scanner: Scanner) -> int:
         for row in ApprovalStore(settings.blob_container_url, scanner.short_id).rows():
             if row.get("repository") and row.get("digest") and row.get("id") and row.get("state"):
                 approvals += state.approval_changed(row["repository"], row["digest"], row["id"], row["state"])
+        take_snapshot(state)
     except ScannerError as error:
         return _fail(error)
     failed = ", ".join(f"{name}: {n}" for name, n in count.failures.items() if n)

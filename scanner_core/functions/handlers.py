@@ -103,8 +103,21 @@ def on_heartbeat(timer: func.TimerRequest, bindings: FunctionSettings, app_root:
     if timer.past_due:
         scanner.logger.info("heartbeat timer is past due; writing it now")
     write_heartbeat(scanner)
+    take_fleet_snapshot(scanner)
     if enable_telemetry(scanner):
         export_snapshot(scanner, bindings)
+
+
+def take_fleet_snapshot(scanner: Scanner) -> None:
+    """The fleet's totals (issue 24, ``storage/fleet_views.py``): one walk of the images' state per
+    heartbeat (a singleton timer), so the fleet reads cost one point read whatever its size."""
+    from ..errors import StorageError
+    from ..storage import take_snapshot
+
+    try:
+        take_snapshot(scanner.fleet_state())
+    except StorageError as error:
+        scanner.logger.warning("fleet snapshot not taken this time", fields={"error": str(error)})
 
 
 def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:

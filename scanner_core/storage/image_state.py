@@ -140,8 +140,20 @@ class ImageState(BaseModel):
         return self.model_copy(update=keep)
 
     def entity(self, row_key: str) -> dict[str, Any]:
+        """The entity, with what the fleet's listings filter on: ``listed`` (the tag's entity, or
+        the digest's of an image asked by digest alone: each image once), ``category`` (the
+        summary's) and ``seen_at`` (``FLEET_IMAGE_TTL_DAYS``)."""
+        listed = row_key.startswith(TAG_ROW) or (self.tag is None and row_key == digest_row(self.digest or ""))
         return {"PartitionKey": self.partition, "RowKey": row_key,
-                **{k: v for k, v in self.model_dump().items() if v is not None}}
+                **{k: v for k, v in self.model_dump().items() if v is not None},
+                "listed": listed, "category": self.category, "seen_at": self.last_seen()}
+
+    @property
+    def category(self) -> str:
+        """The summary's category of the latest audit: its scan status, or ``audit-failed``."""
+        if self.audit_result != AuditResult.SUCCEEDED.value:
+            return "audit-failed"
+        return self.scan_status or "unknown"
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> ImageState:
