@@ -1,4 +1,4 @@
-"""The one-time runner: ``python -m scanner_core scan|heartbeat|enqueue|reindex|watch|rescan``, and the
+"""The one-time runner: ``python -m scanner_core scan|heartbeat|enqueue|reindex|expire|watch|rescan``, and the
 stand-alone listener ``listen``.
 
 Runs the same core as the function app, once, with the environment's
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         "idempotent)"
     )
 
+    commands.add_parser(
+        "expire", help="tag the audits older than AUDIT_RETENTION_DAYS that no image's current state names, for the "
+        "container's lifecycle rule (docs/operations.md#retention)"
+    )
     commands.add_parser("watch", help="one run of the watch timer: queue the new tags of the 'watch:' repositories")
     commands.add_parser("rescan", help="one run of the rescan timer: queue the images whose scan used an older DB")
 
@@ -128,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _heartbeat(scanner)
     if args.command == "reindex":
         return _reindex(scanner)
+    if args.command == "expire":
+        return _expire(scanner)
     return _scan(scanner, args)
 
 
@@ -285,6 +291,21 @@ def _reindex(scanner: Scanner) -> int:
     print(f"reindexed {count.audits} audits under trivy-{scanner.short_id}/ ({count.unreadable} unreadable metas "
           f"skipped), {approvals} approval states copied" + (f"; failed: {failed} (run it again)" if failed else ""))
     return EXIT_OK if not failed else EXIT_NOT_STORED
+
+
+def _expire(scanner: Scanner) -> int:
+    from .storage import expire_audits, shared_container_client
+
+    settings = scanner.config.settings
+    assert scanner.audit_index is not None
+    try:
+        count = expire_audits(shared_container_client(settings.blob_container_url), scanner.short_id,
+                              scanner.fleet_state(), settings.audit_retention_days, forget=scanner.audit_index.forget)
+    except ScannerError as error:
+        return _fail(error)
+    print(f"{count.expired} of {count.folders} audit folders tagged for deletion ({count.protected} named by the "
+          f"fleet state kept; AUDIT_RETENTION_DAYS={settings.audit_retention_days})")
+    return EXIT_OK
 
 
 def _heartbeat(scanner: Scanner) -> int:
