@@ -29,7 +29,8 @@ from .image_state import SEVERITIES, ImageState
 from .index_rows import CATEGORIES, InvalidCursor, decode_cursor, encode_cursor
 from .tables import table_key
 
-SNAPSHOT_PARTITION, SNAPSHOT_ROW = "~fleet", "snapshot"  # table_key never makes a key starting with "~f"
+SNAPSHOT_PARTITION = "~fleet"  # table_key never makes a key starting with "~f"
+SNAPSHOT_ROW = "snapshot"
 MAX_FLEET_PAGE = 1000  # the service's own maximum of entities per query call
 
 

@@ -22,7 +22,8 @@ from .tables import table_key
 
 STATE_FORMAT = 1
 SEVERITIES = ("critical", "high", "medium", "low", "unknown", "total")
-TAG_ROW, DIGEST_ROW = "t:", "d:"
+TAG_ROW = "t:"
+DIGEST_ROW = "d:"
 # Kept from the entity a newer audit replaces: they belong to the image, not to one audit.
 _IMAGE_FIELDS = ("approval_state", "approval_deadline", "approval_id", "asked_at")
 # Kept from the last succeeded audit when a newer one failed (the fleet views still show its findings).

@@ -28,7 +28,8 @@ from .fleet_state import DAY_SECONDS, FleetState
 from .image_state import ImageState
 from .layout import scanner_folder
 
-RETENTION_TAG, EXPIRED = "trivy-retention", "expired"
+RETENTION_TAG = "trivy-retention"
+EXPIRED = "expired"
 _FOLDER = re.compile(r"(\d{8}-\d{6})-(.+)")
 
 
