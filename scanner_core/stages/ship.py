@@ -274,7 +274,6 @@ class Shipper:
             if state_written is not None:
                 state_written.result()
 
-    @traced("fleet-state")
     def record_state(self, meta: AuditMeta, folder: str, log: ScanLogger) -> None:
         """The one write of the image's current state (issue 24; storage/fleet_state.py). Never
         raises: a failure is logged and counted, and ``reindex`` rebuilds the state."""
