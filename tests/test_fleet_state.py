@@ -66,6 +66,9 @@ def test_an_older_audit_recorded_later_never_replaces_the_newer_state(azurite: A
     assert (found.last_succeeded_audit_id, found.critical) == ("newer", 3)
     entity = state.table.get_entity(table_key(HOSTILE_REPOSITORY), tag_row("1.0"))
     assert "/" not in entity["PartitionKey"] and entity["RowKey"] == "t:1.0"
+    # Past 2038 (unix seconds beyond 2**31): times are Int64 in the table.
+    assert state.record(meta("2040", 2**31 + 100_000_000), "trivy-x/2040")
+    assert state.get(HOSTILE_REPOSITORY, "1.0").requested_at == 2**31 + 100_000_000
 
 
 def test_concurrent_writers_leave_the_newest_request(azurite: Azurite):

@@ -47,9 +47,8 @@ def page_images(state: FleetState, limit: int, cursor: str | None = None, *, rep
         if value is not None:
             clauses.append(f"{name} eq @{name}")
             parameters[name] = value
-    if state.image_ttl_days:
-        clauses.append("seen_at ge @cutoff")
-        parameters["cutoff"] = int((now if now is not None else time.time()) - state.image_ttl_days * DAY_SECONDS)
+    if state.image_ttl_days:  # an Int64 literal for the Int64 property (an int, so safe to write in)
+        clauses.append(f"seen_at ge {int((now if now is not None else time.time()) - state.image_ttl_days * DAY_SECONDS)}L")
     with StorageErrors("listing the fleet"):
         listing = state.table.query_entities(" and ".join(clauses), parameters=parameters, results_per_page=limit)
         pages = listing.by_page(continuation_token=token)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from azure.data.tables import EdmType, EntityProperty
 from pydantic import BaseModel, ConfigDict
 
 from ..models import AuditMeta, AuditResult
@@ -27,6 +28,8 @@ DIGEST_ROW = "d:"
 # Kept from the entity a newer audit replaces: they belong to the image, not to one audit.
 _IMAGE_FIELDS = ("approval_state", "approval_deadline", "approval_id", "asked_at")
 # Kept from the last succeeded audit when a newer one failed (the fleet views still show its findings).
+# Unix seconds pass 2**31 in 2038: stored as Int64 (the SDK would refuse them as Int32 then).
+TIME_FIELDS = ("requested_at", "scanned_at", "asked_at", "seen_at")
 _SUCCEEDED_FIELDS = ("last_status", "last_succeeded_audit_id", "last_succeeded_folder", *SEVERITIES, "secrets", "kev",
                      "epss_max", "db_updated_at", "policy_action", "policy_rule", "decision", "inventory_path", "eosl",
                      "platforms")
@@ -145,9 +148,10 @@ class ImageState(BaseModel):
         the digest's of an image asked by digest alone: each image once), ``category`` (the
         summary's) and ``seen_at`` (``FLEET_IMAGE_TTL_DAYS``)."""
         listed = row_key.startswith(TAG_ROW) or (self.tag is None and row_key == digest_row(self.digest or ""))
-        return {"PartitionKey": self.partition, "RowKey": row_key,
-                **{k: v for k, v in self.model_dump().items() if v is not None},
-                "listed": listed, "category": self.category, "seen_at": self.last_seen()}
+        entity = {"PartitionKey": self.partition, "RowKey": row_key,
+                  **{k: v for k, v in self.model_dump().items() if v is not None},
+                  "listed": listed, "category": self.category, "seen_at": self.last_seen()}
+        return {k: EntityProperty(v, EdmType.INT64) if k in TIME_FIELDS else v for k, v in entity.items()}
 
     @property
     def category(self) -> str:
@@ -158,7 +162,8 @@ class ImageState(BaseModel):
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> ImageState:
-        return cls.model_validate({k: v for k, v in entity.items() if not k.startswith(("PartitionKey", "RowKey"))})
+        return cls.model_validate({k: v.value if isinstance(v, EntityProperty) else v for k, v in entity.items()
+                                   if not k.startswith(("PartitionKey", "RowKey"))})
 
     @property
     def vulnerabilities(self) -> dict[str, int] | None:
