@@ -39,6 +39,7 @@ import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
+from azure.core.exceptions import ServiceResponseError  # noqa: E402
 from azure.storage.blob import ContainerClient  # noqa: E402
 
 from scanner_core.io_pool import io_pool  # noqa: E402
@@ -83,9 +84,15 @@ def seed_state(state: FleetState, images: int) -> float:
             latest = latest.model_copy(update={"folder": folder(meta(image, AUDITS_PER_IMAGE - 1))})
             operations += [("upsert", latest.entity(key)) for key in latest.row_keys()]
         for start in range(0, len(operations), 100):
-            state.table.submit_transaction(operations[start:start + 100])
+            for attempt in range(3):  # a reset connection under load: upserts are idempotent, send again
+                try:
+                    state.table.submit_transaction(operations[start:start + 100])
+                    break
+                except ServiceResponseError:
+                    if attempt == 2:
+                        raise
 
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(8) as pool:
         list(pool.map(partition, range(0, images, TAGS_PER_REPOSITORY)))
     return time.perf_counter() - started
 
