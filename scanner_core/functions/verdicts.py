@@ -9,14 +9,18 @@ names; no listing of the audit history, whatever its length.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
 from ..approvals import ALLOWING_STATES
+from ..errors import StorageError
 from ..io_pool import io_pool
 from ..storage import AuditRow, iso8601
 from .approvals_api import approval_of
 from .http_api import ApiContext
+
+_log = logging.getLogger("scanner_core.verdicts")
 
 def find_verdict(ctx: ApiContext, repository: str, tag: str | None, digest: str | None) -> dict[str, Any] | None:
     """The verdict document of ``repository`` (canonical form) at ``tag`` and/or ``digest``
@@ -25,7 +29,10 @@ def find_verdict(ctx: ApiContext, repository: str, tag: str | None, digest: str 
     state = fleet.get(repository, tag, digest)
     if state is None:
         return None
-    fleet.asked(repository, tag, digest)  # at most one write a day per image: the TTL counts from asks
+    try:
+        fleet.asked(repository, tag, digest)  # at most one write a day per image: the TTL counts from asks
+    except StorageError as error:  # the answer does not depend on it
+        _log.warning("the image's last ask not recorded: %s", error)
     row = state.row()
     return _verdict_document(row, ctx) | _gate(ctx, row, digest)
 
