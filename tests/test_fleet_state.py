@@ -126,3 +126,16 @@ def test_a_scan_writes_the_state_and_the_verdict_reads_it(scanner_env, azurite, 
     # Nothing of the connection string reaches the table.
     entity = json.dumps(fleet_state_of(settings).table.get_entity(table_key(repository), tag_row(state.tag)))
     assert "AccountKey" not in entity and azurite.connection_string not in entity
+
+
+def test_a_state_that_cannot_be_written_never_loses_the_audit(scanner_env, azurite, sample_image, caplog):
+    """The tables refuse (a wrong account key: 403): the audit is stored, the failure logged, no secret."""
+    wrong = azurite.connection_string.replace("AccountKey=", "AccountKey=AAAA")
+    scanner_env.set(FleetBroken=wrong, FLEET_TABLES_CONNECTION="FleetBroken")
+    forget_tables()
+    requested = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+    outcome = Scanner(load_config()).scan(ScanRequest(audit_id="kept", requested_at=requested,
+                                                      input_tar=sample_image.path, image="registry.example/a/b:1"))
+    assert outcome.succeeded and outcome.meta_written
+    assert "fleet state not updated" in caplog.text and "reindex" in caplog.text
+    assert wrong.split("AccountKey=")[1].split(";")[0] not in caplog.text
