@@ -160,7 +160,8 @@ def main() -> None:
             if old_totals:
                 old_per_audit["totals"] = old_totals[0] / (images * AUDITS_PER_IMAGE)
             extrapolated = "" if old_totals else (
-                f"old extrapolated: {old_per_audit.get('totals', 0) * images * AUDITS_PER_IMAGE / 1000:.1f} s")
+                f"old extrapolated: {old_per_audit['totals'] * images * AUDITS_PER_IMAGE / 1000:.1f} s"
+                if "totals" in old_per_audit else "old: not seeded in this run (--old-max)")
             row("summary totals", new_totals, old_totals, GOALS["totals"], extrapolated)
             row("page of 50 (all)", measure(lambda: page_images(state, 50), rounds),
                 measure(lambda: index.page(50), rounds) if index else None, GOALS["page"])
