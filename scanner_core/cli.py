@@ -1,4 +1,4 @@
-"""The one-time runner: ``python -m scanner_core scan|heartbeat|enqueue|reindex|watch|rescan``, and the
+"""The one-time runner: ``python -m scanner_core scan|heartbeat|enqueue|reindex|expire|watch|rescan``, and the
 stand-alone listener ``listen``.
 
 Runs the same core as the function app, once, with the environment's
@@ -24,6 +24,7 @@ from .errors import AuditNotRecorded, ConfigurationError, RequestError, ScannerE
 if TYPE_CHECKING:
     from .audit import AuditOutcome
     from .core import Scanner
+    from .storage import AuditRebuilder
 
 # What a verb needs is imported by that verb: ``--help`` and ``enqueue`` never load
 # the core, pydantic-settings' YAML file loader or the Blob SDK (docs/performance.md, cold start).
@@ -52,9 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("heartbeat", help="write the scanner's heartbeat meta once")
 
     commands.add_parser(
-        "reindex", help="rebuild the HTTP API's audit index from the metas in Blob Storage (maintenance)"
+        "reindex", help="rebuild the audit index and the fleet state from the metas in Blob Storage (maintenance; "
+        "idempotent)"
     )
 
+    commands.add_parser(
+        "expire", help="tag the audits older than AUDIT_RETENTION_DAYS that no image's current state names, for the "
+        "container's lifecycle rule (docs/operations.md#retention)"
+    )
     commands.add_parser("watch", help="one run of the watch timer: queue the new tags of the 'watch:' repositories")
     commands.add_parser("rescan", help="one run of the rescan timer: queue the images whose scan used an older DB")
 
@@ -110,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _requeue(args)
     from .config import load_config
     from .core import Scanner
+    from .storage import AuditRebuilder
     from .log import configure_cli_logging
 
     try:
@@ -125,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _heartbeat(scanner)
     if args.command == "reindex":
         return _reindex(scanner)
+    if args.command == "expire":
+        return _expire(scanner)
     return _scan(scanner, args)
 
 
@@ -184,6 +193,7 @@ def _listen(args: argparse.Namespace) -> int:
     """Runs until SIGTERM/SIGINT; see ``scanner_core/queue/listener.py``."""
     from .config import load_config
     from .core import Scanner
+    from .storage import AuditRebuilder
     from .functions import load_function_settings, max_dequeue_count, message_encoding
     from .log import LOGGER_NAME, configure_cli_logging
     from .queue import Listener, ListenerOptions
@@ -244,13 +254,57 @@ def _fail(error: ScannerError) -> int:
     return EXIT_AUDIT_FAILED
 
 
-def _reindex(scanner: Scanner) -> int:
+def audit_rebuilders(scanner: Scanner) -> list[AuditRebuilder]:
+    """What ``reindex`` writes again from each stored meta: the audit index, the fleet state,
+    and (the extension point) every other table kept per audit; add a feature's rebuilder here."""
+    from .storage import NamedRebuilder
+
     assert scanner.audit_index is not None
+    state = scanner.fleet_state()
+    return [NamedRebuilder("index", scanner.audit_index.record), NamedRebuilder("state", state.record)]
+
+
+def _reindex(scanner: Scanner) -> int:
+    """Rebuilds the index and the fleet state from the stored metas (idempotent), then copies
+    every approval request's state onto its digest; a progress bar on stderr, a count at the end."""
+    from tqdm import tqdm
+
+    from .approvals import ApprovalStore
+    from .storage import audit_folders, rebuild_audits, shared_container_client, take_snapshot
+
+    settings = scanner.config.settings
     try:
-        count = scanner.audit_index.rebuild()
+        container = shared_container_client(settings.blob_container_url, retry_total=3)
+        folders = audit_folders(container, scanner.short_id)
+        rebuilders = audit_rebuilders(scanner)
+        with tqdm(total=len(folders), unit="audit", desc="reindex", disable=None) as bar:
+            count = rebuild_audits(container, folders, rebuilders, bar.update)
+        state = scanner.fleet_state()
+        approvals = 0
+        for row in ApprovalStore(settings.blob_container_url, scanner.short_id).rows():
+            if row.get("repository") and row.get("digest") and row.get("id") and row.get("state"):
+                approvals += state.approval_changed(row["repository"], row["digest"], row["id"], row["state"])
+        take_snapshot(state)
     except ScannerError as error:
         return _fail(error)
-    print(f"indexed {count} audits under trivy-{scanner.short_id}/")
+    failed = ", ".join(f"{name}: {n}" for name, n in count.failures.items() if n)
+    print(f"reindexed {count.audits} audits under trivy-{scanner.short_id}/ ({count.unreadable} unreadable metas "
+          f"skipped), {approvals} approval states copied" + (f"; failed: {failed} (run it again)" if failed else ""))
+    return EXIT_OK if not failed else EXIT_NOT_STORED
+
+
+def _expire(scanner: Scanner) -> int:
+    from .storage import expire_audits, shared_container_client
+
+    settings = scanner.config.settings
+    assert scanner.audit_index is not None
+    try:
+        count = expire_audits(shared_container_client(settings.blob_container_url), scanner.short_id,
+                              scanner.fleet_state(), settings.audit_retention_days, forget=scanner.audit_index.forget)
+    except ScannerError as error:
+        return _fail(error)
+    print(f"{count.expired} of {count.folders} audit folders tagged for deletion ({count.protected} named by the "
+          f"fleet state kept; AUDIT_RETENTION_DAYS={settings.audit_retention_days})")
     return EXIT_OK
 
 

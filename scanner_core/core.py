@@ -54,7 +54,9 @@ from .storage import (
     AuditIndex,
     AzureBlobStore,
     BlobStore,
+    FleetState,
     audit_folder,
+    fleet_state_of,
     validate_audit_id,
 )
 from .trivy import (
@@ -243,7 +245,11 @@ class Scanner:
 
     @cached_property
     def shipper(self) -> Shipper:
-        return Shipper(self, self.blob_store, self.audit_index)
+        return Shipper(self, self.blob_store, self.audit_index, self.fleet_state if self.audit_index is not None else None)
+
+    def fleet_state(self) -> FleetState:
+        """The image states (issue 24; storage/fleet_state.py), beside this scanner's own index."""
+        return fleet_state_of(self.config.settings)
 
     @cached_property
     def reuse(self) -> AuditReuse | None:

@@ -157,7 +157,8 @@ class ScannerEnvironment:
 
 @pytest.fixture
 def scanner_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trivy_cache: Path, trivy_executable: Path, audits: Audits
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trivy_cache: Path, trivy_executable: Path, audits: Audits,
+    azurite: Azurite,
 ) -> ScannerEnvironment:
     for name in list(__import__("os").environ):
         if name.startswith("TRIVY_"):
@@ -178,5 +179,7 @@ def scanner_env(
         KEV_FEED_URL="",
         EPSS_FEED_URL="",
         ALLOWED_REGISTRIES=LOOPBACK_REGISTRIES,  # also in values: for the processes tests start with them
+        # The fleet state's tables (issue 24): this Azurite's Table service; the scanner id keeps tests apart.
+        AzureWebJobsStorage=azurite.connection_string,
     )
     return env

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 from scanner_core.approvals import ApprovalBook, ApprovalStore, Decision, Reviewer, approval_id, decide_request
-from scanner_core.storage import AuditIndex
+from scanner_core.config import load_config
+from scanner_core.storage import AuditIndex, fleet_state_of
 from tests.support.api_server import ApiServer
 from tests.support.browser import find_chromium
 from tests.support.cdp import DevToolsBrowser
@@ -27,6 +28,8 @@ def test_a_click_approves_and_a_stale_second_click_shows_the_conflict(scanner_en
     scanner_env.set(APPROVER_ROLES="approvers", WEBSITE_AUTH_ENABLED="True")
     audit = meta("watch-1", status="failed", critical=["CVE-2026-1111"])
     AuditIndex(audits.sas_url, scanner_env.short_id).record(audit, f"trivy-{scanner_env.short_id}/20261202-000000-watch-1")
+    # The dashboard lists the images' state (issue 24), written beside the index by the ship stage.
+    fleet_state_of(load_config().settings).record(audit, f"trivy-{scanner_env.short_id}/20261202-000000-watch-1")
     store = ApprovalStore(audits.sas_url, scanner_env.short_id)
     assert ApprovalBook(store, None).after_audit(audit) == "created"
     request, etag = store.get(approval_id(REPOSITORY, DIGEST))

@@ -59,6 +59,7 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_image_verdict": "images/{name}/{tag}/verdict",
         "api_image_verdict_by_digest": "images/{name}/verdict",
         "api_image_history": "images/{name}/history",
+        "api_fleet_images": "images",
         "api_dashboard": "dashboard",
         "api_metrics": "metrics",  # its own auth level: METRICS_ANONYMOUS (tests/test_metrics.py)
         "api_list_approvals": "approvals",

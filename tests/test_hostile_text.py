@@ -21,7 +21,7 @@ from scanner_core.config import load_config
 from scanner_core.core import Scanner
 from scanner_core.functions import get_approval, reject
 from scanner_core.models import ELLIPSIS, NAME_CHARS, TEXT_CHARS
-from scanner_core.storage import AuditIndex
+from scanner_core.storage import AuditIndex, fleet_state_of
 from tests.support.api_server import ApiServer
 from tests.support.browser import find_chromium
 from tests.support.cdp import DevToolsBrowser
@@ -126,8 +126,10 @@ def test_the_dashboard_shows_a_failing_request_in_its_row_and_keeps_the_others(s
     broken = meta("watch-broken").model_copy(update={"image": f"{REPOSITORY}:2.0@{broken_digest}",
                                                      "image_digest": broken_digest})
     index = AuditIndex(audits.sas_url, scanner_env.short_id)
+    state = fleet_state_of(load_config().settings)  # the dashboard lists the images' state (issue 24)
     for audit in (good, broken):
         index.record(audit, f"trivy-{scanner_env.short_id}/20261202-000000-{audit.audit_id}")
+        state.record(audit, f"trivy-{scanner_env.short_id}/20261202-000000-{audit.audit_id}")
         assert ApprovalBook(store, None).after_audit(audit) == "created"
     good_id, broken_id = approval_id(REPOSITORY, DIGEST), approval_id(REPOSITORY, broken_digest)
     # The good request's history has a line the old code wrote (raw U+2028); the other's, bytes nothing reads.

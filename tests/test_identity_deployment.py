@@ -39,7 +39,7 @@ from scanner_core.registry import (
     forget_refresh_tokens,
     resolve_credentials,
 )
-from scanner_core.storage import AzureBlobStore
+from scanner_core.storage import AzureBlobStore, fleet_state_of
 from tests.conftest import REPO_ROOT
 from tests.support.acr import AcrDouble
 from tests.support.azurite import Azurite
@@ -104,6 +104,9 @@ def deployment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh_msi: Manag
         REQUESTS_CA_BUNDLE=str(oauth_azurite.ca_bundle),
         SCANNER_IDENTIFIER=str(uuid.uuid4()),
         AZ_BLOB_STORAGE_URL=f"{oauth_azurite.blob_endpoint}/{container}",
+        # The fleet state's tables with the same identity, no secret (issue 24).
+        AzureWebJobsStorage__tableServiceUri=oauth_azurite.table_endpoint,
+        AzureWebJobsStorage__credential="managedidentity",
         TRIVY_CONFIG_PATH=str(config_path),
         TRIVY_PATH=str(trivy_executable),
         TRIVY_CACHE_DIR=str(trivy_cache),
@@ -144,6 +147,8 @@ def test_an_identity_only_deployment_scans_an_acr_image_and_writes_its_audit(
     blobs = deployment.blobs()
     assert any(name.endswith("identity-1/scan-result.json") for name in blobs)
     assert any("/index/" in name for name in blobs)
+    state = fleet_state_of(load_config().settings).get(meta["image"].rsplit(":", 1)[0], digest=meta["image-digest"])
+    assert state is not None and state.audit_id == "identity-1"  # written with the identity's token
 
     # Second scan: the refresh token comes from the per-process cache.
     assert deployment.scan("identity-2")["audit-result"] == "succeeded"

@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import cast
 
@@ -37,10 +38,18 @@ from pydantic import ValidationError
 from ..errors import ScannerError, StorageError
 from ..io_pool import io_pool
 from ..models import DamagedJsonLines, json_line, read_json_lines
-from ..storage import InvalidCursor, StorageErrors, decode_cursor, encode_cursor, shared_container_client
+from ..storage import (
+    FleetState,
+    InvalidCursor,
+    StorageErrors,
+    decode_cursor,
+    encode_cursor,
+    shared_container_client,
+)
 from .models import ApprovalRequest, HistoryEntry
 
 INVERT_FROM = 9_999_999_999
+_log = logging.getLogger("scanner_core.approvals")
 JSON = ContentSettings(content_type="application/json")
 
 
@@ -55,10 +64,12 @@ class DamagedHistory(StorageError):
 class ApprovalStore:
     """The approvals of one scanner; every call asks Blob Storage. ``StorageError`` when it fails."""
 
-    def __init__(self, container: ContainerClient | str, scanner_short_id: str) -> None:
+    def __init__(self, container: ContainerClient | str, scanner_short_id: str, *,
+                 fleet_state: Callable[[], FleetState] | None = None) -> None:
         if isinstance(container, str):
             container = shared_container_client(container, retry_total=3, connection_timeout=10, read_timeout=60)
         self._container = container
+        self._fleet_state = fleet_state  # issue 24: every saved request updates its digest's state
         self.prefix = f"trivy-{scanner_short_id}/approvals/"
 
     # -- names -----------------------------------------------------------------
@@ -147,6 +158,7 @@ class ApprovalStore:
                 history.create_append_blob(match_condition=MatchConditions.IfMissing)
             history.append_block(json_line(entry.to_json_bytes()))
             self._move_rows(request, self._row_names(request, request.state), [])
+        self._saved(request)
         return str(answer["etag"])
 
     def replace(self, request: ApprovalRequest, etag: str, entry: HistoryEntry | None, previous_state: str) -> str:
@@ -164,7 +176,21 @@ class ApprovalStore:
                 self._append(request.id, entry)
             new_rows = self._row_names(request, request.state)
             self._move_rows(request, new_rows, sorted(set(self._row_names(request, previous_state)) - set(new_rows)))
+        self._saved(request)
         return str(answer["etag"])
+
+    def _saved(self, request: ApprovalRequest) -> None:
+        """Every transition, whatever its state, copied to the digest's fleet state (its state
+        and its ``deadline`` when the request has one). A failure is logged: the request is the
+        truth, and ``reindex`` copies it again."""
+        if self._fleet_state is None:
+            return
+        try:
+            deadline = getattr(request, "deadline", None)
+            self._fleet_state().approval_changed(request.repository, request.digest, request.id, request.state,
+                                                 str(deadline) if deadline is not None else None)
+        except Exception as error:  # noqa: BLE001 - the approval is saved; the state catches up on reindex
+            _log.warning("fleet state not updated for approval %s: %s", request.id, type(error).__name__)
 
     def _move_rows(self, request: ApprovalRequest, writes: list[str], deletes: list[str]) -> None:
         """Independent requests, side by side on the process's storage pool."""

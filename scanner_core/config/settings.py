@@ -149,6 +149,14 @@ class Settings(BaseSettings):
     trivy_auto_reject_critical: bool = Field(False, alias="TRIVY_AUTO_REJECT_CRITICAL")
     # Metrics (issue 19): the images GET /api/metrics gives series to, newest request first.
     metrics_max_images: int = Field(500, alias="METRICS_MAX_IMAGES", ge=1, le=100_000)
+    # The fleet's state (issue 24, storage/fleet_state.py): the app setting that names the tables'
+    # storage-account connection (unset: SCAN_QUEUE_CONNECTION's, else AzureWebJobsStorage), the
+    # tables' name prefix (deployments sharing an account), when an image leaves the fleet views,
+    # and the audit container's lifecycle rule (days; 0: audits are kept for ever).
+    fleet_tables_connection: str | None = Field(None, alias="FLEET_TABLES_CONNECTION", min_length=1)
+    fleet_table_prefix: str = Field("fleet", alias="FLEET_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{0,39}$")
+    fleet_image_ttl_days: int = Field(90, alias="FLEET_IMAGE_TTL_DAYS", ge=0, le=36_500)
+    audit_retention_days: int = Field(0, alias="AUDIT_RETENTION_DAYS", ge=0, le=36_500)
     # Azure Monitor through OpenTelemetry (telemetry/): traces per scan and the metrics; unset: off.
     applicationinsights_connection_string: SecretStr | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
     # The approval gate (issue 15, approvals/): role or group claims that may approve or reject.
@@ -305,3 +313,8 @@ class Settings(BaseSettings):
     @property
     def scanner_short_id(self) -> str:
         return str(self.scanner_identifier).replace("-", "")[:8]
+
+    @property
+    def fleet_connection_setting(self) -> str:
+        """The app setting that holds the fleet tables' connection (read by the host's rules)."""
+        return self.fleet_tables_connection or os.environ.get("SCAN_QUEUE_CONNECTION") or "AzureWebJobsStorage"

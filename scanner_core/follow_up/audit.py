@@ -23,7 +23,7 @@ from ..models import AcceptedRisk, AuditMeta, AuditResult
 from ..policy import ExploitLookup
 from ..redact import Redactor
 from ..io_pool import io_pool
-from ..storage import AuditIndex, BlobStore, image_identity
+from ..storage import AuditIndex, BlobStore, fleet_state_of, image_identity
 from ..trivy import severity_rank
 from .changes import Key, compare, current_findings, find_previous, findings_of, previous_findings
 from ..telemetry import traced
@@ -225,7 +225,8 @@ class AuditFollowUp:
             return {"decision": decide(meta.scan_status, self.settings.trivy_auto_reject_critical)}
 
     def _approvals(self) -> ApprovalStore:
-        return ApprovalStore(self.settings.blob_container_url, self.settings.scanner_short_id)
+        return ApprovalStore(self.settings.blob_container_url, self.settings.scanner_short_id,
+                             fleet_state=lambda: fleet_state_of(self.settings))
 
     def _accepted(
         self, meta: AuditMeta, log: ScanLogger, ahead: Future[SeenRequest | None] | None = None

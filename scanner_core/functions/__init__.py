@@ -30,6 +30,7 @@ _EXPORTS = {
     "security_summary": ".http_api",
     "serve": ".http_api",
     "dashboard": ".image_api",
+    "fleet_images": ".fleet_api",
     "image_history": ".image_api",
     "image_verdict": ".image_api",
     "metrics": ".metrics_api",

@@ -49,7 +49,7 @@ _FINDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 def store_of(ctx: ApiContext) -> ApprovalStore:
-    return ApprovalStore(ctx.config.settings.blob_container_url, ctx.short_id)
+    return ApprovalStore(ctx.config.settings.blob_container_url, ctx.short_id, fleet_state=ctx.fleet_state)
 
 
 def list_approvals(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:

@@ -103,8 +103,21 @@ def on_heartbeat(timer: func.TimerRequest, bindings: FunctionSettings, app_root:
     if timer.past_due:
         scanner.logger.info("heartbeat timer is past due; writing it now")
     write_heartbeat(scanner)
+    take_fleet_snapshot(scanner)
     if enable_telemetry(scanner):
         export_snapshot(scanner, bindings)
+
+
+def take_fleet_snapshot(scanner: Scanner) -> None:
+    """The fleet's totals (issue 24, ``storage/fleet_views.py``): one walk of the images' state per
+    heartbeat (a singleton timer), so the fleet reads cost one point read whatever its size."""
+    from ..errors import StorageError
+    from ..storage import take_snapshot
+
+    try:
+        take_snapshot(scanner.fleet_state())
+    except StorageError as error:
+        scanner.logger.warning("fleet snapshot not taken this time", fields={"error": str(error)})
 
 
 def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
@@ -132,6 +145,7 @@ def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
             fields={"refreshed": result.refreshed, "reason": result.reason, "db-updated-at": result.database.updated_at},
         )
     _refresh_exploit_feeds(scanner)
+    expire_audits_of(scanner)
     snapshot = scanner.db_snapshot
     if snapshot is not None:
         # The timer is the fleet's single writer of the DB snapshot (db_snapshot.py).
@@ -142,6 +156,24 @@ def on_db_refresh(timer: func.TimerRequest, app_root: Path) -> None:
             failures.append(error)
     if failures:
         raise failures[0]
+
+
+def expire_audits_of(scanner: Scanner) -> None:
+    """``AUDIT_RETENTION_DAYS`` (issue 24, ``storage/retention.py``): tags the audits nothing current
+    points at for the container's lifecycle rule; every 6 h with the DB refresh (one timer)."""
+    days = scanner.config.settings.audit_retention_days
+    if days <= 0 or scanner.audit_index is None:
+        return
+    from ..storage import expire_audits, shared_container_client
+
+    try:
+        count = expire_audits(shared_container_client(scanner.config.settings.blob_container_url), scanner.short_id,
+                              scanner.fleet_state(), days, forget=scanner.audit_index.forget)
+    except Exception as error:  # noqa: BLE001 - retention waits for the next run; scans go on
+        scanner.logger.warning("audits not expired this time", fields={"error": scanner.redactor(str(error))[:500]})
+        return
+    scanner.logger.info("audits expired for the lifecycle rule",
+                        fields={"folders": count.folders, "protected": count.protected, "expired": count.expired})
 
 
 def _refresh_exploit_feeds(scanner: Scanner) -> None:

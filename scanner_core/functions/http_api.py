@@ -25,7 +25,7 @@ from ..models import AuditMeta
 from ..queue import QueueEncoding, build_message, enqueue
 from ..storage import QueueConnection
 from ..registry import allowed_reference, parse_image_reference, parse_platform
-from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, audit_folder, iso8601, same_image, validate_audit_id
+from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, FleetState, fleet_state_of, audit_folder, iso8601, same_image, validate_audit_id
 from .host import message_encoding
 from .responses import (
     JSON_MIMETYPE,
@@ -75,6 +75,10 @@ class ApiContext:
 
     def audit_index(self) -> AuditIndex:
         return AuditIndex(self.config.settings.blob_container_url, self.short_id)
+
+    def fleet_state(self) -> FleetState:
+        """The images' current state (issue 24): every question about *now* reads it."""
+        return fleet_state_of(self.config.settings)
 
     def path(self, route: str) -> str:
         """A root-relative link: right behind any proxy or custom domain."""

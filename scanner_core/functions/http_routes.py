@@ -47,6 +47,14 @@ def api_security_summary(req: func.HttpRequest) -> func.HttpResponse:
     return http_api.serve(http_api.security_summary, req, APP_ROOT)
 
 
+@blueprint.function_name("api_fleet_images")
+@blueprint.route(route="images", auth_level=func.AuthLevel.FUNCTION)
+def api_fleet_images(req: func.HttpRequest) -> func.HttpResponse:
+    from . import fleet_api, http_api  # noqa: F401 - on first use
+
+    return http_api.serve(fleet_api.fleet_images, req, APP_ROOT)
+
+
 @blueprint.function_name("api_image_verdict")
 @blueprint.route(route="images/{name}/{tag}/verdict", auth_level=func.AuthLevel.FUNCTION)
 def api_image_verdict(req: func.HttpRequest) -> func.HttpResponse:

@@ -1,32 +1,40 @@
 """The verdict of one image (by tag, by digest, or both): the latest audit's
 verdict document with its approval and ``allowed``. One seam for every caller
 that gates on it: the verdict routes (``image_api.py``) and, later, admission.
+
+Issue 24: the image's current state (``storage/fleet_state.py``) is one point read
+(two when a tag and a digest disagree), then the approvals of the manifests it
+names; no listing of the audit history, whatever its length.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
 from ..approvals import ALLOWING_STATES
+from ..errors import StorageError
 from ..io_pool import io_pool
 from ..storage import AuditRow, iso8601
 from .approvals_api import approval_of
 from .http_api import ApiContext
 
+_log = logging.getLogger("scanner_core.verdicts")
+
 def find_verdict(ctx: ApiContext, repository: str, tag: str | None, digest: str | None) -> dict[str, Any] | None:
     """The verdict document of ``repository`` (canonical form) at ``tag`` and/or ``digest``
     (already validated), or ``None`` when this scanner never scanned it."""
-    with ctx.audit_index() as index:
-        row = next((r for r in index.repository_rows(repository) if _matches(r, tag, digest)), None)
-    if row is None:
+    fleet = ctx.fleet_state()
+    state = fleet.get(repository, tag, digest)
+    if state is None:
         return None
+    try:
+        fleet.asked(repository, tag, digest)  # at most one write a day per image: the TTL counts from asks
+    except StorageError as error:  # the answer does not depend on it
+        _log.warning("the image's last ask not recorded: %s", error)
+    row = state.row()
     return _verdict_document(row, ctx) | _gate(ctx, row, digest)
-
-
-def _matches(row: AuditRow, tag: str | None, digest: str | None) -> bool:
-    """A row of the tag, and of the digest: the image's, or the platform manifest it scanned."""
-    return (tag is None or row.tag == tag) and (digest is None or digest in (row.digest, row.platform_digest))
 
 
 def _gate(ctx: ApiContext, row: AuditRow, asked: str | None) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from ..io_pool import io_pool
 from ..log import ScanLogger
 from ..models import AuditMeta, AuditResult
 from ..report import write_packages_only
-from ..storage import META_BLOB, REPORT_BLOB, SBOM_BLOB, AuditIndex, BlobStore
-from ..telemetry import traced
+from ..storage import META_BLOB, REPORT_BLOB, SBOM_BLOB, AuditIndex, BlobStore, FleetState
+from ..telemetry import count_state_failure, traced
 from ..trivy import ReportSummariser, ReportSummary, ServerInfo, TrivyRun, summarise_report
 from ..verdict import verdict_fields
 from .parts import ScannerParts
@@ -143,10 +143,12 @@ def record_in_index(
 class Shipper:
     """The ship stage of one scanner."""
 
-    def __init__(self, scanner: ScannerParts, blob_store: BlobStore, audit_index: AuditIndex | None) -> None:
+    def __init__(self, scanner: ScannerParts, blob_store: BlobStore, audit_index: AuditIndex | None,
+                 fleet_state: Callable[[], FleetState] | None = None) -> None:
         self.scanner = scanner
         self.blob_store = blob_store
         self.audit_index = audit_index
+        self.fleet_state = fleet_state  # issue 24: the image's current state, written beside the index
 
     @property
     def follow_up(self) -> AuditFollowUp:
@@ -288,10 +290,26 @@ class Shipper:
 
     def index(self, meta: AuditMeta, folder: str, log: ScanLogger, pointer: PointerLookup = None) -> None:
         """The meta is the contract; the index only serves the HTTP API, so a failure
-        here is logged (the audit is indexed again on redelivery or by ``reindex``)."""
-        if self.audit_index is None:
-            return
+        here is logged (the audit is indexed again on redelivery or by ``reindex``).
+        The fleet state is written beside the index entries, on the I/O pool."""
+        state_written = io_pool().submit(self.record_state, meta, folder, log) if self.fleet_state else None
         try:
-            record_in_index(self.audit_index, meta, folder, pointer)
+            if self.audit_index is not None:
+                record_in_index(self.audit_index, meta, folder, pointer)
         except Exception as error:  # noqa: BLE001 - the index must never fail an audit that is recorded
             log.warning("audit index not updated", fields={"error": self.scanner.redactor(str(error))})
+        finally:
+            if state_written is not None:
+                state_written.result()
+
+    def record_state(self, meta: AuditMeta, folder: str, log: ScanLogger) -> None:
+        """The one write of the image's current state (issue 24; storage/fleet_state.py). Never
+        raises: a failure is logged and counted, and ``reindex`` rebuilds the state."""
+        if self.fleet_state is None:
+            return
+        try:
+            self.fleet_state().record(meta, folder)
+        except Exception as error:  # noqa: BLE001 - the state must never fail an audit that is recorded
+            count_state_failure()
+            log.warning("fleet state not updated; `python -m scanner_core reindex` rebuilds it",
+                        fields={"error": self.scanner.redactor(str(error))[:500]})

@@ -66,7 +66,9 @@ def fleet_table(connection: AccountConnection, name: str) -> TableClient:
         client = _tables.get(identity)
         if client is not None:
             return client
-    service = connection.table_service()
+    # Bounded like the blob clients: a table that cannot be reached fails in seconds, not minutes
+    # (the state's writers log and go on; reindex repairs).
+    service = connection.table_service(retry_total=3, connection_timeout=10, read_timeout=30)
     with StorageErrors(f"creating the table {name!r}"):
         try:
             service.create_table(name)

@@ -18,6 +18,7 @@ _EXPORTS = {
     "use_providers": ".setup",
     "reset_telemetry": ".setup",
     "active_instruments": ".instruments",
+    "count_state_failure": ".instruments",
     "clean": ".spans",
 }
 

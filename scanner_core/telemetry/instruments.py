@@ -33,6 +33,10 @@ class Instruments:
         self.durations = meter.create_histogram(
             "trivy_scanner_scan_duration_seconds", unit="s", description="trivy's run time of succeeded audits"
         )
+        self.state_failures = meter.create_counter(
+            "trivy_scanner_fleet_state_failures", unit="{audit}",
+            description="Audits whose fleet state could not be written (reindex rebuilds it)",
+        )
         gauge = meter.create_gauge
         self.vulnerabilities = gauge(
             "trivy_image_vulnerabilities", description="Findings of each image's latest succeeded audit"
@@ -51,6 +55,12 @@ class Instruments:
         self.audits.add(1, clean({"result": meta.audit_result.value, "reason": meta.failure_reason or "none"}))
         if meta.scan_duration_ms is not None:
             self.durations.record(meta.scan_duration_ms / 1000)
+
+
+def count_state_failure() -> None:
+    """One audit whose fleet state was not written (issue 24): counted where telemetry is on."""
+    if STATE.instruments is not None:
+        STATE.instruments.state_failures.add(1)
 
 
 def active_instruments() -> Instruments | None:

@@ -109,6 +109,9 @@ def test_a_queued_scan_lands_in_blob_and_every_read_route_serves_it(
         "api_image_history", "GET", f"/api/images/{name}/history", params={"name": name}), pb)
     assert status == 200 and [a["audit-id"] for a in json.loads(body)["audits"]] == ["audit-7"]
     status, _, body = http_answer(host.http_invocation(
+        "api_fleet_images", "GET", "/api/images", query={"repository": f"{registry.address}/team/app"}), pb)
+    assert status == 200 and [i["audit-id"] for i in json.loads(body)["images"]] == ["audit-7"]
+    status, _, body = http_answer(host.http_invocation(
         "api_get_audit", "GET", "/api/audits/nope", params={"audit_id": "nope"}), pb)
     assert status == 404 and json.loads(body)["error"]["code"] == "not-found"
     # The worker's log stream (everything the app and the SDKs logged) carries no secret.

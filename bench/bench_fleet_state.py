@@ -1,0 +1,206 @@
+"""The fleet's reads from the images' current state (issue 24) against the old walks of the
+audit index, at several fleet sizes, on one fresh Azurite.
+
+Run from the repo root:
+``.venv/bin/python bench/bench_fleet_state.py [--images 1000,10000,100000] [--old-max 10000] [--rounds 20]``.
+
+Per size N (images in repositories of 100 tags, 10 audits per image):
+
+* the **state** is seeded through the product's own entity writer (``ImageState.from_meta`` →
+  ``entity``), one batch transaction per 100 entities of a partition, 16 at a time; an image's
+  state is its newest audit (the 9 older ones are no-ops for ``FleetState.record`` by design,
+  so they are not sent). The **index** (the old path) gets all 10 audits through
+  ``AuditIndex.record`` up to ``--old-max`` images (10 × N index rows; beyond, seeding takes too
+  long here: the old figures are extrapolated linearly, as the rows say).
+* read paths, median and p95 of ``--rounds``: the summary's totals (new: the snapshot, one point
+  read; old: ``AuditIndex.totals``, every row), a page of 50 (new: ``GET /api/images``' query, all
+  and filtered by ``status=failed``; old: the index's first page), a verdict (new: the state's
+  point read; old: the walk of the repository's rows), the snapshot's walk (the heartbeat
+  timer's job, once) and the critical path's extra cost: ``FleetState.record`` of a newer audit
+  beside ``AuditIndex.record`` as the ship stage runs them, against the index alone.
+
+Nothing is asserted; the goals (issue 24, item 6) are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from azure.core.exceptions import ServiceResponseError  # noqa: E402
+from azure.storage.blob import ContainerClient  # noqa: E402
+
+from scanner_core.io_pool import io_pool  # noqa: E402
+from scanner_core.models import AuditMeta, AuditResult  # noqa: E402
+from scanner_core.storage import (  # noqa: E402
+    AuditIndex, FleetState, ImageState, fleet_table, page_images, read_fleet_snapshot, resolve_account_connection,
+    take_snapshot)
+from tests.support.azurite import Azurite  # noqa: E402
+
+TAGS_PER_REPOSITORY = 100
+AUDITS_PER_IMAGE = 10
+BASE = 1_790_000_000
+GOALS = {"totals": "≤ 500 ms at 100,000", "page": "≤ 300 ms", "verdict": "≤ 50 ms", "critical": "≤ 1 round trip"}
+
+
+def meta(image: int, audit: int) -> AuditMeta:
+    """Audit ``audit`` (0 oldest) of image ``image``: a third fail, some have KEV findings."""
+    critical = (image + audit) % 3
+    requested = BASE + audit * 86_400 + image
+    return AuditMeta(
+        audit_id=f"i{image}-a{audit}", scanner_id="bench", scanner_version="bench", timestamp=requested + 30,
+        requested_at=requested, audit_result=AuditResult.SUCCEEDED, trigger="rescan",
+        image=f"registry.example.com/team/app-{image // TAGS_PER_REPOSITORY}:v{image % TAGS_PER_REPOSITORY}",
+        image_digest=f"sha256:{image:064x}", scan_status="failed" if critical else "passed",
+        vulnerabilities={"critical": critical, "high": 2, "medium": 1, "low": 0, "unknown": 0, "total": critical + 3},
+        kev=image % 7 == 0, epss_max=(image % 100) / 100,
+    )
+
+
+def folder(m: AuditMeta) -> str:
+    return f"trivy-bench000/{m.requested_at}-{m.audit_id}"
+
+
+def seed_state(state: FleetState, images: int) -> float:
+    started = time.perf_counter()
+
+    def partition(first: int) -> None:
+        operations = []
+        for image in range(first, min(first + TAGS_PER_REPOSITORY, images)):
+            latest = ImageState.from_meta(meta(image, AUDITS_PER_IMAGE - 1), "")
+            assert latest is not None
+            latest = latest.model_copy(update={"folder": folder(meta(image, AUDITS_PER_IMAGE - 1))})
+            operations += [("upsert", latest.entity(key)) for key in latest.row_keys()]
+        for start in range(0, len(operations), 100):
+            for attempt in range(3):  # a reset connection under load: upserts are idempotent, send again
+                try:
+                    state.table.submit_transaction(operations[start:start + 100])
+                    break
+                except ServiceResponseError:
+                    if attempt == 2:
+                        raise
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(partition, range(0, images, TAGS_PER_REPOSITORY)))
+    return time.perf_counter() - started
+
+
+def seed_index(index: AuditIndex, images: int) -> float:
+    started = time.perf_counter()
+
+    def one(item: tuple[int, int]) -> None:
+        m = meta(*item)
+        index.record(m, folder(m), known_pointer=None)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, ((i, a) for i in range(images) for a in range(AUDITS_PER_IMAGE))))
+    return time.perf_counter() - started
+
+
+def measure(action: Callable[[], object], rounds: int) -> tuple[float, float]:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))]
+
+
+def row(name: str, new: tuple[float, float] | None, old: tuple[float, float] | None, goal: str, note: str = "") -> None:
+    def cell(figure: tuple[float, float] | None) -> str:
+        return f"{figure[0]:9.1f} {figure[1]:9.1f}" if figure else f"{'-':>9} {'-':>9}"
+
+    ratio = f"{old[0] / new[0]:8.1f}x" if new and old and new[0] else f"{'':>9}"
+    print(f"  {name:<34} {cell(new)}   {cell(old)} {ratio}  {goal:<22} {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", default="1000,10000")
+    parser.add_argument("--old-max", type=int, default=10_000, help="largest fleet the old index is seeded for")
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.images.split(",")]
+    with tempfile.TemporaryDirectory() as temp, Azurite(Path(temp) / "azurite") as azurite:
+        connection = resolve_account_connection("Bench", {"Bench": azurite.connection_string})
+        old_per_audit: dict[str, float] = {}
+        for images in sizes:
+            state = FleetState(fleet_table(connection, f"bench{uuid.uuid4().hex[:8]}images"))
+            seeded = seed_state(state, images)
+            print(f"\n{images:,} images, {images * AUDITS_PER_IMAGE:,} audits: state seeded in {seeded:.1f} s "
+                  f"({2 * images:,} entities)")
+            name = f"bench-{uuid.uuid4().hex[:8]}"
+            azurite.create_container(name)
+            index = None
+            if images <= args.old_max:
+                index = AuditIndex(ContainerClient.from_container_url(azurite.container_sas_url(name)), "bench000")
+                print(f"  index seeded in {seed_index(index, images):.1f} s ({images * AUDITS_PER_IMAGE:,} audits)")
+            walk_started = time.perf_counter()
+            take_snapshot(state)
+            walk = time.perf_counter() - walk_started
+            rounds, old_rounds = args.rounds, max(3, args.rounds // 5)
+            repository = f"registry.example.com/team/app-{(images - 1) // TAGS_PER_REPOSITORY}"
+            tag = f"v{(images - 1) % TAGS_PER_REPOSITORY}"
+            print(f"  {'path (ms)':<34} {'new med':>9} {'new p95':>9}   {'old med':>9} {'old p95':>9} {'old/new':>9}  goal")
+            new_totals = measure(lambda: read_fleet_snapshot(state), rounds)
+            old_totals = measure(index.totals, old_rounds) if index else None
+            if old_totals:
+                old_per_audit["totals"] = old_totals[0] / (images * AUDITS_PER_IMAGE)
+            extrapolated = "" if old_totals else (
+                f"old extrapolated: {old_per_audit['totals'] * images * AUDITS_PER_IMAGE / 1000:.1f} s"
+                if "totals" in old_per_audit else "old: not seeded in this run (--old-max)")
+            row("summary totals", new_totals, old_totals, GOALS["totals"], extrapolated)
+            row("page of 50 (all)", measure(lambda: page_images(state, 50), rounds),
+                measure(lambda: index.page(50), rounds) if index else None, GOALS["page"])
+            row("page of 50 (status=failed)", measure(lambda: page_images(state, 50, category="failed"), rounds),
+                None, GOALS["page"], "old: no such filter (the dashboard filtered the newest 1,000 audits)")
+            row("page of 50 (one repository)", measure(lambda: page_images(state, 50, repository=repository), rounds),
+                measure(lambda: index.repository_page(repository, 50), rounds) if index else None, GOALS["page"])
+            old_verdict = None
+            if index:
+                old_verdict = measure(lambda: next(r for r in index.repository_rows(repository) if r.tag == tag),
+                                      old_rounds)
+            row("verdict (the image's state)", measure(lambda: state.get(repository, tag), rounds), old_verdict,
+                GOALS["verdict"], "old: walk of the repository's rows")
+            print(f"  snapshot walk (heartbeat timer, once): {walk * 1000:.0f} ms for {images:,} images")
+            if index:
+                counter = iter(range(10**9))
+
+                def both() -> None:
+                    n = next(counter)
+                    m = meta(n % images, AUDITS_PER_IMAGE + n)
+                    pending = io_pool().submit(state.record, m, folder(m))
+                    index.record(m, folder(m), known_pointer=None)
+                    pending.result()
+
+                def index_only() -> None:
+                    n = next(counter)
+                    m = meta(n % images, AUDITS_PER_IMAGE + 10_000 + n)
+                    index.record(m, folder(m), known_pointer=None)
+
+                def state_only() -> None:
+                    n = next(counter)
+                    m = meta(n % images, AUDITS_PER_IMAGE + 20_000 + n)
+                    state.record(m, folder(m))
+
+                alone, together, writes = measure(index_only, rounds), measure(both, rounds), measure(state_only, rounds)
+                print(f"  critical path: index alone {alone[0]:.1f} ms, index + state side by side {together[0]:.1f} "
+                      f"ms (+{together[0] - alone[0]:.1f} ms); the state's write alone {writes[0]:.1f} ms "
+                      f"(a query and a transaction)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The fleet's views over its state (issue 24): pages of images and the fleet snapshot.
+
+* ``page_images``: one query of the state table per page (``listed eq true``, each image
+  once; optional filters on the repository, the latest audit's category and the
+  approval state; images past ``FLEET_IMAGE_TTL_DAYS`` left out). The cursor is the
+  service's continuation (partition and row key), wrapped like the index's. A page by
+  repository is a partition query; a page of the whole fleet reads entities in key
+  order, so its cost is the page (plus, with a rare filter, the entities the service
+  skips, at most 1,000 per call: a short page with a cursor, never a timeout).
+* ``FleetSnapshot``: totals by category, approval and severity, written as one entity
+  by ``take_snapshot`` (the heartbeat timer and ``reindex``: one walk of the state, i.e.
+  of the images, never of the audits); the summary and the metrics read it with one
+  point read, whatever the size of the fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any, cast
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from pydantic import BaseModel, Field
+
+from .container import StorageErrors
+from .fleet_state import DAY_SECONDS, FleetState
+from .image_state import SEVERITIES, ImageState
+from .index_rows import CATEGORIES, InvalidCursor, decode_cursor, encode_cursor
+from .tables import table_key
+
+SNAPSHOT_PARTITION = "~fleet"  # table_key never makes a key starting with "~f"
+SNAPSHOT_ROW = "snapshot"
+MAX_FLEET_PAGE = 1000  # the service's own maximum of entities per query call
+
+
+def page_images(state: FleetState, limit: int, cursor: str | None = None, *, repository: str | None = None,
+                category: str | None = None, approval: str | None = None,
+                now: float | None = None) -> tuple[list[ImageState], str | None]:
+    """Up to ``limit`` images and the cursor of the next page (``None``: no more). One call."""
+    if not 1 <= limit <= MAX_FLEET_PAGE:
+        raise ValueError(f"limit must be 1..{MAX_FLEET_PAGE}, got {limit}")
+    token = _token(cursor) if cursor else None
+    clauses, parameters = ["listed eq true"], {}
+    for name, value in (("PartitionKey", table_key(repository) if repository else None), ("category", category),
+                        ("approval_state", approval)):
+        if value is not None:
+            clauses.append(f"{name} eq @{name}")
+            parameters[name] = value
+    if state.image_ttl_days:  # an Int64 literal for the Int64 property (an int, so safe to write in)
+        clauses.append(f"seen_at ge {int((now if now is not None else time.time()) - state.image_ttl_days * DAY_SECONDS)}L")
+    with StorageErrors("listing the fleet"):
+        listing = state.table.query_entities(" and ".join(clauses), parameters=parameters, results_per_page=limit)
+        pages = listing.by_page(continuation_token=token)
+        try:
+            entities = list(next(pages))
+        except StopIteration:
+            return [], None
+        except HttpResponseError as error:
+            if error.status_code == 400 and token is not None:
+                raise InvalidCursor("is not a cursor of this listing") from None
+            raise
+        following = cast(Any, pages).continuation_token
+    images = [ImageState.from_entity(entity) for entity in entities]
+    return images, encode_cursor(json.dumps(following, sort_keys=True)) if following else None
+
+
+def _token(cursor: str) -> dict[str, str]:
+    """The service's continuation from a cursor this API handed out; ``InvalidCursor`` else."""
+    try:
+        token = json.loads(decode_cursor(cursor))
+    except ValueError:
+        token = None
+    if not isinstance(token, dict) or set(token) != {"PartitionKey", "RowKey"} or not all(
+            isinstance(value, str) and len(value) <= 1024 for value in token.values()):
+        raise InvalidCursor("is not a cursor handed out by this API; use the 'next-cursor' of the previous page")
+    return token
+
+
+class FleetSnapshot(BaseModel):
+    """The fleet in numbers, as of ``taken_at``: images by category, by approval state, the
+    findings of their latest succeeded audits by severity, images with KEV findings, and the
+    images that left the fleet (``FLEET_IMAGE_TTL_DAYS``)."""
+
+    taken_at: int
+    images: int = 0
+    categories: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    approvals: dict[str, int] = Field(default_factory=dict)
+    findings: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
+    kev_images: int = 0
+    gone: int = 0
+
+    def totals(self) -> dict[str, int]:
+        """The summary's totals: ``total`` and one per category."""
+        return {"total": self.images, **{c: self.categories.get(c, 0) for c in CATEGORIES}}
+
+
+def take_snapshot(state: FleetState, now: float | None = None) -> FleetSnapshot:
+    """Walks the listed images once (a timer's job, O(images)) and stores the snapshot."""
+    taken_at = time.time() if now is None else now
+    categories: Counter[str] = Counter()
+    approvals: Counter[str] = Counter()
+    findings: Counter[str] = Counter()
+    images = kev = gone = 0
+    with StorageErrors("taking the fleet snapshot"):
+        for entity in state.table.query_entities("listed eq true"):
+            image = ImageState.from_entity(entity)
+            if state.gone(image, taken_at):
+                gone += 1
+                continue
+            images += 1
+            categories[image.category] += 1
+            approvals[image.approval_state or "none"] += 1
+            findings.update({s: int(getattr(image, s) or 0) for s in SEVERITIES})
+            kev += bool(image.kev)
+    snapshot = FleetSnapshot(taken_at=int(taken_at), images=images, approvals=dict(approvals), kev_images=kev,
+                             gone=gone, categories={c: categories.get(c, 0) for c in CATEGORIES},
+                             findings={s: findings.get(s, 0) for s in SEVERITIES})
+    with StorageErrors("writing the fleet snapshot"):
+        state.table.upsert_entity({"PartitionKey": SNAPSHOT_PARTITION, "RowKey": SNAPSHOT_ROW,
+                                   "document": snapshot.model_dump_json()})
+    return snapshot
+
+
+def read_fleet_snapshot(state: FleetState) -> FleetSnapshot | None:
+    """The last snapshot a timer stored (one point read); ``None`` before the first."""
+    with StorageErrors("reading the fleet snapshot"):
+        try:
+            entity = state.table.get_entity(SNAPSHOT_PARTITION, SNAPSHOT_ROW)
+        except ResourceNotFoundError:
+            return None
+    return FleetSnapshot.model_validate_json(entity["document"])
