@@ -209,7 +209,8 @@ def test_the_metrics_the_digest_and_the_dashboard_list_show_at_risk_with_the_dea
 def test_the_dashboard_shows_the_deadline_and_a_click_revokes_at_once(scanner_env, azurite, audits) -> None:
     import json
 
-    from scanner_core.storage import AuditIndex
+    from scanner_core.config import load_config
+    from scanner_core.storage import AuditIndex, fleet_state_of
     from tests.support.api_server import ApiServer
     from tests.support.browser import find_chromium
     from tests.support.cdp import DevToolsBrowser
@@ -221,7 +222,9 @@ def test_the_dashboard_shows_the_deadline_and_a_click_revokes_at_once(scanner_en
     now = time.time()
     book = _approved_book(store, RevocationPolicy.model_validate({"grace": "5d"}), now)
     rescan = _rescan("a2", _finding("CVE-2026-0007"), at=int(now))
-    AuditIndex(audits.sas_url, scanner_env.short_id).record(rescan, f"trivy-{scanner_env.short_id}/20261202-000000-a2")
+    folder = f"trivy-{scanner_env.short_id}/20261202-000000-a2"
+    AuditIndex(audits.sas_url, scanner_env.short_id).record(rescan, folder)
+    fleet_state_of(load_config().settings).record(rescan, folder)  # the dashboard lists images from the state
     assert book.after_audit(rescan) == "at-risk"
     deadline = store.get(approval_id(REPOSITORY, DIGEST))[0].at_risk.deadline
     field = ROW + " [data-field={}]"

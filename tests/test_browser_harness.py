@@ -80,6 +80,8 @@ def test_the_dashboard_page_renders_totals_badges_and_trends_from_json(chromium:
     files = {
         "/api/dashboard": DASHBOARD.read_bytes(),
         "/api/security/summary": json.dumps(summary).encode(),
+        # The image rows come from the fleet state's pages (issue 24), one per image: the latest audit.
+        "/api/images": json.dumps({"images": [failed, passed], "next-cursor": None}).encode(),
         "/api/images/r%2Fapp/history": json.dumps({"audits": [failed, older]}).encode(),
         "/api/images/r%2Fweb/history": json.dumps({"audits": [passed]}).encode(),
     }
