@@ -4,8 +4,9 @@ the DB learns a new critical and the rescan puts the approval ``at-risk``: the r
 allowed, with a ``warnings`` entry naming the image and the deadline; the deadline timer run past
 the deadline revokes it and the next review is denied, ``status.message`` naming the CVE; a
 re-approval accepting the finding allows again. Real registry, Azurite and trivy with test-built
-DBs; the handlers in-process. ``ADMISSION_VERDICT_TTL_SECONDS`` is shown both ways: a cached
-verdict hides the change for its TTL, and ``0`` turns the cache off so each step is seen at once.
+DBs; the handlers in-process; each review counted by its decision. ``ADMISSION_VERDICT_TTL_SECONDS``
+is shown both ways: a cached verdict hides the change for its TTL, and ``0`` turns the cache off so
+each step is seen at once.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from tests.test_approval_grace import NEW_CVE, POLICY
 from tests.test_approvals import call, critical_ids, decide
 from tests.test_monitor_rescan import DAY1, DAY2, write_db
 from tests.test_monitor_watch import Monitor, monitor  # noqa: F401 - the fixture
+from tests.test_telemetry import Exported, exported  # noqa: F401 - the fixture
 
 
 def test_an_at_risk_image_is_admitted_with_a_warning_until_its_deadline_revokes_it(
-        monitor: Monitor, audits: Audits, azurite, tmp_path) -> None:  # noqa: F811
+        monitor: Monitor, audits: Audits, azurite, tmp_path, exported: Exported) -> None:  # noqa: F811
     cache = write_db(tmp_path / "cache", DAY1)
     (policy := tmp_path / "policy.yaml").write_text(POLICY)
     monitor.env.set(TRIVY_CACHE_DIR=str(cache), POLICY_PATH=str(policy), WEBSITE_AUTH_ENABLED="True",
@@ -97,3 +99,8 @@ def test_an_at_risk_image_is_admitted_with_a_warning_until_its_deadline_revokes_
         "reason": "accepted until 2.1", "accept": [{"id": known}, {"id": NEW_CVE}]}, alice)
     assert status == 200
     assert admit() == {"uid": "uid-grace", "allowed": True}
+
+    # Each review counted once by its decision (trivy_scanner_admission_decisions, OpenTelemetry).
+    counted = {p.attributes["decision"]: p.value for p in exported.points("trivy_scanner_admission_decisions")
+               if p.attributes["mode"] == "enforce" and p.attributes["unscanned"] == "false"}
+    assert counted == {"denied": 2, "allowed": 3, "warned": 1}, counted
