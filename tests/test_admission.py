@@ -149,7 +149,7 @@ def test_an_at_risk_approval_allows_with_a_warning_naming_the_deadline():
                                  "unless re-approved"]
 
 
-def test_an_unscanned_digest_is_denied_and_queued_once_under_20_reviews(env, azurite, images):
+def test_an_unscanned_digest_is_denied_and_queued_once_under_20_reviews(env, azurite, images, exported):
     api = make_api(azurite)
     reference, digest = images["unscanned"]
     pinned = by_digest(reference, digest)
@@ -179,6 +179,9 @@ def test_an_unscanned_digest_is_denied_and_queued_once_under_20_reviews(env, azu
     scan(request.image, request.audit_id, trigger="admission")
     _, answered = review(api, review_of(pod_manifest([pinned])))
     assert answered["response"]["allowed"] is True, answered
+    counted = {(p.attributes["decision"], p.attributes["unscanned"]): p.value
+               for p in exported.points("trivy_scanner_admission_decisions")}
+    assert counted == {("denied", "true"): 21, ("allowed", "false"): 1}, counted
 
 
 def test_a_tag_is_resolved_to_its_digest_once_within_the_ttl(env, azurite, images, logged_registry):
