@@ -1,6 +1,7 @@
 """The admission budget (issue 25, item 4): an ``AdmissionReview`` of a Pod with 10 images.
 
-Run from the repo root: ``.venv/bin/python bench/bench_admission.py [--requests N]``.
+Run from the repo root: ``.venv/bin/python bench/bench_admission.py [--requests N] [--json OUT]``
+(``--json``: the figures for ``bench/summary.py``, as ``bench/run_all.sh`` runs it).
 
 Against Azurite and a real registry: 10 distinct images are pushed and scanned by the real
 trivy with a policy that approves them (auto-approved), then a Pod that runs all 10 (by
@@ -76,6 +77,7 @@ def line(name: str, values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--json", type=Path, help="write p50/p99 per figure and the goals here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-admission-") as tmp:
         work = Path(tmp)
@@ -155,6 +157,15 @@ def main() -> None:
                   f"p50 ratio to it: review {statistics.median(single) / old:.3f}, "
                   f"review with verdicts uncached {statistics.median(uncached) / old:.2f}")
             print(f"queued scans (expected 0: every image known): {len(queue.take())}")
+            if args.json:
+                figures = {"single": single, "single_tags": single_tags, "concurrent": concurrent,
+                           "uncached": uncached, "uncached_concurrent": uncached_concurrent}
+                args.json.write_text(json.dumps({
+                    "images": IMAGES, "concurrency": CONCURRENCY,
+                    "goals": {"p50_ms": GOAL_P50_MS, "p99_ms": GOAL_P99_MS}, "old_path_p50_ms": old,
+                    "figures": {name: {"n": len(values), "p50_ms": statistics.median(values),
+                                       "p99_ms": percentile(values, 0.99)} for name, values in figures.items()},
+                }, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of issues 11 and 18 in one go, then one table of the figures beside their goals
+# Every benchmark of issues 11, 18 and 25 in one go, then one table of the figures beside their goals
 # (bench/summary.py). Each script measures bare trivy in the same run. About a minute.
 #   bash bench/run_all.sh                 # after scripts/setup.sh
 set -euo pipefail
@@ -20,4 +20,6 @@ $PY bench/bench_egress.py --size-mib 112 --rounds 5 --json "$OUT/egress.json" > 
 $PY bench/bench_listener.py --json "$OUT/listener.json" > "$OUT/listener.txt"
 $PY bench/bench_concurrency.py --bare --concurrency 1,2,4 --scans-per-worker 4 --json "$OUT/concurrency.json" \
   > "$OUT/concurrency.txt"
+# Issue 25.4: an AdmissionReview of a Pod with 10 images, single and 50 concurrent, p50/p99 beside the goals.
+$PY bench/bench_admission.py --json "$OUT/admission.json" > "$OUT/admission.txt"
 $PY bench/summary.py "$OUT" | tee "$OUT/summary.md"

@@ -77,6 +77,27 @@ def rows(directory: Path) -> list[tuple[str, str, str, str, str, str]]:
     if fleet_rescan is not None:
         out.extend(rescan_rows(fleet_rescan))
     out.extend(fleet_cost_rows(directory))
+    if (directory / "admission.json").is_file():
+        out.extend(admission_rows(_load(directory, "admission")))
+    return out
+
+
+def admission_rows(admission: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """bench_admission.py (issue 25.4): p50 / p99 of an AdmissionReview beside the goals; the baseline is
+    the old path (one ``GET /verdict`` per image, in a row)."""
+    goals, figures, n = admission["goals"], admission["figures"], admission["images"]
+    goal = f"p50 ≤ {goals['p50_ms']:.0f} / p99 ≤ {goals['p99_ms']:.0f} ms"
+    named = {"single": "single, by digest", "single_tags": "single, by tag (cached digest)",
+             "concurrent": f"{admission['concurrency']} concurrent, by digest", "uncached": "single, verdicts uncached",
+             "uncached_concurrent": f"{admission['concurrency']} concurrent, verdicts uncached"}
+    out = []
+    for key, name in named.items():
+        figure = figures[key]
+        met = figure["p50_ms"] <= goals["p50_ms"] and figure["p99_ms"] <= goals["p99_ms"]
+        out.append((f"AdmissionReview, Pod of {n} images, {name}: p50 / p99",
+                    f"{admission['old_path_p50_ms']:.1f} ms (p50, {n} GET /verdict)" if key == "single" else "",
+                    f"{figure['p50_ms']:.1f} / {figure['p99_ms']:.1f} ms",
+                    f"{figure['p50_ms'] / admission['old_path_p50_ms']:.3f}× (p50)", goal, _met(met)))
     return out
 
 

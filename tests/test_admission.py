@@ -34,6 +34,7 @@ from tests.support.admission import (
 from tests.support.images import SAMPLE_PACKAGES, build_alpine_image
 from tests.support.registry import Registry
 from tests.test_http_api import answer, error_of, http, make_api, queued, scan_request_of
+from tests.test_telemetry import exported  # noqa: F401 - the fixture
 
 POLICY = "default: approve\nrules:\n  - {id: no-critical, action: reject, severity: {critical: '> 0'}}\n"
 
@@ -87,7 +88,7 @@ def by_digest(reference: str, digest: str) -> str:
     return f"{reference.rsplit(':', 1)[0]}@{digest}"
 
 
-def test_approved_images_are_allowed_and_a_refused_one_is_named_with_why(env, azurite, images):
+def test_approved_images_are_allowed_and_a_refused_one_is_named_with_why(env, azurite, images, exported):
     api = make_api(azurite)
     (clean, clean_digest), (critical, critical_digest) = images["clean"], images["critical"]
     scan(by_digest(clean, clean_digest), "adm-clean")
@@ -121,6 +122,10 @@ def test_approved_images_are_allowed_and_a_refused_one_is_named_with_why(env, az
     env.set(ADMISSION_MODE="enforce")
     _, answered = review(api, review_of(pod_manifest([critical]), namespace="kube-system"))
     assert answered["response"]["allowed"] is True
+    counted = {(p.attributes["decision"], p.attributes["mode"]): p.value
+               for p in exported.points("trivy_scanner_admission_decisions")}  # each review by its decision
+    assert counted == {("allowed", "enforce"): 1, ("denied", "enforce"): 2, ("warned", "warn"): 1,
+                       ("audit-refused", "audit"): 1, ("exempt", "enforce"): 1}, counted
 
     # Gatekeeper: one item per key, the verdict document as its value, an error for a bad key.
     response = admission_provider(http("POST", "admission/provider", body=body(provider_request(
@@ -144,7 +149,7 @@ def test_an_at_risk_approval_allows_with_a_warning_naming_the_deadline():
                                  "unless re-approved"]
 
 
-def test_an_unscanned_digest_is_denied_and_queued_once_under_20_reviews(env, azurite, images):
+def test_an_unscanned_digest_is_denied_and_queued_once_under_20_reviews(env, azurite, images, exported):
     api = make_api(azurite)
     reference, digest = images["unscanned"]
     pinned = by_digest(reference, digest)
@@ -174,6 +179,9 @@ def test_an_unscanned_digest_is_denied_and_queued_once_under_20_reviews(env, azu
     scan(request.image, request.audit_id, trigger="admission")
     _, answered = review(api, review_of(pod_manifest([pinned])))
     assert answered["response"]["allowed"] is True, answered
+    counted = {(p.attributes["decision"], p.attributes["unscanned"]): p.value
+               for p in exported.points("trivy_scanner_admission_decisions")}
+    assert counted == {("denied", "true"): 21, ("allowed", "false"): 1}, counted
 
 
 def test_a_tag_is_resolved_to_its_digest_once_within_the_ttl(env, azurite, images, logged_registry):

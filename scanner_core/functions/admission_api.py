@@ -28,6 +28,7 @@ from ..admission import (
 )
 from ..config import load_config_cached
 from ..errors import ConfigurationError
+from ..telemetry import active_instruments
 from .admission_gate import GateResult, check_images
 from .http_api import ApiContext, Handler
 from .responses import ApiError, answer, json_response
@@ -70,6 +71,7 @@ def admission_review(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespons
         response: dict[str, Any] = {"uid": request.uid, "allowed": True}
         if namespace in settings.exempt_namespaces or not containers:
             _record("exempt" if containers else "no-images", request.uid, namespace, [])
+            _count("exempt", settings.mode, unscanned=False)
             return _review_answer(response)
         results = check_images(ctx, [c.image for c in containers], settings, namespace=namespace,
                                dry_run=request.dry_run)
@@ -83,6 +85,9 @@ def admission_review(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespons
             response["auditAnnotations"] = {"refused-images": ", ".join(o.image for o in decision.refused)[:1000]}
         kind = "allowed" if not decision.refused else ("denied" if not decision.allowed else settings.mode)
         _record(kind, request.uid, namespace, [f"{o.image}: {o.reason}" for o in decision.refused])
+        _count("denied" if not decision.allowed else "audit-refused" if decision.refused and settings.mode == "audit"
+               else "warned" if decision.warnings else "allowed", settings.mode,
+               unscanned=any(r.outcome.state == "unscanned" for r in results))
         return _review_answer(response)
 
     return answer(req, ("POST",), run)
@@ -147,6 +152,12 @@ def _item(key: str, result: GateResult, settings: AdmissionSettings) -> dict[str
     value["admission"] = {"state": outcome.state, "reason": outcome.reason, "digest": outcome.digest,
                           **({"deadline": outcome.deadline} if outcome.deadline else {})}
     return {"key": key, "value": value, "error": ""}
+
+
+def _count(decision: str, mode: str, *, unscanned: bool) -> None:
+    """``trivy_scanner_admission_decisions`` (OpenTelemetry, for Azure Monitor) when telemetry is on."""
+    if (instruments := active_instruments()) is not None:
+        instruments.record_admission(decision, mode, unscanned)
 
 
 def _record(kind: str, uid: str, namespace: str, refused: list[str]) -> None:

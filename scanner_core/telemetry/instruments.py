@@ -11,6 +11,10 @@ stores them in ``customMetrics`` with the labels as ``customDimensions``:
   ``trivy_scanner_db_age_seconds``, ``trivy_scanner_db_stale`` and
   ``trivy_scanner_recent_audits``. The heartbeat timer runs on one instance at a
   time (Functions timers are singletons), so a fleet exports each once.
+* per admission review, where it was answered: ``trivy_scanner_admission_decisions``
+  (counter; ``decision``: allowed, warned, denied, audit-refused, exempt; ``mode``: the
+  ``ADMISSION_MODE``; ``unscanned``: ``true`` when an image of the review had never been
+  scanned). Each instance adds its own; Application Insights sums them (issue 25).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ class Instruments:
             "trivy_scanner_fleet_state_failures", unit="{audit}",
             description="Audits whose fleet state could not be written (reindex rebuilds it)",
         )
+        self.admissions = meter.create_counter(
+            "trivy_scanner_admission_decisions", unit="{review}",
+            description="AdmissionReviews answered by decision, ADMISSION_MODE and whether an image was unscanned",
+        )
         gauge = meter.create_gauge
         self.vulnerabilities = gauge(
             "trivy_image_vulnerabilities", description="Findings of each image's latest succeeded audit"
@@ -55,6 +63,9 @@ class Instruments:
         self.audits.add(1, clean({"result": meta.audit_result.value, "reason": meta.failure_reason or "none"}))
         if meta.scan_duration_ms is not None:
             self.durations.record(meta.scan_duration_ms / 1000)
+
+    def record_admission(self, decision: str, mode: str, unscanned: bool) -> None:
+        self.admissions.add(1, {"decision": decision, "mode": mode, "unscanned": "true" if unscanned else "false"})
 
 
 def count_state_failure() -> None:
