@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stages",),  # plan, run, ship and their helpers
     ("follow_up",),  # what each audit adds: policy decision, changes, approvals, webhooks
     ("monitor",),  # the loop: watch, push events, rescans, dedup, image records
+    ("fleet_queries",),  # which current images have a vulnerability or a package (Azure tables)
     ("approvals", "exploits"),
     ("audit",),  # the core's input and output types
     ("storage",),

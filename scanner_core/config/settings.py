@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     rescan_from: Literal["inventory", "image"] = Field("inventory", alias="RESCAN_FROM")
     # Product setting: also store a CycloneDX SBOM (sbom.cdx.json) converted from the report.
     scan_sbom: Literal["none", "cyclonedx"] = Field("none", alias="SCAN_SBOM")
+    # The fleet query tables' connection (issue 24): the *name* of a connection setting, read by the
+    # host's rules; empty: SCAN_QUEUE_CONNECTION's (AzureWebJobsStorage). Nothing of it set: no tables.
+    fleet_tables_connection: str = Field("", alias="FLEET_TABLES_CONNECTION", max_length=200)
     # Retries of transient failures (queue/backoff.py): 30 s doubling to 16 min, 7 attempts,
     # so a 31.5-minute outage loses no scan.
     retry_backoff_base_seconds: int = Field(30, alias="RETRY_BACKOFF_BASE_SECONDS", ge=1, le=86_400)
