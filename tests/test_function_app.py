@@ -67,6 +67,8 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_approve": "approvals/{approval_id}/approve",
         "api_reject": "approvals/{approval_id}/reject",
         "api_policy_evaluate": "policy/evaluate",
+        "api_vulnerability_images": "vulnerabilities/{id}/images",
+        "api_package_images": "packages/{name}/images",
     }
     assert "approval_digest" not in function_metadata  # DIGEST_SCHEDULE unset: no digest timer
     assert {b["authLevel"] for b in routes.values()} == {"FUNCTION"}
