@@ -123,6 +123,11 @@ def test_cve_and_package_queries_follow_scans_rescans_and_suppressions(query_env
     assert package(api, "zlib", type="npm")["images"] == []
     assert set(by_repository(package(api, "curl"))) == {"two"}
 
+    # A dedup answer (same digest, same DB) changes nothing: the same findings, the same since.
+    again = scan(query_env, day1, fleet["one"], "fq-one-again", AT + timedelta(hours=1), "watch")
+    assert again.reused_from == "fq-one"
+    assert by_repository(cve(api, CVE_A))["one"]["since-audit"] == "fq-one"
+
     # Day 2's DB fixes CVE-A in zlib r3: the inventory rescan of two takes it out of the answer.
     rescan = scan(query_env, day2, fleet["two"], "fq-two-rescan", AT + timedelta(days=1), "rescan")
     assert rescan.rescanned_from == "fq-two"
