@@ -6,6 +6,7 @@ made per run, so the shared Azurite's tables hold no other test's rows for them.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +20,8 @@ from scanner_core.core import Scanner
 from scanner_core.fleet_queries import QueryTables, fleet_tables_connection, forget_image, parse_version_range
 from scanner_core.functions.fleet_query_api import package_images, vulnerability_images
 from scanner_core.models import AuditMeta, AuditResult, Finding
+from tests.support.api_server import ApiServer
+from tests.support.browser import Chromium, find_chromium
 from tests.support.images import ApkPackage, build_alpine_image
 from tests.support.trivy_db import Advisory, build_trivy_db
 from tests.test_http_api import answer, error_of, http, make_api
@@ -85,6 +88,13 @@ def by_repository(document) -> dict[str, dict]:
     return {row["repository"].rsplit("/", 1)[1]: row for row in document["images"]}
 
 
+def dashboard_search(api, **search: str) -> str:
+    """The dashboard's DOM in headless Chromium after the search its URL asks for."""
+    with ApiServer(api, "fleet-key") as server:
+        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in search.items())
+        return Chromium(find_chromium()).dump_dom(f"{server.base_url}/api/dashboard?code=fleet-key&{query}")
+
+
 def test_cve_and_package_queries_follow_scans_rescans_and_suppressions(query_env, azurite, fleet, tmp_path):
     day1, day2 = tmp_path / "day1", tmp_path / "day2"
     build_trivy_db(day1, advisories("1.2.13-r9"), updated_at=DAY1, next_update=DAY1 + timedelta(days=365))
@@ -122,6 +132,12 @@ def test_cve_and_package_queries_follow_scans_rescans_and_suppressions(query_env
     assert set(by_repository(package(api, "zlib", version=">=1.2.13-r2,<2", type="apk"))) == {"two"}
     assert package(api, "zlib", type="npm")["images"] == []
     assert set(by_repository(package(api, "curl"))) == {"two"}
+
+    # The dashboard's search box, in Chromium: a link that searches on load.
+    dom = dashboard_search(api, search="zlib", kind="package", version="<1.2.13-r3", type="apk")
+    assert 'data-search="done"' in dom, dom
+    assert re.findall(r'data-search-image="([^"]+)"', dom) == [f"{fleet['one'][0]}:1.0"]
+    assert "apk zlib 1.2.13-r1" in dom
 
     # A dedup answer (same digest, same DB) changes nothing: the same findings, the same since.
     again = scan(query_env, day1, fleet["one"], "fq-one-again", AT + timedelta(hours=1), "watch")

@@ -39,6 +39,8 @@ from scanner_core.functions import (
     security_summary,
 )
 
+from scanner_core.functions.fleet_query_api import package_images, vulnerability_images  # noqa: E402
+
 Handler = Callable[[func.HttpRequest, ApiContext], func.HttpResponse]
 
 # The GET routes of functions/http_routes.py (the scan routes need a queue, not a browser).
@@ -55,6 +57,8 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
     ("approvals/{approval_id}/security", approval_security),
     ("approvals/{approval_id}/approve", approve),
     ("approvals/{approval_id}/reject", reject),
+    ("vulnerabilities/{id}/images", vulnerability_images),
+    ("packages/{name}/images", package_images),
 )
 
 
