@@ -17,9 +17,12 @@ import pytest
 from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
-from scanner_core.fleet_queries import QueryTables, fleet_tables_connection, forget_image, parse_version_range
+from scanner_core.fleet_queries import (
+    InstalledPackage, QueryTables, fleet_tables_connection, forget_image, parse_version_range, rebuild_queries,
+)
 from scanner_core.functions.fleet_query_api import package_images, vulnerability_images
 from scanner_core.models import AuditMeta, AuditResult, Finding
+from scanner_core.storage import AuditIndex
 from tests.support.api_server import ApiServer
 from tests.support.browser import Chromium, find_chromium
 from tests.support.images import ApkPackage, build_alpine_image
@@ -95,7 +98,7 @@ def dashboard_search(api, **search: str) -> str:
         return Chromium(find_chromium()).dump_dom(f"{server.base_url}/api/dashboard?code=fleet-key&{query}")
 
 
-def test_cve_and_package_queries_follow_scans_rescans_and_suppressions(query_env, azurite, fleet, tmp_path):
+def test_cve_and_package_queries_follow_scans_rescans_and_suppressions(query_env, azurite, audits, fleet, tmp_path):
     day1, day2 = tmp_path / "day1", tmp_path / "day2"
     build_trivy_db(day1, advisories("1.2.13-r9"), updated_at=DAY1, next_update=DAY1 + timedelta(days=365))
     build_trivy_db(day2, advisories("1.2.13-r3"), updated_at=DAY2, next_update=DAY2 + timedelta(days=365))
@@ -157,6 +160,13 @@ def test_cve_and_package_queries_follow_scans_rescans_and_suppressions(query_env
     assert forget_image(tables, f"{fleet['one'][0]}:1.0") > 0
     assert cve(api, CVE_A)["images"] == [] and set(by_repository(package(api, "zlib"))) == {"two"}
 
+    # rebuild_queries (reindex's seam) brings an image back from its stored meta, report and inventory.
+    assert forget_image(tables, f"{fleet['two'][0]}:1.0") > 0 and cve(api, CVE_B)["images"] == []
+    index = AuditIndex(audits.sas_url, query_env.short_id)
+    assert rebuild_queries(tables, rescan, index.read_chunks).result == "recorded"
+    assert set(by_repository(cve(api, CVE_B))) == {"two"} and cve(api, CVE_A)["images"] == []
+    assert set(by_repository(package(api, "zlib"))) == {"two"}
+
 
 @pytest.mark.parametrize(("route", "value", "params", "field"), [
     ("id", "CVE-20x-1", {}, "id"),
@@ -205,6 +215,20 @@ def test_the_writer_writes_only_changes_and_never_lets_an_older_audit_win(query_
     rows = list(tables.tables["fleetvulns"].query_entities("PartitionKey eq @p", parameters={"p": ids[1]}))
     assert [(r["since-audit"], r["image"]) for r in rows] == [("w1", image)]
     assert list(tables.tables["fleetvulns"].query_entities("PartitionKey eq @p", parameters={"p": ids[2]})) == []
+
+
+def test_bulk_writing_leaves_the_same_reverse_index_as_one_audit_at_a_time(query_env, azurite):
+    """``record_new_images`` (the bench, a first reindex): the next audit of the same findings writes nothing."""
+    tables = QueryTables(fleet_tables_connection(None))
+    base = f"registry.example/b{uuid.uuid4().hex[:8]}"
+    metas = [AuditMeta(audit_id=f"b{n}", scanner_id="s", scanner_version="1", timestamp=100, requested_at=100,
+                       audit_result=AuditResult.SUCCEEDED, image=f"{base}/app{n}:1.0") for n in range(3)]  # fmt: skip
+    packages = [InstalledPackage(type="npm", name="left-pad", version="1.0.0")]
+    written = tables.record_new_images([(m, [finding("CVE-2099-7901", "1")], packages) for m in metas])
+    assert written == 3 * (2 + 2 + 1)  # per image: two entities, their two reverse-index items, the ~image row
+    again = tables.record(metas[0].model_copy(update={"audit_id": "b0-again", "requested_at": 200}),
+                          lambda: [finding("CVE-2099-7901", "1")], lambda: packages)  # fmt: skip
+    assert (again.result, again.written, again.deleted) == ("recorded", 0, 0)
 
 
 def test_version_ranges():

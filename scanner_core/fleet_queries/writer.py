@@ -106,13 +106,34 @@ class QueryTables:
             self._package_delta(subject, packages() if inventory_from else [], items, delta)
         with StorageErrors(f"writing the fleet queries of {subject.label!r}"):
             self._apply(subject, delta)
-            self.tables[IMAGE_TABLE].upsert_entity({
-                "PartitionKey": subject.key, "RowKey": HEADER_ROW, "audit-id": meta.audit_id,
-                "requested-at": meta.requested_at, "findings-from": findings_from, "inventory-from": inventory_from,
-                **subject.columns(),
-            })
+            self.tables[IMAGE_TABLE].upsert_entity(_header(subject, meta, findings_from, inventory_from))
         written = sum(len(rows) for rows in delta.upserts.values())
         return RecordOutcome("recorded", written, sum(len(keys) for keys in delta.deletes.values()))
+
+    def record_new_images(self, audits: Iterable[tuple[AuditMeta, list[Finding], list[InstalledPackage]]]) -> int:
+        """Writes images the tables do not hold yet, many at once (the bench; a first ``reindex``):
+        no reverse index is read, the entities are grouped by partition into transactions of at
+        most 100, submitted side by side. Returns the entities written."""
+        groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+        for meta, findings, packages in audits:
+            subject = subject_of(meta)
+            if subject is None or meta.audit_result is not AuditResult.SUCCEEDED:
+                continue
+            delta = _Delta()
+            self._vulnerability_delta(subject, meta, findings, {}, delta)
+            self._package_delta(subject, packages, {}, delta)
+            for name, entities in delta.upserts.items():
+                for entity in entities:
+                    groups.setdefault((name, entity["PartitionKey"]), []).append(("upsert", entity))
+            inventory_from = (meta.rescanned_from or meta.reused_from or meta.audit_id) if meta.inventory_path else ""
+            header = _header(subject, meta, meta.reused_from or meta.audit_id, inventory_from)
+            groups.setdefault((IMAGE_TABLE, subject.key), []).extend(("upsert", e) for e in [*delta.items, header])
+        batches = [(name, operations[start : start + BATCH]) for (name, _), operations in groups.items()
+                   for start in range(0, len(operations), BATCH)]  # fmt: skip
+        with StorageErrors("writing the fleet queries"):
+            for done in io_pool().map(lambda batch: self.tables[batch[0]].submit_transaction(batch[1]), batches):
+                del done
+        return sum(len(operations) for _, operations in batches)
 
     def forget_image(self, subject: ImageSubject) -> int:
         """Takes the image out of every answer (it left the fleet: ``FLEET_IMAGE_TTL_DAYS``);
@@ -207,6 +228,12 @@ class QueryTables:
         operations = [("upsert", item) for item in delta.items]
         operations += [("delete", {"PartitionKey": subject.key, "RowKey": key}) for key in delta.dropped]
         _batched(image_table, operations)
+
+
+def _header(subject: ImageSubject, meta: AuditMeta, findings_from: str, inventory_from: str) -> dict[str, Any]:
+    return {"PartitionKey": subject.key, "RowKey": HEADER_ROW, "audit-id": meta.audit_id,
+            "requested-at": meta.requested_at, "findings-from": findings_from, "inventory-from": inventory_from,
+            **subject.columns()}  # fmt: skip
 
 
 def _batched(table: Any, operations: list[tuple[str, dict[str, Any]]]) -> None:
