@@ -83,9 +83,9 @@ def one_size(images: int, findings: int, packages: int, runs: int, work: Path) -
         tables = QueryTables(resolve_account_connection("Bench", {"Bench": azurite.connection_string}))
         start = time.perf_counter()
         written = 0
-        for first in range(0, images, 5000):
+        for first in range(0, images, 1000):
             chunk = [(meta_of(i, f"seed-{i}", SEEDED_AT), *image_of(i, findings, packages, rng))
-                     for i in range(first, min(images, first + 5000))]  # fmt: skip
+                     for i in range(first, min(images, first + 1000))]  # fmt: skip
             written += tables.record_new_images(chunk)
         seed_s = time.perf_counter() - start
         below = parse_version_range("<2.17.0")

@@ -18,7 +18,8 @@ from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
 from scanner_core.fleet_queries import (
-    InstalledPackage, QueryTables, fleet_tables_connection, forget_image, parse_version_range, rebuild_queries,
+    InstalledPackage, QueryTables, fleet_tables_connection, forget_image, images_with_package, parse_version_range,
+    rebuild_queries,
 )
 from scanner_core.functions.fleet_query_api import package_images, vulnerability_images
 from scanner_core.models import AuditMeta, AuditResult, Finding
@@ -223,9 +224,14 @@ def test_bulk_writing_leaves_the_same_reverse_index_as_one_audit_at_a_time(query
     base = f"registry.example/b{uuid.uuid4().hex[:8]}"
     metas = [AuditMeta(audit_id=f"b{n}", scanner_id="s", scanner_version="1", timestamp=100, requested_at=100,
                        audit_result=AuditResult.SUCCEEDED, image=f"{base}/app{n}:1.0") for n in range(3)]  # fmt: skip
-    packages = [InstalledPackage(type="npm", name="left-pad", version="1.0.0")]
+    packages = [InstalledPackage(type="maven", name="log4j-core", version="2.14.1", group="org.apache.logging.log4j")]
     written = tables.record_new_images([(m, [finding("CVE-2099-7901", "1")], packages) for m in metas])
     assert written == 3 * (2 + 2 + 1)  # per image: two entities, their two reverse-index items, the ~image row
+    mine = [f"{base}/app{n}:1.0" for n in range(3)]
+    for name in ("log4j-core", "org.apache.logging.log4j:log4j-core", "LOG4J-CORE"):
+        found = images_with_package(tables, name, 1000, None, versions=parse_version_range("<2.17.0"))
+        assert [row["image"] for row in found.rows if row["image"] in mine] == mine, name
+    assert [r for r in images_with_package(tables, "other.group:log4j-core", 1000, None).rows if r["image"] in mine] == []
     again = tables.record(metas[0].model_copy(update={"audit_id": "b0-again", "requested_at": 200}),
                           lambda: [finding("CVE-2099-7901", "1")], lambda: packages)  # fmt: skip
     assert (again.result, again.written, again.deleted) == ("recorded", 0, 0)

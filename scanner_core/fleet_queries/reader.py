@@ -70,14 +70,21 @@ def images_with_vulnerability(tables: QueryTables, vulnerability_id: str, limit:
 
 def images_with_package(tables: QueryTables, name: str, limit: int, cursor: str | None, *,
                         kind: str | None = None, versions: VersionRange | None = None) -> QueryPage:  # fmt: skip
-    """Current images containing package ``name`` (any case), optionally of one type and
-    with a version in ``versions``; each row lists the matching versions."""
+    """Current images containing package ``name`` (any case; ``group:name`` narrows a Maven
+    artifact to its group), optionally of one type and with a version in ``versions``; each
+    row lists the matching versions."""
+    group = None
+    if ":" in name.strip(":"):
+        group, name = name.rsplit(":", 1)
     partition = package_key(name)
-    scope = _scope(PACKAGE_TABLE, partition, kind or "", str(versions or ""))
+    scope = _scope(PACKAGE_TABLE, partition, group or "", kind or "", str(versions or ""))
+
+    def wanted(version: dict[str, str]) -> bool:
+        return ((kind is None or version["type"] == kind) and (group is None or version.get("group") == group)
+                and (versions is None or version["version"] in versions))  # fmt: skip
 
     def matching(entity: dict[str, Any]) -> bool:
-        entity["_versions"] = [v for v in json.loads(entity.get("versions") or "[]")
-                               if (kind is None or v["type"] == kind) and (versions is None or v["version"] in versions)]
+        entity["_versions"] = [v for v in json.loads(entity.get("versions") or "[]") if wanted(v)]
         return bool(entity["_versions"])
 
     entities, next_key = _read(tables, PACKAGE_TABLE, partition, _after(cursor, scope), limit, matching)
