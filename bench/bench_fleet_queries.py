@@ -36,6 +36,7 @@ from scanner_core.fleet_queries import (  # noqa: E402
     InstalledPackage, QueryTables, images_with_package, images_with_vulnerability, parse_version_range,
 )
 from scanner_core.models import AuditMeta, AuditResult, Finding  # noqa: E402
+from scanner_core.errors import StorageError  # noqa: E402
 from scanner_core.storage import forget_tables, resolve_account_connection  # noqa: E402
 from tests.support.azurite import Azurite  # noqa: E402
 
@@ -66,6 +67,16 @@ def image_of(index: int, findings: int, packages: int, rng: random.Random) -> tu
     return found, installed
 
 
+def seed(tables: QueryTables, chunk: list) -> int:
+    """``record_new_images``; on a failure, the chunk again one transaction at a time (upserts are
+    idempotent): Azurite drops connections under concurrent transactions once its table is big."""
+    try:
+        return tables.record_new_images(chunk)
+    except StorageError as error:
+        print(f"  seeding: {error}; this chunk again, one transaction at a time", flush=True)
+        return tables.record_new_images(chunk, side_by_side=False)
+
+
 def timed(action: Callable[[], object], runs: int) -> dict[str, float]:
     walls = []
     for _ in range(runs):
@@ -86,7 +97,7 @@ def one_size(images: int, findings: int, packages: int, runs: int, work: Path) -
         for first in range(0, images, 1000):
             chunk = [(meta_of(i, f"seed-{i}", SEEDED_AT), *image_of(i, findings, packages, rng))
                      for i in range(first, min(images, first + 1000))]  # fmt: skip
-            written += tables.record_new_images(chunk)
+            written += seed(tables, chunk)
         seed_s = time.perf_counter() - start
         below = parse_version_range("<2.17.0")
         figures: dict[str, object] = {"images": images, "entities": written, "seed_s": round(seed_s, 1)}

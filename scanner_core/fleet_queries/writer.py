@@ -110,10 +110,12 @@ class QueryTables:
         written = sum(len(rows) for rows in delta.upserts.values())
         return RecordOutcome("recorded", written, sum(len(keys) for keys in delta.deletes.values()))
 
-    def record_new_images(self, audits: Iterable[tuple[AuditMeta, list[Finding], list[InstalledPackage]]]) -> int:
-        """Writes images the tables do not hold yet, many at once (the bench; a first ``reindex``):
-        no reverse index is read, the entities are grouped by partition into transactions of at
-        most 100, submitted side by side. Returns the entities written."""
+    def record_new_images(self, audits: Iterable[tuple[AuditMeta, list[Finding], list[InstalledPackage]]], *,
+                          side_by_side: bool = True) -> int:  # fmt: skip
+        """Writes images the tables do not hold yet, one audit each, many at once (the bench; a
+        first ``reindex``): no reverse index is read, the entities are grouped by partition into
+        transactions of at most 100, submitted side by side (or one after the other: Azurite
+        drops connections under many concurrent transactions). Returns the entities written."""
         groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
         for meta, findings, packages in audits:
             subject = subject_of(meta)
@@ -131,7 +133,8 @@ class QueryTables:
         batches = [(name, operations[start : start + BATCH]) for (name, _), operations in groups.items()
                    for start in range(0, len(operations), BATCH)]  # fmt: skip
         with StorageErrors("writing the fleet queries"):
-            for done in io_pool().map(lambda batch: self.tables[batch[0]].submit_transaction(batch[1]), batches):
+            submit = (io_pool().map if side_by_side else map)
+            for done in submit(lambda batch: self.tables[batch[0]].submit_transaction(batch[1]), batches):
                 del done
         return sum(len(operations) for _, operations in batches)
 
