@@ -21,7 +21,7 @@ from scanner_core.fleet_queries import (
     InstalledPackage, QueryTables, fleet_tables_connection, forget_image, images_with_package, parse_version_range,
     rebuild_queries,
 )
-from scanner_core.functions.fleet_query_api import package_images, vulnerability_images
+from scanner_core.functions import package_images, vulnerability_images
 from scanner_core.models import AuditMeta, AuditResult, Finding
 from scanner_core.storage import AuditIndex
 from tests.support.api_server import ApiServer

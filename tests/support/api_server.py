@@ -36,10 +36,10 @@ from scanner_core.functions import (
     image_history,
     image_verdict,
     metrics,
+    package_images,
     security_summary,
+    vulnerability_images,
 )
-
-from scanner_core.functions.fleet_query_api import package_images, vulnerability_images  # noqa: E402
 
 Handler = Callable[[func.HttpRequest, ApiContext], func.HttpResponse]
 
