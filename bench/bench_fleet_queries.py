@@ -12,7 +12,8 @@ rest drawn from a pool of 500 names). Then it times, ``--runs`` times each, the 
 the same as before and when one vulnerability was fixed. Prints median and p95 beside the
 goal: a first page ≤ 1 s at 100,000 images (issue 24).
 
-Run from the repo root: ``.venv/bin/python bench/bench_fleet_queries.py --images 1000,10000 [--json PATH]``.
+Run from the repo root: ``.venv/bin/python bench/bench_fleet_queries.py --images 1000 [--json PATH]``
+(10,000 images: Azurite drops connections after ~9,000; see docs/performance.md).
 """
 
 from __future__ import annotations
