@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stages",),  # plan, run, ship and their helpers
     ("follow_up",),  # what each audit adds: policy decision, changes, approvals, webhooks
     ("monitor",),  # the loop: watch, push events, rescans, dedup, image records
-    ("admission",),  # what a cluster asks: reviews, provider keys, the decision, tags, client certificates
+    ("admission", "fleet_queries"),  # what a cluster asks (reviews, provider keys, tags, client certificates); which current images have a vulnerability or a package
     ("approvals", "exploits"),
     ("audit",),  # the core's input and output types
     ("storage",),

@@ -72,6 +72,8 @@ def test_bindings_are_wired_from_settings(function_metadata):
         "api_policy_evaluate": "policy/evaluate",
         "api_admission_review": "admission/review",  # its own auth level: ADMISSION_AUTH (docs/admission.md)
         "api_admission_provider": "admission/provider",
+        "api_vulnerability_images": "vulnerabilities/{id}/images",
+        "api_package_images": "packages/{name}/images",
     }
     deadlines = function_metadata["approval_deadlines"]["bindings"][0]  # issue 25: at-risk deadlines
     assert (deadlines["type"], deadlines["schedule"]) == ("timerTrigger", "0 10 * * * *")

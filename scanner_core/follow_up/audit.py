@@ -30,6 +30,7 @@ from ..telemetry import traced
 from .decision import decide
 from .gate import policy_fields, policy_of
 from .notify import Delivery, Notifier, build_event, should_notify
+from .queries import QueryFollowUp
 
 if TYPE_CHECKING:
     from ..report import DecodedReport, Vulnerability
@@ -77,6 +78,7 @@ class AuditFollowUp:
         self.redactor = redactor
         self.notifier = notifier or Notifier.from_settings(settings, blob_store)
         self._seen: SeenRequest | None = None  # the digest's approval request, read once per audit
+        self.queries = QueryFollowUp(settings, audit_index, self._describe)  # the fleet query tables
 
     def annotate_reused(self, meta: AuditMeta, earlier: AuditMeta, log: ScanLogger) -> AuditMeta:
         """The same for an audit answered from ``earlier`` (dedup, ``reuse.py``): its
@@ -127,6 +129,7 @@ class AuditFollowUp:
             if found is None or not _same_previous(found.identity, image_identity(meta.image, meta.image_digest)):
                 found = self._look_back(meta)
             if current_keys is None:
+                self.queries.incomplete(meta.audit_id)
                 current_keys = current_findings(report_path, threshold)
             changes = compare(found.previous, found.previous_keys, meta.scan_status, current_keys)
             update |= {"previous_audit_id": found.previous_id, "changes": changes}
@@ -150,13 +153,17 @@ class AuditFollowUp:
             return None
         return io_pool().submit(read_request, self._approvals(), meta)
 
-    def key_collector(self) -> tuple[Callable[[Vulnerability], None], set[Key]]:
+    def key_collector(self, audit_id: str | None = None) -> tuple[Callable[[Vulnerability], None], set[Key]]:
         """A callback for the report summariser that gathers the keys ``annotate`` compares,
-        so that the report is read once for the summary and the changes alike."""
+        so that the report is read once for the summary and the changes alike; with
+        ``audit_id``, it also keeps every finding for the fleet query tables (``queries.py``)."""
         keys: set[Key] = set()
         limit = severity_rank(self.settings.notify_min_severity)
+        keep = self.queries.collector(audit_id)
 
         def collect(finding: Vulnerability) -> None:
+            if keep is not None:
+                keep(finding)
             if finding.vulnerability_id and severity_rank(finding.severity) <= limit:
                 keys.add(Key(finding.vulnerability_id, finding.pkg_name, finding.severity))
 
@@ -187,7 +194,14 @@ class AuditFollowUp:
 
     @traced("follow-up")
     def notify(self, meta: AuditMeta, folder: str, log: ScanLogger) -> list[Delivery] | None:
-        """The approval follow-up, then the audit's notification if it warrants one and none was sent yet."""
+        """The approval follow-up, the audit's notification if it warrants one and none was sent
+        yet, then the fleet query tables (``queries.py``)."""
+        try:
+            return self._notify(meta, folder, log)
+        finally:
+            self.queries.record(meta, log)
+
+    def _notify(self, meta: AuditMeta, folder: str, log: ScanLogger) -> list[Delivery] | None:
         self.follow_approval(meta, log)
         if meta.audit_result is not AuditResult.SUCCEEDED or not self.notifier.urls:
             return None

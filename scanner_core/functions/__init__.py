@@ -33,6 +33,8 @@ _EXPORTS = {
     "fleet_images": ".fleet_api",
     "image_history": ".image_api",
     "image_verdict": ".image_api",
+    "package_images": ".fleet_query_api",
+    "vulnerability_images": ".fleet_query_api",
     "metrics": ".metrics_api",
     "evaluate_policy": ".policy_api",
     "on_rescan": ".monitor_handlers",

@@ -93,3 +93,19 @@ def api_policy_evaluate(req: func.HttpRequest) -> func.HttpResponse:
     from . import http_api, policy_api  # noqa: F401 - on first use
 
     return http_api.serve(policy_api.evaluate_policy, req, APP_ROOT)
+
+
+@blueprint.function_name("api_vulnerability_images")
+@blueprint.route(route="vulnerabilities/{id}/images", auth_level=func.AuthLevel.FUNCTION)
+def api_vulnerability_images(req: func.HttpRequest) -> func.HttpResponse:
+    from . import fleet_query_api, http_api  # noqa: F401 - on first use
+
+    return http_api.serve(fleet_query_api.vulnerability_images, req, APP_ROOT)
+
+
+@blueprint.function_name("api_package_images")
+@blueprint.route(route="packages/{name}/images", auth_level=func.AuthLevel.FUNCTION)
+def api_package_images(req: func.HttpRequest) -> func.HttpResponse:
+    from . import fleet_query_api, http_api  # noqa: F401 - on first use
+
+    return http_api.serve(fleet_query_api.package_images, req, APP_ROOT)

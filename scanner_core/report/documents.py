@@ -23,6 +23,9 @@ class Vulnerability(Struct, gc=False):
     fixed_version: str | None = field(default=None, name="FixedVersion")
     severity: str | None = field(default=None, name="Severity")
     title: str | None = field(default=None, name="Title")
+    # Not in trivy's item: its result's ``Target``, set by the summariser for ``on_finding``'s
+    # readers (the fleet query tables name the target a package was found in).
+    target: str | None = field(default=None, name="-target")
 
     def __post_init__(self) -> None:
         self.severity = (self.severity or "UNKNOWN").upper()

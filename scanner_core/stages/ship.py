@@ -166,7 +166,7 @@ class Shipper:
         base = plan.base.model_copy(update={"scan_duration_ms": int(run.duration_seconds * 1000)})
         settings = self.scanner.config.settings
         follow_up = self.follow_up
-        collect_keys, current_keys = follow_up.key_collector()
+        collect_keys, current_keys = follow_up.key_collector(plan.base.audit_id)
         summariser = ReportSummariser(on_finding=collect_keys)
         failure: ScannerError | None = None
         inventory = self._start_inventory(plan, folder, report_path)

@@ -146,8 +146,9 @@ def summarise(
             summary.os_eosl = None if metadata.os.eosl is None else bool(metadata.os.eosl)
     counts, ids = summary.counts, summary.vulnerability_ids
     findings = report.vulnerabilities()
-    for _, vulnerability in findings:
+    for result, vulnerability in findings:
         if on_finding is not None:
+            vulnerability.target = result.target
             on_finding(vulnerability)
         severity = vulnerability.severity
         counts[severity if severity in counts else "UNKNOWN"] += 1  # type: ignore[index]

@@ -39,7 +39,9 @@ from scanner_core.functions import (
     image_history,
     image_verdict,
     metrics,
+    package_images,
     security_summary,
+    vulnerability_images,
 )
 
 Handler = Callable[[func.HttpRequest, ApiContext], func.HttpResponse]
@@ -61,6 +63,8 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
     ("approvals/{approval_id}/reject", reject),
     ("approvals/{approval_id}/revoke", revoke),
     ("approvals/{approval_id}/extend", extend),
+    ("vulnerabilities/{id}/images", vulnerability_images),
+    ("packages/{name}/images", package_images),
 )
 
 

@@ -108,6 +108,15 @@ def test_a_queued_scan_lands_in_blob_and_every_read_route_serves_it(
     status, _, body = http_answer(host.http_invocation(
         "api_image_history", "GET", f"/api/images/{name}/history", params={"name": name}), pb)
     assert status == 200 and [a["audit-id"] for a in json.loads(body)["audits"]] == ["audit-7"]
+    # The fleet queries (issue 24): the scan's follow-up wrote the query tables (AzureWebJobsStorage).
+    status, _, body = http_answer(host.http_invocation(
+        "api_vulnerability_images", "GET", "/api/vulnerabilities/CVE-2099-0001/images",
+        params={"id": "CVE-2099-0001"}, query={"limit": "100"}), pb)  # fmt: skip
+    assert status == 200 and registry_configured.digest in {i["digest"] for i in json.loads(body)["images"]}
+    status, _, body = http_answer(host.http_invocation(
+        "api_package_images", "GET", "/api/packages/busybox/images", params={"name": "busybox"},
+        query={"version": "<1.36.1-r5", "type": "apk"}), pb)  # fmt: skip
+    assert status == 200 and registry_configured.digest in {i["digest"] for i in json.loads(body)["images"]}
     status, _, body = http_answer(host.http_invocation(
         "api_fleet_images", "GET", "/api/images", query={"repository": f"{registry.address}/team/app"}), pb)
     assert status == 200 and [i["audit-id"] for i in json.loads(body)["images"]] == ["audit-7"]
