@@ -259,9 +259,16 @@ def audit_rebuilders(scanner: Scanner) -> list[AuditRebuilder]:
     and (the extension point) every other table kept per audit; add a feature's rebuilder here."""
     from .storage import NamedRebuilder
 
+    from .fleet_queries import QueryTables, fleet_tables_connection, rebuild_queries
+
     assert scanner.audit_index is not None
+    index = scanner.audit_index
     state = scanner.fleet_state()
-    return [NamedRebuilder("index", scanner.audit_index.record), NamedRebuilder("state", state.record)]
+    rebuilders = [NamedRebuilder("index", index.record), NamedRebuilder("state", state.record)]
+    if (connection := fleet_tables_connection(scanner.config.settings.fleet_tables_connection)) is not None:
+        tables = QueryTables(connection)  # the fleet queries' tables (issue 24.3): from the stored report and inventory
+        rebuilders.append(NamedRebuilder("queries", lambda meta, _folder: rebuild_queries(tables, meta, index.read_chunks)))
+    return rebuilders
 
 
 def _reindex(scanner: Scanner) -> int:

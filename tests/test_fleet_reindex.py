@@ -10,7 +10,8 @@ from scanner_core.audit import ScanRequest
 from scanner_core.cli import main
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
-from scanner_core.functions import image_verdict
+from scanner_core.fleet_queries import QueryTables, fleet_tables_connection, forget_image
+from scanner_core.functions import image_verdict, vulnerability_images
 from scanner_core.storage import fleet_state_of
 from tests.test_http_api import answer, http, make_api
 
@@ -20,6 +21,11 @@ def verdict_of(azurite, repository: str, tag: str) -> dict:
                                                                   "tag": tag}), make_api(azurite)), 200)
     document.pop("approval", None)  # its etag is the request's version, not the verdict's
     return document
+
+
+def images_with(azurite, vulnerability_id: str) -> list[dict]:
+    return answer(vulnerability_images(http("GET", "v", route_params={"id": vulnerability_id}), make_api(azurite)),
+                  200)["images"]
 
 
 def test_reindex_rebuilds_the_state_from_metas_alone(scanner_env, azurite, audits, registry, pushed_sample, capsys):
@@ -33,12 +39,16 @@ def test_reindex_rebuilds_the_state_from_metas_alone(scanner_env, azurite, audit
     repository, tag = pushed_sample.reference.rsplit(":", 1)
     before = verdict_of(azurite, repository, tag)
     assert before["audit-id"] == "newer"
+    affected = images_with(azurite, "CVE-2099-0001")  # the sample's busybox advisory (tests/support/images.py)
+    assert [image["tag"] for image in affected] == [tag]
 
     # An upgrade in place: no audit index, and a fresh (empty) state table (the approvals stay).
     for blob in audits.all_names():
         if blob.split("/")[1] == "index":
             audits.client.delete_blob(blob)
     scanner_env.set(FLEET_TABLE_PREFIX="upgraded")
+    tables = QueryTables(fleet_tables_connection(load_config().settings.fleet_tables_connection))
+    assert forget_image(tables, f"{repository}:{tag}") > 0 and images_with(azurite, "CVE-2099-0001") == []
     assert fleet_state_of(load_config().settings).get(repository, tag) is None
     capsys.readouterr()
 
@@ -47,6 +57,7 @@ def test_reindex_rebuilds_the_state_from_metas_alone(scanner_env, azurite, audit
     assert "reindexed 2 audits" in printed and "approval states copied" in printed, printed
     after = verdict_of(azurite, repository, tag)
     assert after == before
+    assert images_with(azurite, "CVE-2099-0001") == affected  # the query tables rebuilt from the stored report
     state = fleet_state_of(load_config().settings).get(repository, tag)
     assert state is not None and state.approval_state is not None, printed  # the approval copied over too
 
