@@ -34,6 +34,7 @@ _EXPORTS = {
     "MAX_FLEET_PAGE": ".fleet_views",
     "page_images": ".fleet_views",
     "read_fleet_snapshot": ".fleet_views",
+    "current_snapshot": ".fleet_views",
     "take_snapshot": ".fleet_views",
     "fleet_state_of": ".fleet_state",
     "fleet_table_name": ".fleet_state",

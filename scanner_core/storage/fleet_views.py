@@ -122,6 +122,12 @@ def take_snapshot(state: FleetState, now: float | None = None) -> FleetSnapshot:
     return snapshot
 
 
+def current_snapshot(state: FleetState) -> FleetSnapshot:
+    """The last snapshot (one point read); before the heartbeat timer's first, taken now (one
+    walk of the images, never of the audits, once per deployment)."""
+    return read_fleet_snapshot(state) or take_snapshot(state)
+
+
 def read_fleet_snapshot(state: FleetState) -> FleetSnapshot | None:
     """The last snapshot a timer stored (one point read); ``None`` before the first."""
     with StorageErrors("reading the fleet snapshot"):
