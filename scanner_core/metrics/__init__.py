@@ -14,8 +14,6 @@ _EXPORTS = {
     "ImageMetrics": ".snapshot",
     "MetricsSnapshot": ".snapshot",
     "read_snapshot": ".snapshot",
-    "DURATION_BUCKETS_SECONDS": ".snapshot",
-    "RECENT_WINDOW_SECONDS": ".snapshot",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
