@@ -7,7 +7,6 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "approval_state": ".approval",
     "record_snapshot": ".azure_monitor",
     "render_prometheus": ".exposition",
     "SnapshotCollector": ".exposition",

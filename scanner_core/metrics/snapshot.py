@@ -66,7 +66,7 @@ class ImageMetrics:
     vulnerabilities: dict[str, int] | None = None  # None: no audit of the image has succeeded yet
     secrets: int | None = None
     db_updated_at: float | None = None  # unix seconds; the DB the findings were found with
-    approval: str | None = None  # approval.py: the state of the request for this digest; None: no request
+    approval: str | None = None  # the state of the request for this digest (the fleet state); None: no request
     approval_deadline: float | None = None  # an at-risk approval's deadline, unix seconds (issue 25)
 
     @property
