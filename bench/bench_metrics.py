@@ -3,8 +3,9 @@
 Run from the repo root: ``.venv/bin/python bench/bench_metrics.py [--audits N] [--images I] [--rounds R]``.
 
 Records N synthetic audits of I images in the audit index (Azurite), plus a
-heartbeat and a queue, then times R scrapes: reading the snapshot (the index
-walk, the heartbeat, two queue depths) and rendering the exposition; prints the
+heartbeat and a queue, then times R scrapes: reading the snapshot (since issue 24
+the fleet state, the fleet snapshot and the audit tally, which the first read takes;
+the heartbeat, two queue depths) and rendering the exposition; prints the
 medians, the answer's size and its series. Starts its own Azurite under a temp
 dir; writes JSON to ``bench/out/metrics-<timestamp>.json``. Nothing is asserted.
 """
@@ -30,7 +31,8 @@ from azure.storage.queue import QueueClient  # noqa: E402
 
 from scanner_core.metrics import read_snapshot, render_prometheus  # noqa: E402
 from scanner_core.models import HeartbeatMeta  # noqa: E402
-from scanner_core.storage import AuditIndex, heartbeat_blob  # noqa: E402
+from scanner_core.storage import (  # noqa: E402
+    AuditIndex, FleetState, fleet_table, heartbeat_blob, resolve_account_connection)
 from tests.support.azurite import Azurite  # noqa: E402
 from tests.test_audit_index import folder_of, synthetic_meta  # noqa: E402
 
@@ -54,8 +56,11 @@ def main() -> None:
                            image=f"registry.example.com/team/app-{i % args.images}:1.{i % 7}")
             for i in range(args.audits)
         ]  # fmt: skip
+        fleet = FleetState(fleet_table(resolve_account_connection("Bench", {"Bench": azurite.connection_string}),
+                                       "benchmetricsimages"))
         with AuditIndex(url, SHORT_ID) as index, ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda meta: index.record(meta, folder_of(meta)), metas))
+            list(pool.map(lambda meta: fleet.record(meta, folder_of(meta)), metas))  # as the ship stage does
             heartbeat = HeartbeatMeta(scanner_id="x", heartbeat_periodicity=300, heartbeat=now,
                                       trivy_db_updated_at="2026-11-01T00:00:00Z", trivy_db_stale=False)  # fmt: skip
             index._container.upload_blob(heartbeat_blob(SHORT_ID), heartbeat.to_json_bytes(), overwrite=True)
@@ -65,7 +70,8 @@ def main() -> None:
         body = b""
         for _ in range(args.rounds):
             started = time.perf_counter()
-            snapshot = read_snapshot(url, SHORT_ID, azurite.connection_string, "scans", max_images=args.max_images)
+            snapshot = read_snapshot(url, SHORT_ID, azurite.connection_string, "scans", fleet=fleet,
+                                     max_images=args.max_images)
             reads.append(time.perf_counter() - started)
             started = time.perf_counter()
             body, _ = render_prometheus(snapshot)

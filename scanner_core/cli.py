@@ -291,7 +291,7 @@ def _reindex(scanner: Scanner) -> int:
         for row in ApprovalStore(settings.blob_container_url, scanner.short_id).rows():
             if row.get("repository") and row.get("digest") and row.get("id") and row.get("state"):
                 approvals += state.approval_changed(row["repository"], row["digest"], row["id"], row["state"])
-        take_snapshot(state)
+        take_snapshot(state, newest=settings.metrics_max_images)
     except ScannerError as error:
         return _fail(error)
     failed = ", ".join(f"{name}: {n}" for name, n in count.failures.items() if n)

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,9 +29,9 @@ from scanner_core.functions import (
     serve,
 )
 from scanner_core.queue import QueueEncoding, request_from_message
-from scanner_core.storage import audit_folder
+from scanner_core.storage import AuditIndex, audit_folder
 from tests.support.images import SAMPLE_ADVISORIES, SAMPLE_PACKAGES, expected_findings
-from tests.test_audit_index import expected_category, record_many, synthetic_meta
+from tests.test_audit_index import expected_category, folder_of, record_many, synthetic_meta
 
 BASE_URL = "http://localhost:7071/api"
 
@@ -329,9 +330,10 @@ def summary_pages(api: ApiContext, limit: int, **params: str) -> list[dict[str, 
 
 
 def test_summary_pages_through_synthetic_and_real_audits(api, audits, scanner_env, sample_image):
-    synthetic = [synthetic_meta(i) for i in range(250)]
+    synthetic = [synthetic_meta(i) for i in range(250)]  # 250 images (one tag each)
     with api.audit_index() as index:
         record_many(index, synthetic, scanner_env.short_id)
+    record_states(api, synthetic, scanner_env.short_id)
     real = [
         scan_and_index(
             api,
@@ -389,6 +391,38 @@ def test_summary_pages_through_synthetic_and_real_audits(api, audits, scanner_en
     assert all(p["total"] == 252 for p in with_totals)
 
 
+def record_states(api: ApiContext, metas: list, short_id: str) -> None:
+    """The images' state, as the ship stage writes it after each meta."""
+    state = api.fleet_state()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda meta: state.record(meta, folder_of(meta, short_id)), metas))
+
+
+def test_summary_totals_count_each_image_once_from_the_snapshot(api, scanner_env, monkeypatch):
+    """Issue 24: the totals are the fleet's images by their latest audit (one point read of the
+    fleet snapshot), not every audit the index ever recorded (the old path walked it)."""
+    image = "registry.example.com/team/api:1.0"
+    metas = [synthetic_meta(i, audit_id=f"api-{i}", image=image, requested_at=1_790_000_000 + n * 60)
+             for n, i in enumerate((6, 1, 2))]  # audit-failed, then warning, then the latest: failed
+    other = synthetic_meta(3, audit_id="other", image="registry.example.com/team/web:2.0")  # passed
+    with api.audit_index() as index:
+        record_many(index, [*metas, other], scanner_env.short_id)
+    record_states(api, [*metas, other], scanner_env.short_id)
+    monkeypatch.setattr(AuditIndex, "totals", lambda self: pytest.fail("the summary walked the audit index"))
+    monkeypatch.setattr(AuditIndex, "rows", lambda self: pytest.fail("the summary walked the audit index"))
+
+    first = answer(security_summary(http("GET", "security/summary"), api), 200)
+
+    assert {k: first[k] for k in ("total", "passed", "warning", "failed", "audit-failed")} == {
+        "total": 2, "passed": 1, "warning": 0, "failed": 1, "audit-failed": 0}
+    assert first["totals-at"].endswith("Z") and len(first["audits"]) == 4  # the page still lists audits
+    state = api.fleet_state()
+    state.record(synthetic_meta(8, audit_id="web-2", image="registry.example.com/team/web:3.0",
+                                requested_at=1_790_001_000), "trivy-x/web-2")
+    again = answer(security_summary(http("GET", "security/summary"), api), 200)
+    assert again["total"] == 2  # the stored snapshot, until the heartbeat timer takes the next
+
+
 @pytest.mark.parametrize(
     ("params", "field", "says"),
     [
@@ -407,6 +441,7 @@ def test_summary_refuses_bad_parameters(api, params, field, says):
 
 def test_summary_of_an_empty_index(api):
     page = answer(security_summary(http("GET", "security/summary", params={"code": "key"}), api), 200)
+    assert page.pop("totals-at").endswith("Z")
     assert page == {
         "total": 0,
         "passed": 0,
@@ -438,7 +473,7 @@ def test_summary_timings_with_2000_audits(api, scanner_env, capsys):
     started = time.perf_counter()
     answer(get_audit(http("GET", "audits/x", route_params={"audit_id": "synthetic-01000"}), api), 404)
     lookup_seconds = time.perf_counter() - started  # the pointer exists, the synthetic meta does not
-    assert first["total"] == 2000
+    assert first["total"] == 0  # the fleet's images (their state); the index's 2,000 audits are history
     with capsys.disabled():
         print(
             f"\n[summary endpoint, 2000 audits, Azurite] first page of 50 with totals: {first_seconds * 1000:.0f} ms; "

@@ -118,15 +118,22 @@ def build_fleet(scanner_env, registry, pushed_sample, azurite, *, failing: bool)
                 update={"failure_reason": "timeout", "failure_kind": "transient"}
             ),
         ]
-        with AuditIndex(api.config.settings.blob_container_url, api.short_id) as index:
-            for meta in synthetic:
-                index.record(meta, folder_of(meta, api.short_id))
+        record_audits(api, synthetic)
         metas += [missing, *synthetic]
         fill_queue(api, api.queue_name, BACKLOG)
         fill_queue(api, f"{api.queue_name}-poison", 2)
     write_heartbeat(Scanner(load_config()))
     assert succeeded.trivy_db_updated_at
     return Fleet(api, metas, succeeded, succeeded.trivy_db_updated_at)
+
+
+def record_audits(api: ApiContext, metas: list[AuditMeta]) -> None:
+    """Synthetic audits in the index and the images' state, as the ship stage records them."""
+    state = api.fleet_state()
+    with AuditIndex(api.config.settings.blob_container_url, api.short_id) as index:
+        for meta in metas:
+            index.record(meta, folder_of(meta, api.short_id))
+            state.record(meta, folder_of(meta, api.short_id))
 
 
 def switch_scanner(scanner_env, **values: str) -> None:
@@ -198,7 +205,7 @@ def test_an_images_approval_state_is_a_series(scanner_env, registry, pushed_samp
     api = make_api(azurite)
     meta = scan_real(scanner_env, pushed_sample.reference, f"req-{uuid.uuid4().hex[:8]}", trigger="request")
     repository = f"{registry.address}/team/app"
-    store = ApprovalStore(api.config.settings.blob_container_url, api.short_id)
+    store = ApprovalStore(api.config.settings.blob_container_url, api.short_id, fleet_state=api.fleet_state)  # as the API
     found = store.get(approval_id(repository, meta.image_digest))
     assert found is not None, "the request's scan created no approval request"
     request, _ = found
@@ -217,9 +224,7 @@ def test_metrics_max_images_keeps_the_newest(scanner_env, azurite, audits):
     scanner_env.set(METRICS_MAX_IMAGES="3")
     api = make_api(azurite)
     metas = [synthetic_meta(i, image=f"registry.example.com/team/app-{i}:1.0") for i in range(5)]
-    with AuditIndex(api.config.settings.blob_container_url, api.short_id) as index:
-        for meta in metas:
-            index.record(meta, folder_of(meta, api.short_id))
+    record_audits(api, metas)
     families = scrape(api)["families"]
     exported = {s.labels["image_repository"] for s in samples(families, "trivy_scanner_image_status")}
     assert exported == {"team/app-4", "team/app-3", "team/app-2"}  # newest requests first

@@ -28,6 +28,7 @@ from scanner_core.config import load_config
 from scanner_core.core import Scanner
 from scanner_core.functions import handlers
 from scanner_core.metrics import read_snapshot
+from scanner_core.storage import fleet_state_of
 from scanner_core.telemetry import SCAN_SPANS, reset_telemetry, use_providers
 from tests.support.app_insights import Ingestion
 from tests.test_metrics import use_registry
@@ -147,7 +148,8 @@ def test_the_heartbeat_exports_the_stored_metrics_as_gauges(
     queues = {p.attributes["queue"]: p.value for p in exported.points("trivy_scanner_queue_messages")}
     assert queues == {"scan": 0, "poison": 0}
     settings = load_config().settings
-    snapshot = read_snapshot(settings.blob_container_url, scanner_env.short_id, None, None, max_images=10)
+    snapshot = read_snapshot(settings.blob_container_url, scanner_env.short_id, None, None, max_images=10,
+                             fleet=fleet_state_of(settings))
     [db_age] = [p.value for p in exported.points("trivy_scanner_db_age_seconds") if p.attributes["db"] == "trivy"]
     assert db_age == pytest.approx(snapshot.taken_at - snapshot.db_updated("trivy"), abs=30)
     assert [p.value for p in exported.points("trivy_scanner_db_stale")] == [1]  # the fixture DB is past NextUpdate

@@ -146,7 +146,8 @@ def on_deadlines(timer: func.TimerRequest | None, app_root: Path) -> Any:
     settings = scanner.config.settings
     notifier = Notifier.from_settings(settings, scanner.blob_store)
     notice = (scanner.config.policy or load_policy(settings)).revocation.notice.seconds
-    run = apply_deadlines(ApprovalStore(settings.blob_container_url, scanner.short_id), notifier, notice)
+    store = ApprovalStore(settings.blob_container_url, scanner.short_id, fleet_state=scanner.fleet_state)
+    run = apply_deadlines(store, notifier, notice)  # a revocation reaches the image's state (verdicts, metrics)
     scanner.logger.info("approval deadlines", fields={"revoked": len(run.revoked), "warned": len(run.warned),
                                                       "raced": len(run.raced), "unreadable": run.unreadable})
     return run

@@ -45,7 +45,8 @@ def export_snapshot(scanner: Scanner, bindings: FunctionSettings) -> None:
     settings = scanner.config.settings
     try:
         snapshot = read_snapshot(settings.blob_container_url, scanner.short_id, bindings.queue_connection_value,
-                                 bindings.queue_name, max_images=settings.metrics_max_images)  # fmt: skip
+                                 bindings.queue_name, fleet=scanner.fleet_state(),
+                                 max_images=settings.metrics_max_images)  # fmt: skip
     except StorageError as error:
         scanner.logger.warning("metrics not exported this time", fields={"error": str(error)})
         return
@@ -110,12 +111,17 @@ def on_heartbeat(timer: func.TimerRequest, bindings: FunctionSettings, app_root:
 
 def take_fleet_snapshot(scanner: Scanner) -> None:
     """The fleet's totals (issue 24, ``storage/fleet_views.py``): one walk of the images' state per
-    heartbeat (a singleton timer), so the fleet reads cost one point read whatever its size."""
+    heartbeat (a singleton timer), and the audit tally (``storage/audit_tally.py``: the audits
+    indexed since the last one), so the fleet reads cost one point read whatever its size."""
     from ..errors import StorageError
-    from ..storage import take_snapshot
+    from ..storage import AuditIndex, take_snapshot, tally_audits
 
+    settings = scanner.config.settings
     try:
-        take_snapshot(scanner.fleet_state())
+        state = scanner.fleet_state()
+        take_snapshot(state, newest=settings.metrics_max_images)
+        with AuditIndex(settings.blob_container_url, scanner.short_id) as index:
+            tally_audits(state, index.rows())
     except StorageError as error:
         scanner.logger.warning("fleet snapshot not taken this time", fields={"error": str(error)})
 

@@ -25,7 +25,7 @@ from ..models import AuditMeta
 from ..queue import QueueEncoding, build_message, enqueue
 from ..storage import QueueConnection
 from ..registry import allowed_reference, parse_image_reference, parse_platform
-from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, FleetState, fleet_state_of, audit_folder, iso8601, same_image, validate_audit_id
+from ..storage import META_BLOB, REPORT_BLOB, AuditIndex, AuditRow, FleetState, current_snapshot, fleet_state_of, audit_folder, iso8601, same_image, validate_audit_id
 from .host import message_encoding
 from .responses import (
     JSON_MIMETYPE,
@@ -159,7 +159,8 @@ def get_audit(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
 
 
 def security_summary(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
-    """``GET security/summary``: totals and one page of audits."""
+    """``GET security/summary``: the fleet's totals (images by their latest audit's category, from
+    the fleet snapshot: one point read) and one page of audits (one listing of the index)."""
 
     def run() -> func.HttpResponse:
         limit = limit_param(req.params.get("limit"))
@@ -167,8 +168,10 @@ def security_summary(req: func.HttpRequest, ctx: ApiContext) -> func.HttpRespons
         with_totals = flag_param(req.params.get("totals"), "totals", default=cursor is None)
         with ctx.audit_index() as index:
             rows, next_cursor = index.page(limit, cursor)
-            totals = index.totals() if with_totals else None
-        document: dict[str, Any] = dict(totals) if totals is not None else {}
+        document: dict[str, Any] = {}
+        if with_totals:
+            snapshot = current_snapshot(ctx.fleet_state())
+            document |= snapshot.totals() | {"totals-at": iso8601(snapshot.taken_at)}
         next_link = None
         if next_cursor:
             next_link = f"{ctx.path('security/summary')}?{urlencode({'limit': limit, 'cursor': next_cursor})}"

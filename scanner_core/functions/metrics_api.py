@@ -35,6 +35,7 @@ def metrics(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
             ctx.short_id,
             ctx.queue_connection,
             ctx.queue_name,
+            fleet=ctx.fleet_state(),
             max_images=settings.metrics_max_images,
         )
     except StorageError as error:

@@ -7,15 +7,12 @@ Its public face: see ``scanner_core/_lazy.py``.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "approval_state": ".approval",
     "record_snapshot": ".azure_monitor",
     "render_prometheus": ".exposition",
     "SnapshotCollector": ".exposition",
     "ImageMetrics": ".snapshot",
     "MetricsSnapshot": ".snapshot",
     "read_snapshot": ".snapshot",
-    "DURATION_BUCKETS_SECONDS": ".snapshot",
-    "RECENT_WINDOW_SECONDS": ".snapshot",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -24,7 +24,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .snapshot import RECENT_WINDOW_SECONDS, MetricsSnapshot
+from ..storage import RECENT_WINDOW_SECONDS
+from .snapshot import MetricsSnapshot
 
 IMAGE_LABELS = ["image_registry", "image_repository", "image_tag", "image_digest"]
 SEVERITIES = (("critical", "Critical"), ("high", "High"), ("medium", "Medium"), ("low", "Low"), ("unknown", "Unknown"))

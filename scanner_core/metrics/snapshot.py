@@ -4,39 +4,51 @@ Every number comes from Blob Storage and the queue service, never from the
 process's memory, so every instance of a scaled-out app answers the same and
 a fleet needs no aggregation:
 
-* the audit index (``storage/index.py``), walked once, newest request first:
-  per image the latest audit (its status) and the latest succeeded one (its
-  findings, after suppressions, and its DB's date); per scanner the audits by
-  result and failure reason, in all and over the last ``RECENT_WINDOW_SECONDS``,
-  and trivy's run times;
+* the fleet state (``storage/fleet_views.py``, issue 24): per image its latest audit
+  (its status) and its latest succeeded audit's findings, DB date and approval, for the
+  ``max_images`` most recently requested images (one bounded query: the images requested
+  since the fleet snapshot's cutoff); the number of images from the fleet snapshot;
+* the audit tally (``storage/audit_tally.py``): audits by result and failure reason, in
+  all and over the last ``RECENT_WINDOW_SECONDS``, and trivy's run times, one point read
+  (the heartbeat timer adds the audits since its last tally);
 * the heartbeat blob: the DB and Java DB dates, staleness, the last beat;
 * the queue service: the approximate depth of the scan queue and its ``-poison``
   queue (``queue/client.py``'s factory).
 
 An image is a repository and the tag asked for (or the digest, for a request
 by digest); ``max_images`` keeps the most recently requested ones, which
-bounds the series a scrape returns. Cost: the walk of the index, about 0.45 ms
-per indexed audit against Azurite (see ``storage/index.py``).
+bounds the series a scrape returns. Cost: the same at 100 or 100,000 images
+(docs/metrics.md); a scrape never walks the audit history.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from ..models import AuditResult, HeartbeatMeta
+from ..models import HeartbeatMeta
 from ..queue import queue_client
-from ..storage import QueueConnection
-from ..storage import AuditIndex, AuditRow, StorageErrors, heartbeat_blob
-from .approval import ApprovalStates, approval_deadline, approval_state, approval_states
+from ..storage import (
+    DURATION_BUCKETS_SECONDS,
+    RECENT_WINDOW_SECONDS,
+    AuditCounts,
+    AuditIndex,
+    FleetState,
+    ImageState,
+    QueueConnection,
+    StorageErrors,
+    current_snapshot,
+    heartbeat_blob,
+    newest_images,
+    read_audit_tally,
+    tally_audits,
+)
 
-RECENT_WINDOW_SECONDS = 3600
-DURATION_BUCKETS_SECONDS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class ImageMetrics:
     vulnerabilities: dict[str, int] | None = None  # None: no audit of the image has succeeded yet
     secrets: int | None = None
     db_updated_at: float | None = None  # unix seconds; the DB the findings were found with
-    approval: str | None = None  # approval.py: the state of the request for this digest; None: no request
+    approval: str | None = None  # the state of the request for this digest (the fleet state); None: no request
     approval_deadline: float | None = None  # an at-risk approval's deadline, unix seconds (issue 25)
 
     @property
@@ -112,80 +124,55 @@ def read_snapshot(
     queue_connection: str | QueueConnection | None,
     queue_name: str | None,
     *,
+    fleet: FleetState,
     max_images: int,
     now: float | None = None,
 ) -> MetricsSnapshot:
-    """Reads the index, the heartbeat and the queues. ``StorageError`` when the service fails."""
+    """Reads the fleet snapshot and the audit tally (a point read each), the newest images' state
+    (one bounded query), the heartbeat and the queues. ``StorageError`` when the service fails."""
     taken_at = time.time() if now is None else now
+    snapshot = current_snapshot(fleet, newest=max_images)
+    tally = read_audit_tally(fleet)
     with AuditIndex(container_url, scanner_short_id) as index:
-        rows = index.rows()
-        states = approval_states(container_url, scanner_short_id)
-        summary = _summarize(rows, max_images=max_images, now=taken_at, states=states)
+        if tally is None:  # before the heartbeat timer's first tally: the index, once
+            tally = tally_audits(fleet, index.rows(), now=taken_at)
         raw = index.read(heartbeat_blob(scanner_short_id))
+    images = [_image(image) for image in newest_images(fleet, max_images, snapshot.newest_since, now=taken_at)]
     heartbeat = HeartbeatMeta.model_validate_json(raw) if raw else None
     queues: dict[str, int | None] = {}
     names: dict[str, str] = {}
     if queue_connection is not None and queue_name:
         names = {"scan": queue_name, "poison": f"{queue_name}-poison"}
         queues = {kind: _approximate_depth(queue_connection, name) for kind, name in names.items()}
-    return MetricsSnapshot(taken_at=taken_at, heartbeat=heartbeat, queue_messages=queues, queue_names=names, **summary)
+    return MetricsSnapshot(taken_at=taken_at, heartbeat=heartbeat, queue_messages=queues, queue_names=names,
+                           images=images, images_indexed=max(snapshot.images, len(images)),
+                           audits=tally.outcomes(), recent_audits=tally.outcomes(recent=True),
+                           durations=_histogram(tally.total))
 
 
-def _summarize(
-    rows: Any, *, max_images: int, now: float, states: ApprovalStates | None = None
-) -> dict[str, Any]:
-    latest: dict[tuple[str, str], AuditRow] = {}  # insertion order: newest request first
-    succeeded: dict[tuple[str, str], AuditRow] = {}
-    audits: Counter[tuple[str, str]] = Counter()
-    recent: Counter[tuple[str, str]] = Counter()
-    durations: list[float] = []
-    for row in rows:
-        outcome = (row.audit_result, row.failure_reason or "")
-        audits[outcome] += 1
-        if (row.scanned_at or row.requested_at) >= now - RECENT_WINDOW_SECONDS:
-            recent[outcome] += 1
-        if row.scan_duration_ms is not None and row.audit_result == AuditResult.SUCCEEDED.value:
-            durations.append(row.scan_duration_ms / 1000)
-        if not row.repository or not (row.tag or row.digest):
-            continue  # a tarball scanned without a reference: no image to label
-        key = (row.repository, row.tag or row.digest or "")
-        latest.setdefault(key, row)
-        if row.vulnerabilities is not None and row.audit_result == AuditResult.SUCCEEDED.value:
-            succeeded.setdefault(key, row)
-    images = [_image(row, succeeded.get(key), states or {}) for key, row in list(latest.items())[:max_images]]
-    return {
-        "images": images,
-        "images_indexed": len(latest),
-        "audits": dict(audits),
-        "recent_audits": dict(recent),
-        "durations": _histogram(durations),
-    }
-
-
-def _image(latest: AuditRow, found: AuditRow | None, states: ApprovalStates) -> ImageMetrics:
-    registry, _, repository = (latest.repository or "").partition("/")
-    digest = (found.digest if found else None) or latest.digest or ""
-    status = latest.scan_status if latest.audit_result == AuditResult.SUCCEEDED.value else None
+def _image(state: ImageState) -> ImageMetrics:
+    registry, _, repository = state.repository.partition("/")
     return ImageMetrics(
         registry=registry,
         repository=repository,
-        tag=latest.tag or "",
-        digest=digest,
-        status=status or "audit-failed",
-        audit_id=latest.audit_id,
-        requested_at=latest.requested_at,
-        scanned_at=latest.scanned_at,
-        vulnerabilities=found.vulnerabilities if found else None,
-        secrets=found.secrets if found else None,
-        db_updated_at=unix_seconds(found.db_updated_at) if found else None,
-        approval=approval_state(states, latest.repository, digest),
-        approval_deadline=approval_deadline(states, latest.repository, digest),
+        tag=state.tag or "",
+        digest=state.digest or "",
+        status=state.category,
+        audit_id=state.audit_id,
+        requested_at=state.requested_at,
+        scanned_at=state.scanned_at,
+        vulnerabilities=state.vulnerabilities if state.last_succeeded_audit_id else None,
+        secrets=state.secrets if state.last_succeeded_audit_id else None,
+        db_updated_at=unix_seconds(state.db_updated_at),
+        approval=state.approval_state,
+        approval_deadline=unix_seconds(state.approval_deadline) if state.approval_state == "at-risk" else None,
     )
 
 
-def _histogram(durations: list[float]) -> DurationHistogram:
-    buckets = tuple((bound, sum(1 for d in durations if d <= bound)) for bound in DURATION_BUCKETS_SECONDS)
-    return DurationHistogram(buckets + ((float("inf"), len(durations)),), len(durations), sum(durations))
+def _histogram(counts: AuditCounts) -> DurationHistogram:
+    cumulative = list(itertools.accumulate(counts.buckets))
+    buckets = tuple(zip(DURATION_BUCKETS_SECONDS, cumulative, strict=True))
+    return DurationHistogram(buckets + ((float("inf"), counts.durations),), counts.durations, counts.duration_seconds)
 
 
 def _approximate_depth(connection: str | QueueConnection, name: str) -> int | None:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from collections import Counter
@@ -89,19 +90,25 @@ class FleetSnapshot(BaseModel):
     findings: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
     kev_images: int = 0
     gone: int = 0
+    # The request time of the ``newest``-th most recently requested image (0: fewer images): the
+    # metrics' per-image series are the images requested since (``newest_images``).
+    newest: int = 0
+    newest_since: int = 0
 
     def totals(self) -> dict[str, int]:
         """The summary's totals: ``total`` and one per category."""
         return {"total": self.images, **{c: self.categories.get(c, 0) for c in CATEGORIES}}
 
 
-def take_snapshot(state: FleetState, now: float | None = None) -> FleetSnapshot:
-    """Walks the listed images once (a timer's job, O(images)) and stores the snapshot."""
+def take_snapshot(state: FleetState, now: float | None = None, newest: int = 0) -> FleetSnapshot:
+    """Walks the listed images once (a timer's job, O(images)) and stores the snapshot;
+    ``newest``: the metrics' ``METRICS_MAX_IMAGES``, whose cutoff it notes."""
     taken_at = time.time() if now is None else now
     categories: Counter[str] = Counter()
     approvals: Counter[str] = Counter()
     findings: Counter[str] = Counter()
     images = kev = gone = 0
+    requested: list[int] = []  # a heap of the ``newest`` latest request times
     with StorageErrors("taking the fleet snapshot"):
         for entity in state.table.query_entities("listed eq true"):
             image = ImageState.from_entity(entity)
@@ -113,13 +120,39 @@ def take_snapshot(state: FleetState, now: float | None = None) -> FleetSnapshot:
             approvals[image.approval_state or "none"] += 1
             findings.update({s: int(getattr(image, s) or 0) for s in SEVERITIES})
             kev += bool(image.kev)
+            if newest:
+                (heapq.heappush if len(requested) < newest else heapq.heappushpop)(requested, image.requested_at)
     snapshot = FleetSnapshot(taken_at=int(taken_at), images=images, approvals=dict(approvals), kev_images=kev,
                              gone=gone, categories={c: categories.get(c, 0) for c in CATEGORIES},
-                             findings={s: findings.get(s, 0) for s in SEVERITIES})
+                             findings={s: findings.get(s, 0) for s in SEVERITIES}, newest=newest,
+                             newest_since=requested[0] if newest and len(requested) == newest else 0)
     with StorageErrors("writing the fleet snapshot"):
         state.table.upsert_entity({"PartitionKey": SNAPSHOT_PARTITION, "RowKey": SNAPSHOT_ROW,
                                    "document": snapshot.model_dump_json()})
     return snapshot
+
+
+def current_snapshot(state: FleetState, newest: int | None = None) -> FleetSnapshot:
+    """The last snapshot (one point read); before the heartbeat timer's first (or when it noted
+    another ``newest``), taken now: one walk of the images, never of the audits."""
+    snapshot = read_fleet_snapshot(state)
+    if snapshot is None or (newest is not None and snapshot.newest != newest):
+        snapshot = take_snapshot(state, newest=newest if newest is not None else snapshot.newest if snapshot else 0)
+    return snapshot
+
+
+def newest_images(state: FleetState, limit: int, since: int, now: float | None = None) -> list[ImageState]:
+    """The ``limit`` most recently requested images: those requested since ``since`` (the
+    snapshot's cutoff, so about ``limit`` plus the images requested after the snapshot), newest
+    first. One query of ``ceil(found / 1000)`` calls."""
+    clauses = ["listed eq true", f"requested_at ge {int(since)}L"]
+    if state.image_ttl_days:
+        clauses.append(f"seen_at ge {int((now if now is not None else time.time()) - state.image_ttl_days * DAY_SECONDS)}L")
+    with StorageErrors("listing the newest images"):
+        found = [ImageState.from_entity(e) for e in state.table.query_entities(
+            " and ".join(clauses), results_per_page=MAX_FLEET_PAGE)]
+    found.sort(key=lambda image: (image.requested_at, image.audit_id), reverse=True)
+    return found[:limit]
 
 
 def read_fleet_snapshot(state: FleetState) -> FleetSnapshot | None:
