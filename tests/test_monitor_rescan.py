@@ -4,6 +4,7 @@ Azurite, with DBs the tests write (one more advisory in the refreshed one)."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -244,3 +245,21 @@ def test_the_fingerprint_follows_the_db_and_suppression_files(scanner_env, tmp_p
     ignorefile.write_text("CVE-2099-0001\nCVE-2099-0003\n")
     assert scan_fingerprint(with_file, identity) != first
     assert "sig=" not in json.dumps(fingerprint_document(with_file, identity))  # no secret, not even hashed
+
+
+def test_the_choice_reads_the_fleet_state_not_the_monitor_records(monitor: Monitor, audits, tmp_path):
+    """Issue 24: an image whose monitor record is gone is still due when its state says so."""
+    cache = write_db(tmp_path / "cache", DAY1)
+    monitor.env.set(TRIVY_CACHE_DIR=str(cache))
+    digest, _ = scan_through_watch(monitor, audits, "state/app", "2.0")
+    records = [name for name in audits.all_names() if "/monitor/images/" in name]
+    assert records  # the old path's input: without it, nothing would be due
+    for name in records:
+        audits.client.delete_blob(name)
+    write_db(cache, DAY2, refreshed=True)
+    monitor.env.set(RESCAN_MAX_AGE_HOURS="0")
+    result = monitor_handlers.on_rescan(TimerRequest(), REPO_ROOT)
+    assert [image for image, _ in result.enqueued] == [f"{monitor.registry.address}/state/app@{digest}"]
+    monitor.env.set(RESCAN_WINDOW_DAYS="0.00001")  # wanted ~1 s ago at most: out of the window once it passes
+    time.sleep(1.1)
+    assert monitor_handlers.on_rescan(TimerRequest(), REPO_ROOT).enqueued == []

@@ -98,8 +98,9 @@ def on_rescan(
     scanner = make_scanner(app_root)
     batches = send_batch or (queue_enqueue_batch(app_root) if send is None else None)
     with monitor_store(scanner) as store:
+        state = scanner.fleet_state() if scanner.audit_index is not None else None  # the choice reads it
         return Rescanner(scanner.config, store, send or queue_enqueue(app_root), scanner.database,
-                         scanner.logger, enqueue_batch=batches).run()
+                         scanner.logger, enqueue_batch=batches, state=state).run()
 
 
 def on_image_pushed(

@@ -1,7 +1,8 @@
 """Rescans as the DB learns: one run of the rescan timer.
 
-Every image's latest succeeded audit is one record (``records.py``); an image
-is rescanned when all of these hold:
+The choice reads the fleet state (issue 24: ``storage.rescan_candidates``, one
+filtered query of its digest entities, never the monitor's records); a scanned
+manifest is rescanned when all of these hold:
 
 * it was *seen* in the last ``RESCAN_WINDOW_DAYS`` (default 30): its latest
   request that was not itself a rescan (a push, a watch run, a person's
@@ -32,6 +33,7 @@ from typing import Protocol
 from ..config import ScannerConfig
 from ..errors import ScanFailed
 from ..log import ScanLogger
+from ..storage import FleetState, ImageState, rescan_candidates
 from ..trivy import VulnerabilityDatabase
 from .records import ImageRecord, MonitorStore
 from .watch import Enqueue, audit_id_for
@@ -61,6 +63,18 @@ def due_for_rescan(
         ):
             due.append(record)
     return sorted(due, key=lambda record: record.scanned_at)
+
+
+def record_of(image: ImageState) -> ImageRecord:
+    """A digest entity of the fleet state as the record ``due`` returns: the scanned manifest
+    (the platform's, for an image index), its last succeeded audit, its last wanting request."""
+    return ImageRecord(
+        repository=image.repository, digest=image.platform_digest or image.digest or "",
+        audit_id=image.last_succeeded_audit_id or image.audit_id,
+        folder=image.last_succeeded_folder or image.folder, requested_at=image.requested_at,
+        scanned_at=image.scanned_at or 0, seen_at=image.wanted_at or 0, tag=image.tag,
+        db_updated_at=image.db_updated_at, inventory=image.inventory_path, platform_digest=image.platform_digest,
+    )
 
 
 class EnqueueBatch(Protocol):
@@ -96,6 +110,7 @@ class Rescanner:
         *,
         enqueue_batch: EnqueueBatch | None = None,
         clock: Callable[[], float] = time.time,
+        state: FleetState | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -104,6 +119,7 @@ class Rescanner:
         self.database = database
         self.log = log
         self.clock = clock
+        self.state = state
 
     def run(self) -> RescanResult:
         """Enqueues the due rescans. Without a usable DB nothing is due (logged).
@@ -125,9 +141,16 @@ class Rescanner:
         return result
 
     def due(self, result: RescanResult, now: float, current: datetime) -> list[ImageRecord]:
-        """Which images are due: the one place that chooses (``result.images``: how many were looked at)."""
+        """Which images are due: the one place that chooses (``result.images``: how many were looked at).
+        From the fleet state when there is one (the candidates the service's filter returns), else
+        (no state: a deployment without one) from the monitor's records."""
         settings = self.config.settings
-        records = [record for record in self.store.images() if not record.is_index]  # platforms rescan apart
+        if self.state is not None:
+            candidates = rescan_candidates(self.state, int(now - settings.rescan_max_age_hours * 3_600),
+                                           int(now - settings.rescan_window_days * 86_400))
+            records = [record_of(image) for image in candidates]
+        else:
+            records = [record for record in self.store.images() if not record.is_index]  # platforms rescan apart
         result.images = len(records)
         return due_for_rescan(records, now=now, current_db=current,
                               max_age_hours=settings.rescan_max_age_hours, window_days=settings.rescan_window_days)

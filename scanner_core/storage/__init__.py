@@ -33,6 +33,7 @@ _EXPORTS = {
     "FleetSnapshot": ".fleet_views",
     "MAX_FLEET_PAGE": ".fleet_views",
     "page_images": ".fleet_views",
+    "rescan_candidates": ".fleet_views",
     "read_fleet_snapshot": ".fleet_views",
     "current_snapshot": ".fleet_views",
     "newest_images": ".fleet_views",

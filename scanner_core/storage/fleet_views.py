@@ -11,6 +11,8 @@
   by ``take_snapshot`` (the heartbeat timer and ``reindex``: one walk of the state, i.e.
   of the images, never of the audits); the summary and the metrics read it with one
   point read, whatever the size of the fleet.
+* ``rescan_candidates``: the rescan timer's choice, one filtered query of the digest
+  entities (scanned before a time, wanted since another), paged by the service.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from .container import StorageErrors
 from .fleet_state import DAY_SECONDS, FleetState
-from .image_state import SEVERITIES, ImageState
+from .image_state import DIGEST_ROW, SEVERITIES, ImageState
 from .index_rows import CATEGORIES, InvalidCursor, decode_cursor, encode_cursor
 from .tables import table_key
 
@@ -163,3 +165,22 @@ def read_fleet_snapshot(state: FleetState) -> FleetSnapshot | None:
         except ResourceNotFoundError:
             return None
     return FleetSnapshot.model_validate_json(entity["document"])
+
+
+def rescan_candidates(state: FleetState, scanned_before: int, wanted_since: int) -> list[ImageState]:
+    """The scanned manifests (digest entities) last scanned at or before ``scanned_before`` and
+    last wanted (a request that was not a rescan) since ``wanted_since``, with a succeeded audit;
+    one per scanned platform digest, oldest scan first. One filtered query (the service skips the
+    rest), ``ceil(found / 1000)`` calls; the DB comparison is the caller's."""
+    upper = chr(ord(DIGEST_ROW[0]) + 1) + ":"
+    query = (f"RowKey ge @lo and RowKey lt @hi and scanned_at le {int(scanned_before)}L"
+             f" and wanted_at ge {int(wanted_since)}L")  # Int64 literals of ints: safe to write in
+    found: dict[tuple[str, str], ImageState] = {}
+    with StorageErrors("listing the images due for a rescan"):
+        for entity in state.table.query_entities(query, parameters={"lo": DIGEST_ROW, "hi": upper},
+                                                 results_per_page=MAX_FLEET_PAGE):
+            image = ImageState.from_entity(entity)
+            scanned = image.platform_digest or image.digest
+            if image.last_succeeded_audit_id and scanned:
+                found.setdefault((image.repository, scanned), image)
+    return sorted(found.values(), key=lambda image: (image.scanned_at or 0, image.repository))

@@ -29,7 +29,7 @@ DIGEST_ROW = "d:"
 _IMAGE_FIELDS = ("approval_state", "approval_deadline", "approval_id", "asked_at")
 # Kept from the last succeeded audit when a newer one failed (the fleet views still show its findings).
 # Unix seconds pass 2**31 in 2038: stored as Int64 (the SDK would refuse them as Int32 then).
-TIME_FIELDS = ("requested_at", "scanned_at", "asked_at", "seen_at")
+TIME_FIELDS = ("requested_at", "scanned_at", "asked_at", "seen_at", "wanted_at")
 _SUCCEEDED_FIELDS = ("last_status", "last_succeeded_audit_id", "last_succeeded_folder", *SEVERITIES, "secrets", "kev",
                      "epss_max", "db_updated_at", "policy_action", "policy_rule", "decision", "inventory_path", "eosl",
                      "platforms")
@@ -89,6 +89,8 @@ class ImageState(BaseModel):
     approval_deadline: str | None = None
     approval_id: str | None = None
     asked_at: int | None = None
+    # The last request that was not a rescan (the rescan timer's RESCAN_WINDOW_DAYS counts from it).
+    wanted_at: int | None = None
 
     @classmethod
     def from_meta(cls, meta: AuditMeta, folder: str) -> ImageState | None:
@@ -114,7 +116,8 @@ class ImageState(BaseModel):
             repository=repository, registry=repository.split("/", 1)[0], tag=tag, digest=digest, image=meta.image,
             platform_digest=meta.platform_digest, audit_id=meta.audit_id, folder=folder,
             audit_result=meta.audit_result.value, failure_reason=meta.failure_reason,
-            requested_at=meta.requested_at, scanned_at=meta.timestamp, scan_status=meta.scan_status, **fields,
+            requested_at=meta.requested_at, scanned_at=meta.timestamp, scan_status=meta.scan_status,
+            wanted_at=meta.requested_at if meta.trigger != "rescan" else None, **fields,
         )
 
     @property
@@ -131,12 +134,19 @@ class ImageState(BaseModel):
         """Whether this audit may replace ``other``'s: a later request, or the same audit again."""
         if self.requested_at != other.requested_at:
             return self.requested_at > other.requested_at
-        return self.audit_id >= other.audit_id  # the same second: the same audit again, or a fixed order
+        if self.audit_id == other.audit_id:
+            return True  # the same audit again
+        if (self.wanted_at is None) != (other.wanted_at is None):
+            # the same second, one of them a rescan (as read from its meta): the timer chose it from
+            # the other's state, so it came after
+            return self.wanted_at is None
+        return self.audit_id > other.audit_id  # a fixed order
 
     def over(self, older: ImageState) -> ImageState:
         """This state written over ``older`` (the same image's entity): the image's approval and
-        asks are kept when the digest is the same, the last success's fields when this one failed."""
-        keep: dict[str, Any] = {}
+        asks are kept when the digest is the same, the last success's fields when this one failed,
+        the last wanting request's time when this one is a rescan."""
+        keep: dict[str, Any] = {"wanted_at": older.wanted_at} if self.wanted_at is None else {}
         if older.digest == self.digest:
             keep |= {name: getattr(older, name) for name in _IMAGE_FIELDS if getattr(self, name) is None}
         if self.last_succeeded_audit_id is None and older.last_succeeded_audit_id is not None:
