@@ -36,6 +36,7 @@ from collections.abc import Callable  # noqa: E402
 from scanner_core.fleet_queries import (  # noqa: E402
     InstalledPackage, QueryTables, images_with_package, images_with_vulnerability, parse_version_range,
 )
+from scanner_core.config import Settings  # noqa: E402
 from scanner_core.models import AuditMeta, AuditResult, Finding  # noqa: E402
 from scanner_core.errors import StorageError  # noqa: E402
 from scanner_core.storage import forget_tables, resolve_account_connection  # noqa: E402
@@ -43,6 +44,7 @@ from tests.support.azurite import Azurite  # noqa: E402
 
 GOAL_FIRST_PAGE_S = 1.0
 SEEDED_AT = 1_790_000_000
+BENCH_SETTINGS = Settings.model_validate({"SCANNER_IDENTIFIER": "b0b0b0b0-0000-4000-8000-000000000000"})  # names the tables
 
 
 def meta_of(index: int, audit_id: str, at: int) -> AuditMeta:
@@ -92,7 +94,7 @@ def one_size(images: int, findings: int, packages: int, runs: int, work: Path) -
     rng = random.Random(images)
     with Azurite(work / f"azurite-{images}") as azurite:
         forget_tables()
-        tables = QueryTables(resolve_account_connection("Bench", {"Bench": azurite.connection_string}))
+        tables = QueryTables(resolve_account_connection("Bench", {"Bench": azurite.connection_string}), BENCH_SETTINGS)
         start = time.perf_counter()
         written = 0
         for first in range(0, images, 1000):

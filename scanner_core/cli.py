@@ -266,7 +266,7 @@ def audit_rebuilders(scanner: Scanner) -> list[AuditRebuilder]:
     state = scanner.fleet_state()
     rebuilders = [NamedRebuilder("index", index.record), NamedRebuilder("state", state.record)]
     if (connection := fleet_tables_connection(scanner.config.settings.fleet_tables_connection)) is not None:
-        tables = QueryTables(connection)  # the fleet queries' tables (issue 24.3): from the stored report and inventory
+        tables = QueryTables(connection, scanner.config.settings)  # the fleet queries' tables (issue 24.3): from the stored report and inventory
         rebuilders.append(NamedRebuilder("queries", lambda meta, _folder: rebuild_queries(tables, meta, index.read_chunks)))
     return rebuilders
 

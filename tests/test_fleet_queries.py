@@ -18,7 +18,7 @@ from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
 from scanner_core.fleet_queries import (
-    InstalledPackage, QueryTables, fleet_tables_connection, forget_image, images_with_package, parse_version_range,
+    VULNERABILITY_TABLE, InstalledPackage, QueryTables, fleet_tables_connection, forget_image, images_with_package, parse_version_range,
     rebuild_queries,
 )
 from scanner_core.functions import package_images, vulnerability_images
@@ -157,7 +157,7 @@ def test_cve_and_package_queries_follow_scans_rescans_and_suppressions(query_env
     assert set(by_repository(package(api, "zlib"))) == {"one", "two"}  # still installed
 
     # An image that leaves the fleet leaves the answers.
-    tables = QueryTables(fleet_tables_connection(None))
+    tables = QueryTables(fleet_tables_connection(None), load_config().settings)
     assert forget_image(tables, f"{fleet['one'][0]}:1.0") > 0
     assert cve(api, CVE_A)["images"] == [] and set(by_repository(package(api, "zlib"))) == {"two"}
 
@@ -197,7 +197,7 @@ def finding(vulnerability_id: str, version: str) -> Finding:
 
 
 def test_the_writer_writes_only_changes_and_never_lets_an_older_audit_win(query_env, azurite):
-    tables = QueryTables(fleet_tables_connection(None))
+    tables = QueryTables(fleet_tables_connection(None), load_config().settings)
     image = f"registry.example/w{uuid.uuid4().hex[:8]}/app:1.0"
 
     def meta(audit_id: str, at: int) -> AuditMeta:
@@ -213,14 +213,18 @@ def test_the_writer_writes_only_changes_and_never_lets_an_older_audit_win(query_
     assert (fixed.written, fixed.deleted) == (1, 1)
     assert tables.record(meta("w0", 150), lambda: [], lambda: []).result == "older"
     assert tables.record(meta("w3", 300), lambda: [], lambda: []).result == "unchanged"
-    rows = list(tables.tables["fleetvulns"].query_entities("PartitionKey eq @p", parameters={"p": ids[1]}))
+    rows = list(tables.tables[VULNERABILITY_TABLE].query_entities("PartitionKey eq @p", parameters={"p": ids[1]}))
     assert [(r["since-audit"], r["image"]) for r in rows] == [("w1", image)]
-    assert list(tables.tables["fleetvulns"].query_entities("PartitionKey eq @p", parameters={"p": ids[2]})) == []
+    assert list(tables.tables[VULNERABILITY_TABLE].query_entities("PartitionKey eq @p", parameters={"p": ids[2]})) == []
+    # Named per scanner, as the fleet state is: another deployment on the same account sees none of it.
+    other = QueryTables(tables.connection, load_config().settings.model_copy(update={"fleet_table_prefix": "other"}))
+    assert other.tables[VULNERABILITY_TABLE].table_name.startswith("other")
+    assert list(other.tables[VULNERABILITY_TABLE].query_entities("PartitionKey eq @p", parameters={"p": ids[1]})) == []
 
 
 def test_bulk_writing_leaves_the_same_reverse_index_as_one_audit_at_a_time(query_env, azurite):
     """``record_new_images`` (the bench, a first reindex): the next audit of the same findings writes nothing."""
-    tables = QueryTables(fleet_tables_connection(None))
+    tables = QueryTables(fleet_tables_connection(None), load_config().settings)
     base = f"registry.example/b{uuid.uuid4().hex[:8]}"
     metas = [AuditMeta(audit_id=f"b{n}", scanner_id="s", scanner_version="1", timestamp=100, requested_at=100,
                        audit_result=AuditResult.SUCCEEDED, image=f"{base}/app{n}:1.0") for n in range(3)]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The fleet queries' pages: one partition of ``fleetvulns`` or ``fleetpackages`` read in
+"""The fleet queries' pages: one partition of the ``vulns`` or ``packages`` table read in
 RowKey order from a cursor, so a page costs the same at 1,000 and 100,000 images (a
 partition query, at most ``SCAN_BUDGET`` entities read, whatever the table's size).
 

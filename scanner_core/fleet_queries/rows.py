@@ -1,11 +1,12 @@
-"""The fleet query tables and their entities (docs/formats.md#fleet-query-tables).
+"""The fleet query tables and their entities (docs/formats.md#fleet-query-tables), each named
+``{FLEET_TABLE_PREFIX}{scanner short id}{kind}`` (``fleet1a2b3c4dvulns``):
 
-* ``fleetvulns``: PartitionKey ``table_key(vulnerability id)``, RowKey ``table_key(image)``:
+* ``vulns``: PartitionKey ``table_key(vulnerability id)``, RowKey ``table_key(image)``:
   one entity per vulnerability and image, with the affected packages (name, installed and
   fixed version, severity, target; at most ``MAX_LISTED``) and since which audit.
-* ``fleetpackages``: PartitionKey ``table_key(lower-cased package name)``, RowKey
+* ``packages``: PartitionKey ``table_key(lower-cased package name)``, RowKey
   ``table_key(image)``: one entity per package name and image, with its versions and types.
-* ``fleetqueryimages``: the reverse index, PartitionKey ``table_key(image)``: what the image
+* ``queryimages``: the reverse index, PartitionKey ``table_key(image)``: what the image
   has in the two tables (RowKey ``v:<vulnerability key>`` / ``p:<package key>``, each with the
   content hash written and since which audit) and a ``~image`` row (the latest audit recorded,
   its request time and which audit its findings and inventory came from). The writer reads it
@@ -26,9 +27,11 @@ from ..approvals import approval_subject
 from ..models import AuditMeta
 from ..storage import image_identity, table_key
 
-VULNERABILITY_TABLE = "fleetvulns"
-PACKAGE_TABLE = "fleetpackages"
-IMAGE_TABLE = "fleetqueryimages"
+# the tables' kinds: each one's name is ``storage.fleet_table_name(settings, kind)``
+# (``{FLEET_TABLE_PREFIX}{scanner short id}{kind}``), so deployments sharing an account never mix
+VULNERABILITY_TABLE = "vulns"
+PACKAGE_TABLE = "packages"
+IMAGE_TABLE = "queryimages"
 HEADER_ROW = "~image"  # table_key never writes "~" before a non-hex letter: no item collides
 MAX_LISTED = 50  # packages (or versions) kept per entity: its JSON stays far below 64 KiB
 SEVERITY_ORDER = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")

@@ -28,9 +28,10 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from ..config import Settings
 from ..io_pool import io_pool
 from ..models import AuditMeta, AuditResult
-from ..storage import AccountConnection, StorageErrors, fleet_table, resolve_account_connection
+from ..storage import AccountConnection, StorageErrors, fleet_table, fleet_table_name, resolve_account_connection
 from ..trivy import ReportSummariser
 from .inventory import InstalledPackage, packages_of_inventory
 from .rows import (
@@ -78,11 +79,13 @@ class _Delta:
 
 
 class QueryTables:
-    """The three tables on one connection (clients per process: ``storage.fleet_table``)."""
+    """The scanner's three tables on one connection (clients per process: ``storage.fleet_table``),
+    keyed by kind, named per scanner as the fleet state is (``storage.fleet_table_name``)."""
 
-    def __init__(self, connection: AccountConnection) -> None:
+    def __init__(self, connection: AccountConnection, settings: Settings) -> None:
         self.connection = connection
-        self.tables = {name: fleet_table(connection, name) for name in (VULNERABILITY_TABLE, PACKAGE_TABLE, IMAGE_TABLE)}
+        self.tables = {kind: fleet_table(connection, fleet_table_name(settings, kind))
+                       for kind in (VULNERABILITY_TABLE, PACKAGE_TABLE, IMAGE_TABLE)}
 
     # -- one audit ---------------------------------------------------------------
 

@@ -34,7 +34,7 @@ class QueryFollowUp:
     @cached_property
     def tables(self) -> QueryTables | None:
         connection = fleet_tables_connection(self.settings.fleet_tables_connection)
-        return QueryTables(connection) if connection is not None and self.audit_index is not None else None
+        return QueryTables(connection, self.settings) if connection is not None and self.audit_index is not None else None
 
     def collector(self, audit_id: str | None) -> Callable[[FoundPackage], None] | None:
         """A callback keeping every finding of ``audit_id``'s report as the summariser reads it."""

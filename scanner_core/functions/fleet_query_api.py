@@ -81,7 +81,7 @@ def _tables(ctx: ApiContext) -> QueryTables:
     if connection is None:
         raise ApiError(503, "fleet-tables-unavailable", "no storage connection for the fleet tables: set "
                        "FLEET_TABLES_CONNECTION (or AzureWebJobsStorage)")  # fmt: skip
-    return QueryTables(connection)
+    return QueryTables(connection, ctx.config.settings)
 
 
 def _answer(ctx: ApiContext, document: dict[str, Any], page: QueryPage, route: str,
