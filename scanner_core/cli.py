@@ -290,7 +290,8 @@ def _reindex(scanner: Scanner) -> int:
         approvals = 0
         for row in ApprovalStore(settings.blob_container_url, scanner.short_id).rows():
             if row.get("repository") and row.get("digest") and row.get("id") and row.get("state"):
-                approvals += state.approval_changed(row["repository"], row["digest"], row["id"], row["state"])
+                approvals += state.approval_changed(row["repository"], row["digest"], row["id"], row["state"],
+                                                    row.get("deadline"))
         take_snapshot(state, newest=settings.metrics_max_images)
     except ScannerError as error:
         return _fail(error)

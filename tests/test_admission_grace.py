@@ -38,9 +38,9 @@ def test_an_at_risk_image_is_admitted_with_a_warning_until_its_deadline_revokes_
     (policy := tmp_path / "policy.yaml").write_text(POLICY)
     monitor.env.set(TRIVY_CACHE_DIR=str(cache), POLICY_PATH=str(policy), WEBSITE_AUTH_ENABLED="True",
                     ADMISSION_MODE="enforce", ADMISSION_VERDICT_TTL_SECONDS="0")
-    repository = f"{monitor.registry.address}/gate/app"
+    repository = f"{monitor.registry.address}/admission-grace/app"
     monitor.configure([{"repository": repository}])
-    digest = monitor.push("gate/app", "1.0")
+    digest = monitor.push("admission-grace/app", "1.0")  # its own repository: one registry serves the session
     monitor_handlers.on_watch(TimerRequest(), REPO_ROOT)
     (message,) = monitor.queue.take()
     assert monitor.queue.deliver(message, REPO_ROOT) == []

@@ -185,12 +185,15 @@ def test_the_metrics_the_digest_and_the_dashboard_list_show_at_risk_with_the_dea
     from tests.test_audit_index import folder_of
     from tests.test_metrics import samples, scrape
 
-    store = store_for(scanner_env, audits)
+    api = make_api(azurite)
+    # As the API and the scan path do: every saved request updates its digest's fleet state (issue 24),
+    # which the metrics read.
+    store = ApprovalStore(api.config.settings.blob_container_url, api.short_id, fleet_state=api.fleet_state)
     book = _approved_book(store, RevocationPolicy.model_validate({"grace": "3d"}))
     rescan = _rescan("a2", _finding("CVE-2026-0006"))
-    api = make_api(azurite)
     with AuditIndex(api.config.settings.blob_container_url, api.short_id) as index:
         index.record(rescan, folder_of(rescan, api.short_id))
+    api.fleet_state().record(rescan, folder_of(rescan, api.short_id))
     assert book.after_audit(rescan) == "at-risk"
     request, _ = store.get(approval_id(REPOSITORY, DIGEST))
     deadline = request.at_risk.deadline

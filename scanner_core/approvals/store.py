@@ -186,7 +186,7 @@ class ApprovalStore:
         if self._fleet_state is None:
             return
         try:
-            deadline = getattr(request, "deadline", None)
+            deadline = request.at_risk.deadline if request.at_risk else None  # issue 25: an at-risk request's
             self._fleet_state().approval_changed(request.repository, request.digest, request.id, request.state,
                                                  str(deadline) if deadline is not None else None)
         except Exception as error:  # noqa: BLE001 - the approval is saved; the state catches up on reindex
