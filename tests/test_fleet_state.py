@@ -139,3 +139,16 @@ def test_a_state_that_cannot_be_written_never_loses_the_audit(scanner_env, azuri
     assert outcome.succeeded and outcome.meta_written
     assert "fleet state not updated" in caplog.text and "reindex" in caplog.text
     assert wrong.split("AccountKey=")[1].split(";")[0] not in caplog.text
+
+
+def test_an_ask_within_the_day_costs_no_request_and_an_older_one_is_recorded(azurite: Azurite):
+    """The verdict's hot path: ``get`` already read the entity, so a fresh ask needs no second read."""
+    state = fresh_state(azurite.connection_string)
+    now = 1_800_000_000
+    assert state.record(meta("fresh", now - 3_600), "trivy-x/fresh")
+    known = state.get(HOSTILE_REPOSITORY, "1.0")
+    FleetState(table=None).asked(HOSTILE_REPOSITORY, "1.0", None, at=now, known=known)  # would fail on any request
+    assert state.get(HOSTILE_REPOSITORY, "1.0").asked_at is None
+    later = now + 2 * 86_400  # seen more than a day ago: recorded
+    state.asked(HOSTILE_REPOSITORY, "1.0", None, at=later, known=state.get(HOSTILE_REPOSITORY, "1.0"))
+    assert state.get(HOSTILE_REPOSITORY, "1.0").asked_at == later

@@ -30,7 +30,7 @@ def find_verdict(ctx: ApiContext, repository: str, tag: str | None, digest: str 
     if state is None:
         return None
     try:
-        fleet.asked(repository, tag, digest)  # at most one write a day per image: the TTL counts from asks
+        fleet.asked(repository, tag, digest, known=state)  # at most one write a day per image: the TTL counts from asks
     except StorageError as error:  # the answer does not depend on it
         _log.warning("the image's last ask not recorded: %s", error)
     row = state.row()

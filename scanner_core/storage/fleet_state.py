@@ -77,11 +77,16 @@ class FleetState:
                 parameters={"pk": partition, "d": digest}, select=["RowKey"])]
         return self._write(partition, sorted(set(keys) | {digest_row(digest)}), update) if keys else False
 
-    def asked(self, repository: str, tag: str | None, digest: str | None, at: int | None = None) -> None:
-        """Records that the image was asked for (``FLEET_IMAGE_TTL_DAYS`` counts from the last ask)."""
+    def asked(self, repository: str, tag: str | None, digest: str | None, at: int | None = None, *,
+              known: ImageState | None = None) -> None:
+        """Records that the image was asked for (``FLEET_IMAGE_TTL_DAYS`` counts from the last ask).
+        ``known``: the entity ``get`` just read for this ask; when it is the only one asked and was
+        seen within the day, nothing is read or written (the verdict's hot path)."""
         keys = [tag_row(tag)] if tag else []
         keys += [digest_row(digest)] if digest else []
         now = int(at if at is not None else time.time())
+        if known is not None and len(keys) == 1 and known.last_seen() >= now - DAY_SECONDS:
+            return
         self._write(table_key(repository), keys, lambda _key, current: current.model_copy(update={"asked_at": now})
                     if current is not None and current.last_seen() < now - DAY_SECONDS else None)
 
