@@ -273,7 +273,8 @@ def audit_rebuilders(scanner: Scanner) -> list[AuditRebuilder]:
 
 def _reindex(scanner: Scanner) -> int:
     """Rebuilds the index and the fleet state from the stored metas (idempotent), then copies
-    every approval request's state onto its digest; a progress bar on stderr, a count at the end."""
+    every approval request's state onto its digest and brings the sorted pages' rows in line
+    with the state; a progress bar on stderr, a count at the end."""
     from tqdm import tqdm
 
     from .approvals import ApprovalStore
@@ -292,12 +293,13 @@ def _reindex(scanner: Scanner) -> int:
             if row.get("repository") and row.get("digest") and row.get("id") and row.get("state"):
                 approvals += state.approval_changed(row["repository"], row["digest"], row["id"], row["state"],
                                                     row.get("deadline"))
+        ordered = state.sync_every_order()  # the sorted pages, from the state just rebuilt
         take_snapshot(state, newest=settings.metrics_max_images)
     except ScannerError as error:
         return _fail(error)
     failed = ", ".join(f"{name}: {n}" for name, n in count.failures.items() if n)
     print(f"reindexed {count.audits} audits under trivy-{scanner.short_id}/ ({count.unreadable} unreadable metas "
-          f"skipped), {approvals} approval states copied" + (f"; failed: {failed} (run it again)" if failed else ""))
+          f"skipped), {approvals} approval states copied, {ordered} sorted-page rows written" + (f"; failed: {failed} (run it again)" if failed else ""))
     return EXIT_OK if not failed else EXIT_NOT_STORED
 
 

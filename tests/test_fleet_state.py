@@ -14,9 +14,10 @@ import pytest
 from scanner_core.audit import ScanRequest
 from scanner_core.config import load_config
 from scanner_core.core import Scanner
-from scanner_core.functions import image_verdict
+from scanner_core.functions import fleet_images, image_verdict
 from scanner_core.models import AuditMeta, AuditResult
 from scanner_core.storage import (
+    ORDERS,
     FleetState,
     digest_row,
     fleet_state_of,
@@ -123,6 +124,10 @@ def test_a_scan_writes_the_state_and_the_verdict_reads_it(scanner_env, azurite, 
     assert approval is not None and approval["state"] in ("pending", "approved", "rejected")
     found = fleet_state_of(settings).get(repository, digest=pushed_sample.digest)
     assert (found.approval_state, found.approval_id) == (approval["state"], approval["id"])
+    # The scan wrote its rows in the sorted pages too (after the state), approval included.
+    for order in ORDERS:
+        page = answer(fleet_images(http("GET", "images", params={"sort": order}), api), 200)
+        assert [(i["audit-id"], i["approval"]) for i in page["images"]] == [("fleet-1", approval["state"])], order
     # Nothing of the connection string reaches the table.
     entity = json.dumps(fleet_state_of(settings).table.get_entity(table_key(repository), tag_row(state.tag)))
     assert "AccountKey" not in entity and azurite.connection_string not in entity

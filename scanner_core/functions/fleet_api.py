@@ -1,7 +1,8 @@
 """``GET /api/images`` (issue 24): every image of the fleet, paged, from the images'
 current state (``storage/fleet_state.py``), never from the audit history. Filters:
 ``status`` (the latest audit's category), ``approval`` (the approval state) and
-``repository``; the first page carries the fleet's totals from the last snapshot
+``repository``; ``sort`` (``severity``, ``kev``, ``epss``, ``age``: served in that order by
+the table kept for it, ``storage/fleet_order.py``, not sorted here); the first page carries the fleet's totals from the last snapshot
 (one point read; the heartbeat timer and ``reindex`` take it). Costs: docs/api.md.
 """
 
@@ -14,11 +15,11 @@ import azure.functions as func
 
 from ..approvals import APPROVAL_STATES
 from ..registry import parse_image_reference
-from ..storage import CATEGORIES, ImageState, iso8601, page_images, read_fleet_snapshot
+from ..storage import CATEGORIES, ORDERS, ImageState, iso8601, page_images, read_fleet_snapshot
 from .http_api import ApiContext
 from .responses import ApiError, answer, flag_param, json_response, limit_param
 
-FILTERS = ("status", "approval", "repository")
+FILTERS = ("status", "approval", "repository", "sort")
 
 
 def fleet_images(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
@@ -28,16 +29,18 @@ def fleet_images(req: func.HttpRequest, ctx: ApiContext) -> func.HttpResponse:
         status = _choice(req.params.get("status"), "status", CATEGORIES)
         approval = _choice(req.params.get("approval"), "approval", APPROVAL_STATES)
         repository = _repository(req.params.get("repository"))
+        sort = _choice(req.params.get("sort"), "sort", ORDERS)
         with_totals = flag_param(req.params.get("totals"), "totals", default=cursor is None)
         state = ctx.fleet_state()
         images, next_cursor = page_images(state, limit, cursor, repository=repository, category=status,
-                                          approval=approval)
+                                          approval=approval, sort=sort)
         document: dict[str, Any] = {}
         if with_totals:
             snapshot = read_fleet_snapshot(state)
             document["totals"] = snapshot.totals() if snapshot else None
             document["totals-at"] = iso8601(snapshot.taken_at) if snapshot else None
-        query = {k: v for k, v in (("status", status), ("approval", approval), ("repository", repository)) if v}
+        query = {k: v for k, v in (("status", status), ("approval", approval), ("repository", repository),
+                                   ("sort", sort)) if v}
         next_link = (f"{ctx.path('images')}?{urlencode(query | {'limit': limit, 'cursor': next_cursor})}"
                      if next_cursor else None)
         document |= {"images": [image_document(image, ctx) for image in images], "limit": limit,

@@ -303,13 +303,23 @@ class Shipper:
                 state_written.result()
 
     def record_state(self, meta: AuditMeta, folder: str, log: ScanLogger) -> None:
-        """The one write of the image's current state (issue 24; storage/fleet_state.py). Never
-        raises: a failure is logged and counted, and ``reindex`` rebuilds the state."""
+        """The one write of the image's current state (issue 24; storage/fleet_state.py), then its
+        rows in the sorted pages. Never raises: a failure is logged (the state's counted), and
+        ``reindex`` rebuilds both."""
         if self.fleet_state is None:
             return
         try:
-            self.fleet_state().record(meta, folder)
+            state = self.fleet_state()
+            changed = state.record(meta, folder)
         except Exception as error:  # noqa: BLE001 - the state must never fail an audit that is recorded
             count_state_failure()
             log.warning("fleet state not updated; `python -m scanner_core reindex` rebuilds it",
+                        fields={"error": self.scanner.redactor(str(error))[:500]})
+            return
+        if not changed:
+            return
+        try:  # after the state is visible: the sorted pages' rows (storage/fleet_order.py) follow it
+            state.sync_order_of(meta)
+        except Exception as error:  # noqa: BLE001 - the next audit of the image or reindex repairs them
+            log.warning("fleet order not updated; `python -m scanner_core reindex` rebuilds it",
                         fields={"error": self.scanner.redactor(str(error))[:500]})

@@ -26,6 +26,8 @@ _EXPORTS = {
     "audit_folders": ".rebuild",
     "rebuild_audits": ".rebuild",
     "FleetState": ".fleet_state",
+    "FleetOrder": ".fleet_order",
+    "ORDERS": ".fleet_order",
     "EXPIRED": ".retention",
     "RETENTION_TAG": ".retention",
     "expire_audits": ".retention",

@@ -17,6 +17,7 @@ of the app setting ``FLEET_TABLES_CONNECTION`` names (docs/configuration.md).
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from ..models import AuditMeta
 from .account import resolve_account_connection
 from .container import StorageErrors
+from .fleet_order import FleetOrder
 from .image_state import DIGEST_ROW, TAG_ROW, ImageState, digest_row, tag_row
 from .tables import fleet_table, table_key
 
@@ -43,9 +45,10 @@ class FleetState:
     """The current state of one scanner's images. Every call asks the Table service, so
     several instances share it; ``StorageError`` (status only) when the service fails."""
 
-    def __init__(self, table: TableClient, image_ttl_days: int = 0) -> None:
+    def __init__(self, table: TableClient, image_ttl_days: int = 0, order: FleetOrder | None = None) -> None:
         self.table = table
         self.image_ttl_days = image_ttl_days
+        self.order = order  # the sorted pages' tables (fleet_order.py); None: no sorted pages
 
     # -- writing ---------------------------------------------------------------
 
@@ -75,7 +78,11 @@ class FleetState:
             keys = [e["RowKey"] for e in self.table.query_entities(
                 "PartitionKey eq @pk and ( digest eq @d or platform_digest eq @d )",
                 parameters={"pk": partition, "d": digest}, select=["RowKey"])]
-        return self._write(partition, sorted(set(keys) | {digest_row(digest)}), update) if keys else False
+        keys = sorted(set(keys) | {digest_row(digest)}) if keys else []
+        changed = self._write(partition, keys, update) if keys else False
+        if changed:
+            self.sync_order(partition, keys)  # rare, and a reviewer filters the sorted pages by approval
+        return changed
 
     def asked(self, repository: str, tag: str | None, digest: str | None, at: int | None = None, *,
               known: ImageState | None = None) -> None:
@@ -87,8 +94,38 @@ class FleetState:
         now = int(at if at is not None else time.time())
         if known is not None and len(keys) == 1 and known.last_seen() >= now - DAY_SECONDS:
             return
-        self._write(table_key(repository), keys, lambda _key, current: current.model_copy(update={"asked_at": now})
-                    if current is not None and current.last_seen() < now - DAY_SECONDS else None)
+        if self._write(table_key(repository), keys, lambda _key, current: current.model_copy(update={"asked_at": now})
+                       if current is not None and current.last_seen() < now - DAY_SECONDS else None):
+            self.sync_order(table_key(repository), keys)  # at most once a day per image: its seen_at moved
+
+    def sync_order(self, partition: str, keys: list[str]) -> int:
+        """Brings the sorted pages' rows of these entities in line with their state (``fleet_order.py``);
+        the transactions written. Off a scan's critical path: the audit's follow-up calls it."""
+        if self.order is None:
+            return 0
+        return sum(self.order.sync(partition, key, lambda key=key: self._listed(partition, key)) for key in keys)
+
+    def sync_order_of(self, meta: AuditMeta) -> int:
+        """``sync_order`` for the entities an audit wrote (``record``)."""
+        state = ImageState.from_meta(meta, "")
+        return self.sync_order(state.partition, state.row_keys()) if state is not None else 0
+
+    def sync_every_order(self, workers: int = 16) -> int:
+        """``sync_order`` for every entity of the state (``reindex``: an upgraded deployment's
+        sorted pages, or rows a failed sync left behind); the transactions written."""
+        with StorageErrors("listing the fleet state"):
+            keys = [(e["PartitionKey"], e["RowKey"]) for e in self.table.query_entities(
+                "PartitionKey ne @snapshot", parameters={"snapshot": "~fleet"}, select=["PartitionKey", "RowKey"])]
+        with ThreadPoolExecutor(workers) as pool:  # its own threads: the syncs wait on the service
+            return sum(pool.map(lambda key: self.sync_order(key[0], [key[1]]), keys))
+
+    def _listed(self, partition: str, key: str) -> ImageState | None:
+        with StorageErrors("reading the fleet state"):
+            try:
+                entity = self.table.get_entity(partition, key)
+            except ResourceNotFoundError:
+                return None
+        return ImageState.from_entity(entity) if entity.get("listed") else None
 
     def _write(self, partition: str, keys: list[str],
                change: Callable[[str, ImageState | None], ImageState | None]) -> bool:
@@ -177,7 +214,8 @@ def fleet_state_of(settings: Settings) -> FleetState:
     connection = resolve_account_connection(settings.fleet_connection_setting)
     with StorageErrors("opening the fleet state"):
         table = fleet_table(connection, fleet_table_name(settings))
-    return FleetState(table, settings.fleet_image_ttl_days)
+    order = FleetOrder(lambda order: fleet_table(connection, fleet_table_name(settings, f"by{order}")))
+    return FleetState(table, settings.fleet_image_ttl_days, order)
 
 
 __all__ = ["DIGEST_ROW", "TAG_ROW", "FleetState", "fleet_state_of", "fleet_table_name"]

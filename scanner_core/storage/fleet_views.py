@@ -6,7 +6,9 @@
   service's continuation (partition and row key), wrapped like the index's. A page by
   repository is a partition query; a page of the whole fleet reads entities in key
   order, so its cost is the page (plus, with a rare filter, the entities the service
-  skips, at most 1,000 per call: a short page with a cursor, never a timeout).
+  skips, at most 1,000 per call: a short page with a cursor, never a timeout). Sorted
+  (``sort=``), the same query runs on that order's table (``fleet_order.py``), whose
+  key order is the sort: the same cost; a repository filter is then a property filter.
 * ``FleetSnapshot``: totals by category, approval and severity, written as one entity
   by ``take_snapshot`` (the heartbeat timer and ``reindex``: one walk of the state, i.e.
   of the images, never of the audits); the summary and the metrics read it with one
@@ -27,6 +29,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from pydantic import BaseModel, Field
 
 from .container import StorageErrors
+from .fleet_order import ORDER_PARTITION, POINTER_PREFIX
 from .fleet_state import DAY_SECONDS, FleetState
 from .image_state import DIGEST_ROW, SEVERITIES, ImageState
 from .index_rows import CATEGORIES, InvalidCursor, decode_cursor, encode_cursor
@@ -38,22 +41,32 @@ MAX_FLEET_PAGE = 1000  # the service's own maximum of entities per query call
 
 
 def page_images(state: FleetState, limit: int, cursor: str | None = None, *, repository: str | None = None,
-                category: str | None = None, approval: str | None = None,
+                category: str | None = None, approval: str | None = None, sort: str | None = None,
                 now: float | None = None) -> tuple[list[ImageState], str | None]:
-    """Up to ``limit`` images and the cursor of the next page (``None``: no more). One call."""
+    """Up to ``limit`` images and the cursor of the next page (``None``: no more). One call.
+    ``sort``: one of ``ORDERS`` (``fleet_order.py``), served by that order's table; else key order."""
     if not 1 <= limit <= MAX_FLEET_PAGE:
         raise ValueError(f"limit must be 1..{MAX_FLEET_PAGE}, got {limit}")
-    token = _token(cursor) if cursor else None
-    clauses, parameters = ["listed eq true"], {}
-    for name, value in (("PartitionKey", table_key(repository) if repository else None), ("category", category),
-                        ("approval_state", approval)):
+    token = _token(cursor, sort) if cursor else None
+    if sort is not None:
+        if state.order is None:
+            raise ValueError("this fleet state has no order tables")
+        table = state.order.table(sort)  # ValueError for an unknown order
+        clauses = [f"PartitionKey eq '{ORDER_PARTITION}'", f"RowKey lt '{POINTER_PREFIX}'"]
+        where = (("repository", repository), ("category", category), ("approval_state", approval))
+    else:
+        table, clauses = state.table, ["listed eq true"]
+        where = (("PartitionKey", table_key(repository) if repository else None), ("category", category),
+                 ("approval_state", approval))
+    parameters = {}
+    for name, value in where:
         if value is not None:
             clauses.append(f"{name} eq @{name}")
             parameters[name] = value
     if state.image_ttl_days:  # an Int64 literal for the Int64 property (an int, so safe to write in)
         clauses.append(f"seen_at ge {int((now if now is not None else time.time()) - state.image_ttl_days * DAY_SECONDS)}L")
     with StorageErrors("listing the fleet"):
-        listing = state.table.query_entities(" and ".join(clauses), parameters=parameters, results_per_page=limit)
+        listing = table.query_entities(" and ".join(clauses), parameters=parameters, results_per_page=limit)
         pages = listing.by_page(continuation_token=token)
         try:
             entities = list(next(pages))
@@ -65,18 +78,23 @@ def page_images(state: FleetState, limit: int, cursor: str | None = None, *, rep
             raise
         following = cast(Any, pages).continuation_token
     images = [ImageState.from_entity(entity) for entity in entities]
-    return images, encode_cursor(json.dumps(following, sort_keys=True)) if following else None
+    if not following:
+        return images, None
+    return images, encode_cursor(json.dumps(following | ({"order": sort} if sort else {}), sort_keys=True))
 
 
-def _token(cursor: str) -> dict[str, str]:
-    """The service's continuation from a cursor this API handed out; ``InvalidCursor`` else."""
+def _token(cursor: str, sort: str | None) -> dict[str, str]:
+    """The service's continuation from a cursor this API handed out for this order; ``InvalidCursor`` else."""
     try:
         token = json.loads(decode_cursor(cursor))
     except ValueError:
         token = None
-    if not isinstance(token, dict) or set(token) != {"PartitionKey", "RowKey"} or not all(
+    expected = {"PartitionKey", "RowKey"} | ({"order"} if sort else set())
+    if not isinstance(token, dict) or set(token) != expected or not all(
             isinstance(value, str) and len(value) <= 1024 for value in token.values()):
         raise InvalidCursor("is not a cursor handed out by this API; use the 'next-cursor' of the previous page")
+    if sort and token.pop("order") != sort:
+        raise InvalidCursor(f"is a cursor of another order; use the 'next-cursor' of the previous page sorted by {sort}")
     return token
 
 
