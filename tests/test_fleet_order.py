@@ -136,3 +136,26 @@ def test_reindex_rebuilds_the_order_from_the_state(ordered, azurite):
     assert ordered.sync_every_order() == 15 * len(ORDERS)
     assert ordered.sync_every_order() == 0  # idempotent: nothing changed, nothing written
     assert in_order(listing(api, sort="kev"), listing(api), "kev")
+
+
+def test_the_dashboard_lists_images_in_the_order_chosen(ordered, azurite):
+    """Chromium: the images table comes in the API's ``sort=kev`` order by default, and choosing
+    "oldest scan" with a status filter shows the API's ``sort=age&status=failed`` listing."""
+    from tests.support.api_server import ApiServer
+    from tests.support.cdp import DevToolsBrowser
+    from tests.test_dashboard import KEY
+    from tests.support.browser import find_chromium
+
+    api = make_api(azurite)
+    labels = "[...document.querySelectorAll('#images tr[data-image]')].map(r => r.dataset.image)"
+    with ApiServer(api, KEY) as server, DevToolsBrowser(str(find_chromium())) as browser:
+        tab = browser.new_tab(f"{server.base_url}/api/dashboard?code={KEY}")
+        tab.wait_for("document.body.dataset.state === 'ready'")
+        assert tab.evaluate(labels) == [f"{i['repository']}:{i['tag']}" for i in listing(api, sort="kev")]
+        tab.evaluate("document.getElementById('images-sort').value = 'age';"
+                     "document.getElementById('images-status').value = 'failed';"
+                     "document.body.dataset.state = 'chosen'")  # so the wait below sees the new listing
+        tab.click("#images-go")
+        tab.wait_for("document.body.dataset.state === 'ready'")
+        wanted = [f"{i['repository']}:{i['tag']}" for i in listing(api, sort="age", status="failed")]
+        assert tab.evaluate(labels) == wanted and 0 < len(wanted) < 15
