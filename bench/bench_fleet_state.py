@@ -18,9 +18,12 @@ Per size N (images in repositories of 100 tags, 10 audits per image):
   point read; old: the walk of the repository's rows), the metrics scrape (new: ``read_snapshot``
   and the exposition with ``--max-images`` per-image series: the fleet snapshot and the audit
   tally, a point read each, and one bounded query of the newest images; old: the walk of every
-  index row it replaced, without rendering), the snapshot's walk (the heartbeat
+  index row it replaced, without rendering), the sorted pages (``sort=`` each order, and one with a
+  filter: the order tables, seeded with ``FleetOrder``'s own row and key functions in batch
+  transactions; old: the dashboard sorted the newest 1,000 audits in the browser), the snapshot's walk (the heartbeat
   timer's job, once) and the critical path's extra cost: ``FleetState.record`` of a newer audit
-  beside ``AuditIndex.record`` as the ship stage runs them, against the index alone.
+  beside ``AuditIndex.record`` as the ship stage runs them, against the index alone, and then the
+  order tables' sync that follows the state's write.
 
 Nothing is asserted; the goals (issue 24, item 6) are printed beside the figures.
 """
@@ -49,8 +52,9 @@ from scanner_core.io_pool import io_pool  # noqa: E402
 from scanner_core.metrics import read_snapshot, render_prometheus  # noqa: E402
 from scanner_core.models import AuditMeta, AuditResult  # noqa: E402
 from scanner_core.storage import (  # noqa: E402
-    AuditIndex, FleetState, ImageState, fleet_table, page_images, read_fleet_snapshot, resolve_account_connection,
-    take_snapshot, tally_audits)
+    ORDERS, AuditIndex, FleetOrder, FleetState, ImageState, fleet_table, page_images, read_fleet_snapshot,
+    resolve_account_connection, take_snapshot, tally_audits)
+from scanner_core.storage.fleet_order import ORDER_PARTITION, POINTER_PREFIX, image_hash, order_row  # noqa: E402
 from tests.support.azurite import Azurite  # noqa: E402
 
 TAGS_PER_REPOSITORY = 100
@@ -102,6 +106,38 @@ def seed_state(state: FleetState, images: int) -> float:
     return time.perf_counter() - started
 
 
+def seed_order(state: FleetState, images: int) -> float:
+    """The sorted pages' tables as ``FleetOrder.sync`` leaves them (its own key and row functions),
+    written 100 entities per transaction: a sync per image (9 round trips) is too slow to seed
+    100,000 images here; ``sync`` itself is timed below."""
+    assert state.order is not None
+    started = time.perf_counter()
+
+    def chunk(args: tuple[str, int]) -> None:
+        order, first = args
+        operations = []
+        for image in range(first, min(first + 50, images)):
+            latest = ImageState.from_meta(meta(image, AUDITS_PER_IMAGE - 1), folder(meta(image, AUDITS_PER_IMAGE - 1)))
+            assert latest is not None
+            key = latest.row_keys()[0]  # the tag's entity: the listed one
+            row = order_row(order, latest, latest.partition, key)
+            body = {k: v for k, v in latest.entity(key).items() if k not in ("PartitionKey", "RowKey")}
+            operations += [("upsert", {**body, "PartitionKey": ORDER_PARTITION, "RowKey": row}),
+                           ("upsert", {"PartitionKey": ORDER_PARTITION, "RowKey": POINTER_PREFIX + image_hash(
+                               latest.partition, key), "row": row, "content": "seeded", "state_row": key})]
+        for attempt in range(3):
+            try:
+                state.order.table(order).submit_transaction(operations)
+                break
+            except ServiceResponseError:
+                if attempt == 2:
+                    raise
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(chunk, ((order, first) for order in ORDERS for first in range(0, images, 50))))
+    return time.perf_counter() - started
+
+
 def seed_index(index: AuditIndex, images: int) -> float:
     started = time.perf_counter()
 
@@ -138,16 +174,23 @@ def main() -> None:
     parser.add_argument("--old-max", type=int, default=10_000, help="largest fleet the old index is seeded for")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--max-images", type=int, default=10_000, help="METRICS_MAX_IMAGES for the scrape")
+    parser.add_argument("--no-sorted", dest="sorted", action="store_false",
+                        help="skip the sorted pages (their tables take as long again to seed)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.images.split(",")]
     with tempfile.TemporaryDirectory() as temp, Azurite(Path(temp) / "azurite") as azurite:
         connection = resolve_account_connection("Bench", {"Bench": azurite.connection_string})
         old_per_audit: dict[str, float] = {}
         for images in sizes:
-            state = FleetState(fleet_table(connection, f"bench{uuid.uuid4().hex[:8]}images"))
+            run = uuid.uuid4().hex[:8]
+            state = FleetState(fleet_table(connection, f"bench{run}images"), order=FleetOrder(
+                lambda order, run=run: fleet_table(connection, f"bench{run}by{order}")))
             seeded = seed_state(state, images)
             print(f"\n{images:,} images, {images * AUDITS_PER_IMAGE:,} audits: state seeded in {seeded:.1f} s "
                   f"({2 * images:,} entities)")
+            if args.sorted:
+                print(f"  order tables seeded in {seed_order(state, images):.1f} s "
+                      f"({len(ORDERS)} tables of {2 * images:,} entities)")
             name = f"bench-{uuid.uuid4().hex[:8]}"
             azurite.create_container(name)
             index = None
@@ -176,6 +219,12 @@ def main() -> None:
                 measure(lambda: index.page(50), rounds) if index else None, GOALS["page"])
             row("page of 50 (status=failed)", measure(lambda: page_images(state, 50, category="failed"), rounds),
                 None, GOALS["page"], "old: no such filter (the dashboard filtered the newest 1,000 audits)")
+            if args.sorted:
+                for order in ORDERS:
+                    row(f"page of 50 (sort={order})", measure(lambda: page_images(state, 50, sort=order), rounds),
+                        None, GOALS["page"], "old: the dashboard sorted the newest 1,000 audits in the browser")
+                row("page of 50 (sort=kev, status=failed)",
+                    measure(lambda: page_images(state, 50, sort="kev", category="failed"), rounds), None, GOALS["page"])
             row("page of 50 (one repository)", measure(lambda: page_images(state, 50, repository=repository), rounds),
                 measure(lambda: index.repository_page(repository, 50), rounds) if index else None, GOALS["page"])
             old_verdict = None
@@ -220,6 +269,24 @@ def main() -> None:
                 print(f"  critical path: index alone {alone[0]:.1f} ms, index + state side by side {together[0]:.1f} "
                       f"ms (+{together[0] - alone[0]:.1f} ms); the state's write alone {writes[0]:.1f} ms "
                       f"(a query and a transaction)")
+            if args.sorted:
+                numbers = iter(range(10**9))
+
+                def write_state() -> None:
+                    n = next(numbers)
+                    m = meta(n % images, AUDITS_PER_IMAGE + 30_000 + n)
+                    state.record(m, folder(m))
+
+                def sync() -> None:
+                    n = next(numbers)
+                    m = meta(n % images, AUDITS_PER_IMAGE + 40_000 + n)
+                    if state.record(m, folder(m)):
+                        state.sync_order_of(m)
+
+                written, synced = measure(write_state, rounds), measure(sync, rounds)
+                print(f"  the state's write alone {written[0]:.1f} ms; then the order tables' sync (after the "
+                      f"state, off the critical path): +{synced[0] - written[0]:.1f} ms median "
+                      f"(p95 of both {synced[1]:.1f} ms; the tag's and the digest's entities, {len(ORDERS)} orders)")
 
 
 if __name__ == "__main__":
