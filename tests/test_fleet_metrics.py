@@ -1,5 +1,5 @@
 """Issue 24, item 2: the metrics scrape reads the fleet state (the newest ``METRICS_MAX_IMAGES``
-images, one bounded query), the fleet snapshot and the audit tally (a point read each), never
+images, the first rows of the ``recent`` order), the fleet snapshot and the audit tally (a point read each), never
 the audit history. Real Azurite (blobs and tables); metas made here and recorded through the
 product's own writers (the index and the state), as the ship stage records them."""
 
@@ -34,7 +34,8 @@ def test_a_scrape_reads_the_state_and_the_tallies_never_the_history(scanner_env,
     with AuditIndex(api.config.settings.blob_container_url, api.short_id) as index:
         for meta in history + newest:
             index.record(meta, folder_of(meta, api.short_id))
-            state.record(meta, folder_of(meta, api.short_id))
+            if state.record(meta, folder_of(meta, api.short_id)):  # as the ship stage: the state, its order rows
+                state.sync_order_of(meta)
         take_snapshot(state, now=NOW, newest=2)  # the heartbeat timer's two jobs
         first = tally_audits(state, index.rows(), now=NOW)
     assert first.rows_read == 9 and sum(first.total.audits.values()) == 9
@@ -53,7 +54,17 @@ def test_a_scrape_reads_the_state_and_the_tallies_never_the_history(scanner_env,
     exported = {s.labels["image_repository"] for s in samples(families, "trivy_scanner_image_status")}
     assert exported == {"team/app", "team/new"}  # the two most recently requested
     assert samples(families, "trivy_scanner_images")[0].value == 3 and len(reads) == 1
-    assert "requested_at ge" in reads[0]  # one bounded query, not a walk of the fleet
+    assert "RowKey lt '~'" in reads[0]  # the first rows of the ``recent`` order: a range, not a walk of the fleet
+    # An upgraded deployment before reindex (no order rows): one query bounded by the snapshot's cutoff.
+    monkeypatch.setattr(TableClient, "query_entities", query)
+    recent = state.order.table("recent")
+    for entity in list(recent.query_entities("PartitionKey eq 'o'")):
+        recent.delete_entity(entity["PartitionKey"], entity["RowKey"])
+    monkeypatch.setattr(TableClient, "query_entities", counted)
+    reads.clear()
+    again = scrape(api)["families"]
+    assert {s.labels["image_repository"] for s in samples(again, "trivy_scanner_image_status")} == exported
+    assert any("requested_at ge" in read for read in reads)
     assert sum(s.value for s in samples(families, "trivy_scanner_audits_total")) == 9
     [count] = samples(families, "trivy_scanner_scan_duration_seconds_count")
     assert count.value == 6

@@ -1,4 +1,4 @@
-"""Issue 24, item 2: ``GET /api/images?sort=severity|kev|epss|age`` pages the fleet in that
+"""Issue 24, item 2: ``GET /api/images?sort=severity|kev|epss|age|recent`` pages the fleet in that
 order from the order tables (``storage/fleet_order.py``), which follow every change of an
 image's state (a newer audit, an approval), converge under concurrent writers, and are
 rebuilt by ``reindex``. Real Azurite Table service; metas made here, written through the
@@ -7,6 +7,7 @@ product's writers as the ship stage runs them (``record``, then ``sync_order_of`
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -73,6 +74,7 @@ def order_key(order: str):
         "epss": lambda i: ((1,) if i["epss-max"] is None or i["vulnerabilities"] is None else (0, -i["epss-max"]))
         + severity(i),
         "age": lambda i: (i["scanned-at"],),
+        "recent": lambda i: (-datetime.fromisoformat(i["requested-at"].replace("Z", "+00:00")).timestamp(),),
     }
     return keys[order]
 
@@ -98,6 +100,7 @@ def test_each_order_pages_the_fleet_in_that_order_and_follows_changes(ordered, a
         got = listing(api, sort=order, limit="50")
         assert len(got) == 15 and got[0]["tag"] == "v3" and got[0]["vulnerabilities"]["critical"] == 9, order
     assert listing(api, sort="age", limit="50")[-1]["tag"] == "v3"
+    assert listing(api, sort="recent", limit="50")[0]["tag"] == "v3"
     ordered.approval_changed(REPOSITORIES[1], f"sha256:{3:064x}", "ap-3", "approved")
     approved = listing(api, sort="kev", approval="approved")
     assert [(i["tag"], i["approval"]) for i in approved] == [("v3", "approved")]
@@ -113,7 +116,7 @@ def test_a_cursor_belongs_to_its_order_and_bad_sorts_are_a_clear_400(ordered, az
         error = error_of(fleet_images(http("GET", "images", params=params), api), 400)
         assert error["field"] == "cursor", error
     error = error_of(fleet_images(http("GET", "images", params={"sort": "name"}), api), 400)
-    assert error["field"] == "sort" and "severity, kev, epss, age" in error["message"]
+    assert error["field"] == "sort" and "severity, kev, epss, age, recent" in error["message"]
 
 
 def test_concurrent_audits_of_one_image_leave_one_row_per_order_on_the_newest(scanner_env, azurite):

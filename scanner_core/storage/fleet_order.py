@@ -1,5 +1,5 @@
 """The fleet's image pages in an order the Table service can serve (issue 24):
-``GET /api/images?sort=severity|kev|epss|age``.
+``GET /api/images?sort=severity|kev|epss|age|recent``.
 
 The Table service returns entities in PartitionKey, RowKey order only; it cannot sort by a
 property. So each order is a table of its own, ``{FLEET_TABLE_PREFIX}{short id}by{order}``,
@@ -26,6 +26,8 @@ The orders (ties: repository, then a stable hash):
 * ``kev``: findings in CISA's KEV catalog, most first, then ``severity``.
 * ``epss``: the highest EPSS score, highest first, then ``severity``; no score last.
 * ``age``: the latest scan's time, oldest first (the images whose findings are the stalest).
+* ``recent``: the latest request's time, newest first (the metrics' per-image series read the
+  first ``METRICS_MAX_IMAGES`` of it: ``ceil(n / 1000)`` calls, whatever the size of the fleet).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ from .image_state import ImageState
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
-ORDERS = ("severity", "kev", "epss", "age")
+ORDERS = ("severity", "kev", "epss", "age", "recent")
+_LATEST = 999_999_999_999  # twelve digits of unix seconds: year 33658
 ORDER_PARTITION = "o"
 POINTER_PREFIX = "~"  # after every sort key (they start with a digit), so a range ``lt "~"`` reads rows only
 WRITE_ATTEMPTS = 6
@@ -75,6 +78,8 @@ def sort_key(order: str, image: ImageState) -> str:
         return f"0{_EPSS_SCALE - score:07d}" + severity
     if order == "age":
         return f"{max(int(image.scanned_at or image.requested_at), 0):012d}"
+    if order == "recent":
+        return f"{_LATEST - max(int(image.requested_at), 0):012d}"
     raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
 
 

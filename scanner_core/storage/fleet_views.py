@@ -162,9 +162,20 @@ def current_snapshot(state: FleetState, newest: int | None = None) -> FleetSnaps
 
 
 def newest_images(state: FleetState, limit: int, since: int, now: float | None = None) -> list[ImageState]:
-    """The ``limit`` most recently requested images: those requested since ``since`` (the
-    snapshot's cutoff, so about ``limit`` plus the images requested after the snapshot), newest
-    first. One query of ``ceil(found / 1000)`` calls."""
+    """The ``limit`` most recently requested images, newest first: the first ``limit`` rows of the
+    ``recent`` order (``ceil(limit / 1000)`` calls, whatever the size of the fleet). Without its rows
+    (an upgraded deployment before ``reindex``), the images requested since ``since`` (the snapshot's
+    cutoff) from one filtered query of the state, which the service answers by reading the table."""
+    if state.order is not None and limit > 0:
+        found: list[ImageState] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            page, cursor = page_images(state, min(limit - len(found), MAX_FLEET_PAGE), cursor, sort="recent", now=now)
+            found += page
+            if cursor is None:
+                break
+        if found:
+            return found
     clauses = ["listed eq true", f"requested_at ge {int(since)}L"]
     if state.image_ttl_days:
         clauses.append(f"seen_at ge {int((now if now is not None else time.time()) - state.image_ttl_days * DAY_SECONDS)}L")
