@@ -181,8 +181,8 @@ class ApprovalStore:
 
     def _saved(self, request: ApprovalRequest) -> None:
         """Every transition, whatever its state, copied to the digest's fleet state (its state,
-        its ``deadline`` when the request has one, when and by whom it last changed: the daily digest). A failure is logged: the request is the
-        truth, and ``reindex`` copies it again."""
+        its ``deadline`` when the request has one, when and by whom it last changed: the daily
+        digest). A failure is logged: the request is the truth, and ``reindex`` copies it again."""
         if self._fleet_state is None:
             return
         try:
