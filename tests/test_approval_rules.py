@@ -33,11 +33,13 @@ from scanner_core.functions import approve, get_approval, list_approvals, load_f
 from scanner_core.models import AcceptedRisk, AuditMeta, AuditResult, Finding, PolicyDecision
 from scanner_core.follow_up import Notifier
 from scanner_core.redact import Redactor
-from scanner_core.storage import AzureBlobStore
+from scanner_core.config import load_config
+from scanner_core.storage import AzureBlobStore, FleetState, fleet_state_of, iso8601
 from tests.conftest import REPO_ROOT
 from tests.support.easy_auth import principal_headers
 from tests.support.webhook import WebhookReceiver
 from tests.test_approvals import call, decide
+from tests.test_audit_index import SHORT_ID, folder_of
 from tests.test_http_api import http, make_api, queued
 
 REPOSITORY = "registry.example.com/team/app"
@@ -206,23 +208,35 @@ def test_function_key_reviewers_hostile_reasons_and_bad_bodies(scanner_env, azur
 # -- the digest ----------------------------------------------------------------------
 
 
+def _state_store(scanner_env, audits) -> tuple[FleetState, ApprovalStore]:
+    """The scanner's fleet state and a store that keeps it in step, as the API and the scan path have."""
+    state = fleet_state_of(load_config().settings)
+    return state, ApprovalStore(audits.sas_url, scanner_env.short_id, fleet_state=lambda: state)
+
+
+def _audited(state: FleetState, book: ApprovalBook, audit: AuditMeta) -> str | None:
+    """As the scan path does: the audit's state first (the approval's hook updates it), then the request."""
+    state.record(audit, folder_of(audit, SHORT_ID))
+    return book.after_audit(audit)
+
+
 def test_the_digest_posts_one_summary_a_day(scanner_env, audits) -> None:
-    store = store_for(scanner_env, audits)
+    state, store = _state_store(scanner_env, audits)
     now = time.time()
     book = ApprovalBook(store, None, clock=lambda: now)
     others = [(f"registry.example.com/team/svc-{n}:1.0@sha256:" + f"{n:02d}" * 32) for n in range(3)]
     for n, image in enumerate(others):
         digest = image.rsplit("@", 1)[1]
-        audit = meta(f"w{n}", critical=["CVE-9"] * n, status="failed" if n else "passed",
+        audit = meta(f"w{n}", critical=["CVE-9"] * n, status="failed" if n else "passed", at=int(now),
                      decision="rejected" if n == 2 else "pending").model_copy(
             update={"image": image, "image_digest": digest})
-        assert book.after_audit(audit) == "created"
+        assert _audited(state, book, audit) == "created"
     secret = "digest-signing-secret-0123456789"
     with WebhookReceiver(secret=secret.encode()) as receiver:  # verifies the signature (issue 17)
         scanner_env.set(NOTIFY_WEBHOOK_URLS=receiver.url, NOTIFY_WEBHOOK_SECRET=secret)
         first = on_digest(TimerRequest(), REPO_ROOT)  # the timer's body
         notifier = Notifier([receiver.url], AzureBlobStore(audits.sas_url, Redactor([])))
-        second = send_digest(store, notifier, now + 60)
+        second = send_digest(store, state, notifier, now + 60)
         assert receiver.wait_for(1)
         time.sleep(0.5)
         assert (first.sent, second.sent, len(receiver.all())) == (True, False, 1)
@@ -236,6 +250,39 @@ def test_the_digest_posts_one_summary_a_day(scanner_env, audits) -> None:
     assert len(event["pending"]) == 2 and [d["state"] for d in event["decisions"]] == ["auto-rejected"]
     assert event["worst"][0]["image"] == "registry.example.com/team/svc-2:1.0"
     assert "2 pending" in event["text"]
+
+
+def test_the_digest_reads_the_fleet_state_not_the_approvals_index(scanner_env, audits, monkeypatch) -> None:
+    state, store = _state_store(scanner_env, audits)
+    now = time.time()
+
+    def audit(name: str, at: float, decision: str = "pending") -> AuditMeta:
+        digest = "sha256:" + name.encode().hex().ljust(64, "0")
+        return meta(name, at=int(at), decision=decision).model_copy(
+            update={"image": f"registry.example.com/team/{name}:1.0@{digest}", "image_digest": digest})
+
+    assert _audited(state, ApprovalBook(store, None, clock=lambda: now), audit("waiting", now)) == "created"
+    assert _audited(state, ApprovalBook(store, None, clock=lambda: now), audit("fresh", now, "rejected")) == "created"
+    old = ApprovalBook(store, None, clock=lambda: now - 2 * 86_400)
+    assert _audited(state, old, audit("stale", now, "rejected")) == "created"  # rescanned today, decided 2 days ago
+    risky = audit("risky", now)
+    state.record(risky, folder_of(risky, SHORT_ID))  # the grace timer's transition, as its store hook writes it
+    state.approval_changed(REPOSITORY.rsplit("/", 1)[0] + "/risky", risky.image_digest, "ap-risky", "at-risk",
+                           iso8601(int(now) + 86_400), int(now) - 60, "grace")
+    ttl = FleetState(state.table, 2)  # FLEET_IMAGE_TTL_DAYS=2: "gone" is out of the fleet
+    _audited(state, ApprovalBook(store, None, clock=lambda: now - 3 * 86_400), audit("gone", now - 3 * 86_400))
+
+    def no_index(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the digest read the approvals index")
+
+    monkeypatch.setattr(ApprovalStore, "rows", no_index)
+    event = send_digest(store, ttl, Notifier([], AzureBlobStore(audits.sas_url, Redactor([]))), now).event
+    assert [i["image"] for i in event["pending"]] == ["registry.example.com/team/waiting:1.0"]  # once, not per entity
+    assert [(i["image"], i["state"]) for i in event["decisions"]] == [("registry.example.com/team/fresh:1.0",
+                                                                       "auto-rejected")]
+    assert [(i["id"], i["deadline"], i["decided-by"]) for i in event["at-risk"]] == [
+        ("ap-risky", iso8601(int(now) + 86_400), "grace")]
+    assert "1 pending, 1 decided and 0 revoked" in event["text"] and "1 at risk" in event["text"]
 
 
 def test_the_digest_timer_exists_only_with_a_schedule(monkeypatch) -> None:

@@ -60,7 +60,8 @@ def test_reindex_rebuilds_the_state_from_metas_alone(scanner_env, azurite, audit
     assert after == before
     assert images_with(azurite, "CVE-2099-0001") == affected  # the query tables rebuilt from the stored report
     state = fleet_state_of(load_config().settings).get(repository, tag)
-    assert state is not None and state.approval_state is not None, printed  # the approval copied over too
+    # the approval copied over too, with when it last changed (the daily digest's "last 24 h")
+    assert state is not None and state.approval_state is not None and state.approval_changed_at, printed
 
     assert main(["reindex"]) == 0  # idempotent: the same answers again
     assert verdict_of(azurite, repository, tag) == before

@@ -1,21 +1,30 @@
 """The daily digest (``DIGEST_SCHEDULE``): one summary to the webhooks, the
 seed's "daily security digest". Pending requests, the decisions and revocations
-of the last 24 hours, the at-risk requests by deadline (issue 25), and the worst images (most critical, then high findings)
-among the requests, from one listing of the approvals index. Sent at most once
-per UTC day (a claim blob, as the audit notifications have).
+of the last 24 hours, the at-risk requests by deadline (issue 25), and the worst
+images (most critical, then high findings) among the requests.
+
+It reads the fleet's current state (issue 24), not the approvals index: one walk
+of the state table (``FleetState.approvals``: O(images) entities, once a day),
+each request once by its ``approval_id``, images gone by ``FLEET_IMAGE_TTL_DAYS``
+left out. The index grows with every request ever made (one per
+repository@digest); the digest never reads it. Sent at most once per UTC day
+(a claim blob, as the audit notifications have).
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..storage import iso8601
 from .sender import EventSender
 from .store import ApprovalStore
+
+if TYPE_CHECKING:
+    from ..storage import FleetState, ImageState
 
 DIGEST_EVENT = "approval-digest"
 WORST = 5
@@ -29,27 +38,22 @@ class DigestResult:
     deliveries: list[Any] | None = None
 
 
-def _unix(iso: str | None) -> int:
-    try:
-        return int(datetime.strptime(iso or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
-    except ValueError:
-        return 0
+def _item(state: ImageState) -> dict[str, Any]:
+    label = state.repository + (f":{state.tag}" if state.tag else f"@{state.digest or '?'}")
+    return {"id": state.approval_id, "image": label, "state": state.approval_state, "decided-by": state.approval_by,
+            "scan-status": state.last_status or state.scan_status, "vulnerabilities": state.vulnerabilities or {},
+            "decided-at": iso8601(state.approval_changed_at), "deadline": state.approval_deadline}
 
 
-def _item(row: dict[str, str]) -> dict[str, Any]:
-    counts = json.loads(row.get("counts") or "{}")
-    label = row.get("repository", "?") + (f":{row['tag']}" if row.get("tag") else f"@{row.get('digest', '?')}")
-    return {"id": row.get("id"), "image": label, "state": row.get("state"), "decided-by": row.get("decidedby"),
-            "scan-status": row.get("scanstatus"), "vulnerabilities": counts, "decided-at": row.get("decided"),
-            "deadline": row.get("deadline")}
-
-
-def build_digest(store: ApprovalStore, now: float) -> dict[str, Any]:
-    rows = list(store.rows())
+def build_digest(states: Iterable[ImageState], now: float) -> dict[str, Any]:
+    """The event from the requests' states (``FleetState.approvals``: each request once). A state
+    without ``approval_changed_at`` (written before it was kept) is not recent."""
     since = now - _DAY
-    items = [_item(row) for row in rows]
+    chosen = list(states)
+    items = [_item(state) for state in chosen]
     pending = [item for item in items if item["state"] == "pending"]
-    recent = [item for item in items if _unix(item["decided-at"]) >= since and item["state"] != "pending"]
+    recent = [item for state, item in zip(chosen, items, strict=True)
+              if (state.approval_changed_at or 0) >= since and item["state"] != "pending"]
     decisions = [item for item in recent if item["state"] not in ("revoked", "at-risk")]
     revocations = [item for item in recent if item["state"] == "revoked"]
     at_risk = sorted((item for item in items if item["state"] == "at-risk"), key=lambda item: item["deadline"] or "")
@@ -74,10 +78,12 @@ def build_digest(store: ApprovalStore, now: float) -> dict[str, Any]:
     }
 
 
-def send_digest(store: ApprovalStore, notifier: EventSender, now: float | None = None) -> DigestResult:
-    """Posts today's digest to the webhooks unless it was posted already today."""
+def send_digest(store: ApprovalStore, state: FleetState, notifier: EventSender,
+                now: float | None = None) -> DigestResult:
+    """Posts today's digest to the webhooks unless it was posted already today: one walk of the
+    fleet state (``state``); ``store`` only names the claim blob."""
     now = time.time() if now is None else now
-    event = build_digest(store, now)
+    event = build_digest(state.approvals(now), now)
     if not notifier.urls:
         return DigestResult(False, event)
     deliveries = notifier.send_once(f"{store.prefix}notifications/{event['audit-id']}", event)

@@ -180,15 +180,17 @@ class ApprovalStore:
         return str(answer["etag"])
 
     def _saved(self, request: ApprovalRequest) -> None:
-        """Every transition, whatever its state, copied to the digest's fleet state (its state
-        and its ``deadline`` when the request has one). A failure is logged: the request is the
-        truth, and ``reindex`` copies it again."""
+        """Every transition, whatever its state, copied to the digest's fleet state (its state,
+        its ``deadline`` when the request has one, when and by whom it last changed: the daily
+        digest). A failure is logged: the request is the truth, and ``reindex`` copies it again."""
         if self._fleet_state is None:
             return
         try:
             deadline = request.at_risk.deadline if request.at_risk else None  # issue 25: an at-risk request's
-            self._fleet_state().approval_changed(request.repository, request.digest, request.id, request.state,
-                                                 str(deadline) if deadline is not None else None)
+            self._fleet_state().approval_changed(
+                request.repository, request.digest, request.id, request.state,
+                str(deadline) if deadline is not None else None,
+                _unix(request.decided_at) if request.decided_at else None, _row(request)["decidedby"])
         except Exception as error:  # noqa: BLE001 - the approval is saved; the state catches up on reindex
             _log.warning("fleet state not updated for approval %s: %s", request.id, type(error).__name__)
 

@@ -154,7 +154,8 @@ def on_deadlines(timer: func.TimerRequest | None, app_root: Path) -> Any:
 
 
 def on_digest(timer: func.TimerRequest | None, app_root: Path) -> Any:
-    """The digest timer's body: today's summary to ``NOTIFY_WEBHOOK_URLS``, once a day."""
+    """The digest timer's body: today's summary to ``NOTIFY_WEBHOOK_URLS``, once a day, from the
+    fleet state (O(images) once a day)."""
     from ..approvals import send_digest
     from ..follow_up import Notifier
     from .handlers import make_scanner
@@ -162,7 +163,8 @@ def on_digest(timer: func.TimerRequest | None, app_root: Path) -> Any:
     scanner = make_scanner(app_root)
     settings = scanner.config.settings
     notifier = Notifier.from_settings(settings, scanner.blob_store)  # signed with NOTIFY_WEBHOOK_SECRET too
-    result = send_digest(ApprovalStore(settings.blob_container_url, scanner.short_id), notifier)
+    # One walk of the fleet state (issue 24), never the approvals index; the store names the claim blob.
+    result = send_digest(ApprovalStore(settings.blob_container_url, scanner.short_id), scanner.fleet_state(), notifier)
     scanner.logger.info("approval digest", fields={"sent": result.sent, "pending": len(result.event["pending"])})
     return result
 

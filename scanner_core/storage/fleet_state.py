@@ -63,15 +63,17 @@ class FleetState:
             state if current is None else None))
 
     def approval_changed(self, repository: str, digest: str, approval_id: str, state: str,
-                         deadline: str | None = None) -> bool:
+                         deadline: str | None = None, changed_at: int | None = None, by: str | None = None) -> bool:
         """Keeps the digest's entities (its own and its tags') in step with its approval request (any
-        transition, any state; ``deadline`` when the state has one). No entity yet: nothing to do
-        (the audit writes it). A query of the repository's partition, then one transaction."""
+        transition, any state; ``deadline`` when the state has one; ``changed_at`` and ``by``: its last
+        change of state and who made it, for the daily digest). No entity yet: nothing to do (the
+        audit writes it). A query of the repository's partition, then one transaction."""
         def update(_key: str, current: ImageState | None) -> ImageState | None:
             if current is None:
                 return None
             return current.model_copy(update={"approval_state": state, "approval_deadline": deadline,
-                                              "approval_id": approval_id})
+                                              "approval_id": approval_id, "approval_changed_at": changed_at,
+                                              "approval_by": by})
 
         partition = table_key(repository)
         with StorageErrors("reading the fleet state"):  # the digest's entity and its tags' (one repository)
@@ -201,6 +203,26 @@ class FleetState:
             for entity in self.table.query_entities("RowKey ge @lo and RowKey lt @hi",
                                                     parameters={"lo": kind, "hi": upper}):
                 yield ImageState.from_entity(entity)
+
+    def approvals(self, now: float | None = None) -> Iterator[ImageState]:
+        """Each approval request the fleet holds, once (by ``approval_id``, its tag's entity when it
+        has one, else its digest's), images ``gone`` left out: the daily digest's read. ONE walk of
+        the whole table, O(images) entities read, whatever the number of requests ever made."""
+        found: dict[str, tuple[ImageState, bool]] = {}
+        with StorageErrors("listing the fleet state"):
+            # The image entities only (the table holds the metrics snapshot's rows too). Spaces around
+            # the brackets: the SDK finds ``@name`` between spaces only.
+            for entity in self.table.query_entities(
+                    "( RowKey ge @d and RowKey lt @e ) or ( RowKey ge @t and RowKey lt @u )",
+                    parameters={"d": DIGEST_ROW, "e": "e:", "t": TAG_ROW, "u": "u:"}):
+                state = ImageState.from_entity(entity)
+                if state.approval_id is None or self.gone(state, now):
+                    continue
+                is_tag = str(entity["RowKey"]).startswith(TAG_ROW)
+                kept = found.get(state.approval_id)
+                if kept is None or (is_tag and not kept[1]):
+                    found[state.approval_id] = (state, is_tag)
+        yield from (state for state, _ in found.values())
 
 
 def fleet_table_name(settings: Settings, kind: str = "images") -> str:

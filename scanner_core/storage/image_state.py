@@ -26,10 +26,10 @@ SEVERITIES = ("critical", "high", "medium", "low", "unknown", "total")
 TAG_ROW = "t:"
 DIGEST_ROW = "d:"
 # Kept from the entity a newer audit replaces: they belong to the image, not to one audit.
-_IMAGE_FIELDS = ("approval_state", "approval_deadline", "approval_id", "asked_at")
+_IMAGE_FIELDS = ("approval_state", "approval_deadline", "approval_id", "approval_changed_at", "approval_by", "asked_at")
 # Kept from the last succeeded audit when a newer one failed (the fleet views still show its findings).
 # Unix seconds pass 2**31 in 2038: stored as Int64 (the SDK would refuse them as Int32 then).
-TIME_FIELDS = ("requested_at", "scanned_at", "asked_at", "seen_at", "wanted_at")
+TIME_FIELDS = ("requested_at", "scanned_at", "asked_at", "seen_at", "wanted_at", "approval_changed_at")
 _SUCCEEDED_FIELDS = ("last_status", "last_succeeded_audit_id", "last_succeeded_folder", *SEVERITIES, "secrets", "kev",
                      "epss_max", "db_updated_at", "policy_action", "policy_rule", "decision", "inventory_path", "eosl",
                      "platforms")
@@ -88,6 +88,10 @@ class ImageState(BaseModel):
     approval_state: str | None = None
     approval_deadline: str | None = None
     approval_id: str | None = None
+    # The request's last change of state (its ``decided_at``, unix seconds) and who made it: the
+    # daily digest's "decided / revoked in the last 24 h". ``None`` on entities written before them.
+    approval_changed_at: int | None = None
+    approval_by: str | None = None
     asked_at: int | None = None
     # The last request that was not a rescan (the rescan timer's RESCAN_WINDOW_DAYS counts from it).
     wanted_at: int | None = None
