@@ -1,9 +1,10 @@
 """``GET /api/images`` (issue 24): every image of the fleet, paged, from the images'
 current state (``storage/fleet_state.py``), never from the audit history. Filters:
 ``status`` (the latest audit's category), ``approval`` (the approval state) and
-``repository``; ``sort`` (``severity``, ``kev``, ``epss``, ``age``: served in that order by
-the table kept for it, ``storage/fleet_order.py``, not sorted here); the first page carries the fleet's totals from the last snapshot
-(one point read; the heartbeat timer and ``reindex`` take it). Costs: docs/api.md.
+``repository``; ``sort`` (``severity``, ``kev``, ``epss``, ``age``, ``recent``: served in that
+order by the table kept for it, ``storage/fleet_order.py``, never sorted here); the first page
+carries the fleet's totals from the last snapshot (one point read; the heartbeat timer and
+``reindex`` take it). Costs: docs/api.md.
 """
 
 from __future__ import annotations
