@@ -271,24 +271,13 @@ def audit_rebuilders(scanner: Scanner) -> list[AuditRebuilder]:
     return rebuilders
 
 
-def _unix(iso: str) -> int | None:
-    """An approvals index row's ``decided`` (``2026-12-04T13:00:00Z``) as unix seconds; ``None``
-    when it is not one (the digest then treats the request as not recent)."""
-    from datetime import datetime, timezone
-
-    try:
-        return int(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
-    except ValueError:
-        return None
-
-
 def _reindex(scanner: Scanner) -> int:
     """Rebuilds the index and the fleet state from the stored metas (idempotent), then copies
     every approval request's state onto its digest and brings the sorted pages' rows in line
     with the state; a progress bar on stderr, a count at the end."""
     from tqdm import tqdm
 
-    from .approvals import ApprovalStore
+    from .approvals import ApprovalStore, unix
     from .storage import audit_folders, rebuild_audits, shared_container_client, take_snapshot
 
     settings = scanner.config.settings
@@ -302,10 +291,9 @@ def _reindex(scanner: Scanner) -> int:
         approvals = 0
         for row in ApprovalStore(settings.blob_container_url, scanner.short_id).rows():
             if row.get("repository") and row.get("digest") and row.get("id") and row.get("state"):
-                decided = row.get("decided")
                 approvals += state.approval_changed(
                     row["repository"], row["digest"], row["id"], row["state"], row.get("deadline"),
-                    _unix(decided) if decided else None, row.get("decidedby"))
+                    unix(row.get("decided")) or None, row.get("decidedby"))  # not a time: not recent (digest)
         ordered = state.sync_every_order()  # the sorted pages, from the state just rebuilt
         take_snapshot(state, newest=settings.metrics_max_images)
     except ScannerError as error:

@@ -8,6 +8,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "ALLOWING_STATES": ".models",
+    "unix": ".grace",
     "ApprovalBook": ".book",
     "SeenRequest": ".book",
     "read_request": ".book",
